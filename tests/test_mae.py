@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 from click.testing import CliRunner
+from timm.layers import build_sincos2d_pos_embed
 
 from fractaldb.errors import FractalDBError
 from pretrain.mae import (
@@ -135,7 +136,10 @@ def test_forward_shapes_and_prefix_variants(in_chans: int) -> None:
     assert pred.shape == (2, 16, 64 * in_chans)
     assert torch.equal(mask.sum(1), torch.tensor([12.0, 12.0]))
     loss.backward()
-    assert mae.encoder.pos_embed.grad is None  # frozen sin-cos positions, as in MAE
+    # frozen 2D sin-cos encoder positions (zero at the cls slot), as in MAE
+    assert mae.encoder.pos_embed.grad is None
+    assert torch.equal(mae.encoder.pos_embed[0, 0], torch.zeros(32))
+    assert torch.allclose(mae.encoder.pos_embed[0, 1:], build_sincos2d_pos_embed([4, 4], 32))
     assert mae.mask_token.grad is not None and mae.encoder.cls_token.grad is not None
 
 
@@ -292,3 +296,28 @@ def test_reconstruction_picture(tmp_path, in_chans: int) -> None:
     path = save_reconstruction(tmp_path / "run" / "reconstruction-epoch005.png", mae, imgs, 0.75)
     back = cv2.imread(str(path))
     assert back is not None and np.array_equal(back[..., ::-1], grid)
+
+
+def test_decoder_puts_tokens_at_their_patch_positions() -> None:
+    mae = tiny_mae(3).eval()
+    imgs = torch.randn(3, 3, 32, 32)
+    seen = {}
+    mae.decoder_blocks.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    with torch.no_grad():
+        latent, mask, ids_restore = mae.forward_encoder(imgs, 0.75)
+        pred = mae.forward_decoder(latent, ids_restore)
+        embedded = mae.decoder_embed(latent)
+    x, k = seen["x"], mae.num_prefix_tokens
+    pos = mae.decoder_pos_embed[0]
+    ids_shuffle = torch.argsort(ids_restore, dim=1)
+    for i in range(3):
+        expected = mae.mask_token[0, 0] + pos[k:]
+        for t in range(latent.shape[1] - k):  # t-th visible latent belongs to patch ids_shuffle[t]
+            j = ids_shuffle[i, t]
+            assert mask[i, j] == 0
+            expected[j] = embedded[i, k + t] + pos[k + j]
+        assert torch.allclose(x[i, k:], expected, atol=1e-6)
+        assert torch.allclose(x[i, :k], embedded[i, :k] + pos[:k], atol=1e-6)
+        # positions make the predictions of masked patches differ from each other
+        masked_pred = pred[i][mask[i] == 1]
+        assert (masked_pred - masked_pred[0]).abs().max() > 1e-3
