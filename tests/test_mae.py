@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -321,3 +323,28 @@ def test_decoder_puts_tokens_at_their_patch_positions() -> None:
         # positions make the predictions of masked patches differ from each other
         masked_pred = pred[i][mask[i] == 1]
         assert (masked_pred - masked_pred[0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "recipe", ["mae-vit-tiny-fractal", "mae-vit-small-fractal", "mae-tiny-cpu"]
+)
+def test_recipes_build_a_model(recipe: str) -> None:
+    import yaml
+
+    path = Path(__file__).parents[1] / "pretrain" / "recipes" / f"{recipe}.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["task"] == "mae" and cfg["description"] and cfg["source"]
+    assert cfg["lr_base_size"] == 256 and 0 < cfg["mask_ratio"] < 1
+    assert cfg["opt_betas"] == [0.9, 0.95]
+    with torch.device("meta"):  # shapes only: no memory or init time for 224 px models
+        mae = MaskedAutoencoder(
+            cfg["model"],
+            cfg["img_size"],
+            model_args=cfg.get("model_args", {}),
+            decoder_dim=cfg["decoder_dim"],
+            decoder_depth=cfg["decoder_depth"],
+            decoder_heads=cfg["decoder_heads"],
+            mask_ratio=cfg["mask_ratio"],
+            norm_pix_loss=cfg["norm_pix_loss"],
+        )
+    assert mae.decoder_pred.out_features == mae.patch_size**2 * 3
