@@ -240,6 +240,12 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_dim, ph * ph * self.in_chans)
         self._init_weights()
+        # The pooling head (fc_norm / attention pool of global_pool='avg'/'map' models) is not
+        # used by MAE; freezing it keeps every trainable parameter in the graph, which DDP needs
+        # (no find_unused_parameters). It is exported untouched and trains when fine-tuning.
+        for unused in (enc.fc_norm, enc.attn_pool, enc.head):
+            if unused is not None:
+                unused.requires_grad_(False)
 
     def _sincos(self, dim: int, prefix: int) -> torch.Tensor:
         """(1, prefix + L, dim) 2D sin-cos table, zero at prefix (cls/reg) positions as in MAE."""

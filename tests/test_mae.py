@@ -348,3 +348,17 @@ def test_recipes_build_a_model(recipe: str) -> None:
             norm_pix_loss=cfg["norm_pix_loss"],
         )
     assert mae.decoder_pred.out_features == mae.patch_size**2 * 3
+
+
+@pytest.mark.parametrize("extra", [{}, {"global_pool": "avg"}, {"global_pool": "map"}])
+def test_every_trainable_parameter_gets_a_gradient(extra: dict) -> None:
+    # DDP without find_unused_parameters fails if a trainable parameter is left out of the graph
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder(
+        NAME, 32, model_args={**TINY, **extra}, decoder_dim=32, decoder_depth=1, decoder_heads=2
+    )
+    mae(torch.randn(2, 3, 32, 32))[0].backward()
+    missing = [n for n, p in mae.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    assert set(mae.no_weight_decay()) <= {n for n, _ in mae.named_parameters()}
+    assert "mask_token" in mae.no_weight_decay()
