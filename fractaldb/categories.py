@@ -50,7 +50,7 @@ class Category:
             raise ValueError("probs must be one non-negative weight per map")
         if not (np.all(np.isfinite(maps)) and np.all(np.isfinite(probs))):
             raise ValueError("maps and probs must be finite numbers")
-        return cls(maps=maps, probs=probs / probs.sum(), fill_rate=float(d.get("fill_rate", 0.0)))
+        return cls(maps=maps, probs=probs, fill_rate=float(d.get("fill_rate", 0.0)))
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,22 @@ def run_search(
     num_categories: int, sampler: str, seed: int, workers: int, settings: dict[str, object]
 ):
     """Run a category search with a progress bar; return the CategorySet."""
+    import dataclasses
+
     from tqdm import tqdm
 
+    from fractaldb.ifs import make_sampler
     from fractaldb.search import search_categories
 
+    try:
+        known = [f.name for f in dataclasses.fields(make_sampler(sampler))]
+        make_sampler(sampler, **settings)
+    except TypeError:
+        unknown = sorted(set(settings) - set(known))
+        raise FractalDBError(
+            f"unknown sampler setting(s) {', '.join(unknown)} for {sampler!r}; "
+            f"known: {', '.join(known)}"
+        ) from None
     bar = tqdm(total=num_categories, desc="search", unit="cat", dynamic_ncols=True)
 
     def progress(accepted: int, candidates: int) -> None:
@@ -44,8 +56,8 @@ def run_search(
         return search_categories(
             num_categories, sampler, seed, workers, progress=progress, **settings
         )
-    except TypeError as exc:  # an unknown sampler setting
-        raise FractalDBError(f"bad sampler setting for {sampler!r}: {exc}") from None
+    except RuntimeError as exc:  # too few candidates accepted
+        raise FractalDBError(str(exc)) from None
     finally:
         bar.close()
 
