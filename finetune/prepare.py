@@ -69,7 +69,7 @@ def pretrain_model(config: dict[str, Any] | None) -> tuple[str | None, dict[str,
 
 def normalization(recipe: dict[str, Any], config: dict[str, Any] | None) -> tuple[list, list]:
     """Mean/std of the pre-training run when recorded (inputs must match it), else the recipe's."""
-    for block in (config or {}, (config or {}).get("data") or {}, recipe.get("normalize") or {}):
+    for block in (config or {}, recipe):
         if (
             isinstance(block, dict)
             and block.get("mean") is not None
@@ -87,7 +87,7 @@ def prepare(opts: FinetuneOptions, echo: Callable[[str], None] = print) -> Finet
     model_name = opts.model or pre_name
     if not model_name:
         raise FractalDBError("no --model given and none recorded in --init; fix: pass --model NAME")
-    model_args = {**dict((recipe.get("model") or {}).get("args") or {})}
+    model_args = dict(recipe.get("model_args") or {})
     if model_name == pre_name:
         # same architecture as pre-trained; head, size and regularisation are the fine-tune's own
         skip = {"num_classes", "img_size", "drop_path_rate", "drop_rate", "pretrained"}
@@ -103,7 +103,7 @@ def prepare(opts: FinetuneOptions, echo: Callable[[str], None] = print) -> Finet
         )
 
     mean, std = normalization(recipe, init_info["config"])
-    train_tf, eval_tf = build_transforms(img_size, recipe.get("augment"), mean=mean, std=std)
+    train_tf, eval_tf = build_transforms(img_size, recipe, mean=mean, std=std)
     data = build_datasets(
         opts.dataset,
         opts.data_root,
@@ -114,9 +114,7 @@ def prepare(opts: FinetuneOptions, echo: Callable[[str], None] = print) -> Finet
         val_split=opts.val_split,
     )
     # a frozen backbone gets no stochastic depth: it only adds noise to the probed features
-    drop_path = (
-        0.0 if opts.linear_probe else float((recipe.get("model") or {}).get("drop_path", 0.0))
-    )
+    drop_path = 0.0 if opts.linear_probe else float(recipe.get("drop_path") or 0.0)
     model = create_model(
         model_name, data.num_classes, img_size=img_size, drop_path=drop_path, model_args=model_args
     )

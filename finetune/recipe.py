@@ -1,4 +1,9 @@
-"""Fine-tuning recipes: YAML files in finetune/recipes/, each citing its source."""
+"""Fine-tuning recipes: flat YAML files in finetune/recipes/, each citing its source.
+
+The keys are those of the shared training engine's configuration (batch_size is global,
+lr = blr x batch_size / lr_base_size unless an absolute lr is set) plus the fine-tuning
+augmentation keys (drop_path, auto_augment, reprob, mixup, cutmix, smoothing, mean, std...).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 from fractaldb.errors import FractalDBError
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
-REQUIRED = ("description", "source", "epochs", "batch_size", "optimizer")
+REQUIRED = ("description", "source", "epochs", "batch_size", "opt", "blr", "lr_base_size")
 
 
 def list_recipes() -> list[str]:
@@ -40,7 +45,7 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
 
 
 def scaled_lr(recipe: dict[str, Any], batch_size: int) -> float:
-    """The recipe's lr scaled linearly by global batch / lr_base_batch (DeiT and MAE convention)."""
-    opt = recipe["optimizer"]
-    base = opt.get("lr_base_batch")
-    return float(opt["lr"]) * (batch_size / base if base else 1.0)
+    """The recipe's absolute lr, else blr x global batch / lr_base_size (DeiT and MAE convention)."""
+    if recipe.get("lr") is not None:
+        return float(recipe["lr"])
+    return float(recipe["blr"]) * batch_size / float(recipe["lr_base_size"])

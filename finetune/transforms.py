@@ -5,19 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-# keys of a recipe's `augment:` section passed to timm's create_transform for training
-TRAIN_TRANSFORM_KEYS = (
-    "scale",
-    "ratio",
-    "hflip",
-    "vflip",
-    "color_jitter",
-    "auto_augment",
-    "interpolation",
-    "re_prob",
-    "re_mode",
-    "re_count",
-)
+# recipe key -> timm create_transform argument (recipes use DeiT's option names)
+TRAIN_TRANSFORM_KEYS = {
+    "scale": "scale",
+    "ratio": "ratio",
+    "hflip": "hflip",
+    "color_jitter": "color_jitter",
+    "auto_augment": "auto_augment",
+    "interpolation": "interpolation",
+    "reprob": "re_prob",
+    "remode": "re_mode",
+    "recount": "re_count",
+}
 
 
 def build_transforms(
@@ -28,11 +27,15 @@ def build_transforms(
     std: Sequence[float] = (0.5, 0.5, 0.5),
     crop_pct: float | None = None,
 ) -> tuple[Callable, Callable]:
-    """Return (train, eval) transforms: recipe augmentation for training, resize + centre crop for eval."""
+    """Return (train, eval) transforms: the recipe's augmentation, and resize + centre crop."""
     from timm.data import create_transform
 
     augment = dict(augment or {})
-    train_kw = {k: augment[k] for k in TRAIN_TRANSFORM_KEYS if augment.get(k) is not None}
+    train_kw = {
+        arg: augment[k] for k, arg in TRAIN_TRANSFORM_KEYS.items() if augment.get(k) is not None
+    }
+    if augment.get("color_jitter", 0) is None:  # null means off (timm's default is 0.4)
+        train_kw["color_jitter"] = 0.0
     for key in ("scale", "ratio"):
         if key in train_kw:
             train_kw[key] = tuple(train_kw[key])
