@@ -59,6 +59,14 @@ def _read_weights(path: Path) -> dict[str, Any]:
     )
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _manifest_hash(config: dict[str, Any] | None, run: Path | None) -> str | None:
     """Find the dataset manifest hash of a pre-training run in its config, else hash its manifest."""
 
@@ -77,7 +85,7 @@ def _manifest_hash(config: dict[str, Any] | None, run: Path | None) -> str | Non
         return found
     for name in ("manifest.json", "dataset_manifest.json"):
         if (run / name).is_file():
-            return "sha256:" + hashlib.sha256((run / name).read_bytes()).hexdigest()
+            return "sha256:" + _sha256(run / name)
     return None
 
 
@@ -273,8 +281,7 @@ def load_init(
     else:
         weights = Path(info["weights"])
         state = _read_weights(weights)
-        if weights.is_file():
-            summary["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        summary["weights_sha256"] = _sha256(weights)
     summary.update(load_state_into(model, state, info["source"], echo))
     return summary
 

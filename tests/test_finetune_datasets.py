@@ -95,3 +95,17 @@ def test_bad_dataset_inputs(tmp_path):
         build_datasets("cifar10", tmp_path / "missing")
     with pytest.raises(FractalDBError, match="only apply to --dataset folder"):
         build_datasets("pets", tmp_path, val_split=0.1)
+
+
+def test_download_flag_reaches_torchvision(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    calls = []
+
+    def fake_download(self):  # stands in for the network: writes what the archive would hold
+        calls.append(self.root)
+        accept_fixture_md5(monkeypatch, "cifar10", make_cifar10(self.root))
+
+    monkeypatch.setattr(CIFAR10, "download", fake_download)
+    data = build_datasets("cifar10", tmp_path / "new", download=True)
+    assert calls and calls[0] == str(tmp_path / "new") and len(data.test) == 6
