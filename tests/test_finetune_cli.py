@@ -115,3 +115,36 @@ def test_registered_in_the_fractaldb_script(tmp_path):
     assert res.exit_code == 2 and "does not exist" in res.output
     res = CliRunner().invoke(main, ["finetune", "--help"])
     assert res.exit_code == 0 and "--val-split" in res.output
+
+
+def test_model_and_normalisation_come_from_the_pretraining_run(tmp_path):
+    import yaml
+
+    from finetune.prepare import FinetuneOptions, prepare
+
+    tiny = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 48}
+    pre = create_model("vit_tiny_patch16_224", 5, model_args=tiny)
+    run = tmp_path / "pretrain_run"
+    run.mkdir()
+    save_file(
+        {k: v.contiguous() for k, v in pre.state_dict().items()}, str(run / "model.safetensors")
+    )
+    config = {
+        "model": "vit_tiny_patch16_224",
+        "model_args": tiny,
+        "mean": [0.2] * 3,
+        "std": [0.3] * 3,
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    make_image_folder(tmp_path / "imgs", per_class=2)
+    opts = FinetuneOptions(dataset="folder", data_root=str(tmp_path / "imgs"), init=str(run),
+                           val_split=0.5, img_size=32, epochs=2, batch_size=4)  # fmt: skip
+    setup = prepare(opts, echo=lambda s: None)
+    assert setup.model_name == "vit_tiny_patch16_224" and setup.model.patch_embed.grid_size == (
+        4,
+        4,
+    )
+    assert setup.results["normalize"] == {"mean": [0.2] * 3, "std": [0.3] * 3}
+    assert setup.results["init"]["loaded"] == len(setup.model.state_dict()) - 2
+    assert setup.results["init"]["pretrain_config"]["model_args"]["depth"] == 2
+    assert setup.lr == pytest.approx(0.01 * 4 / 512)
