@@ -1,0 +1,119 @@
+"""The engine's DataSource over the shards package: WebDataset shards or on-the-fly rendering.
+
+This is the only module that touches the `shards` loader API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fractaldb.errors import FractalDBError
+from pretrain.data import synthetic_data
+
+
+def _check_exists(value: str, option: str) -> str:
+    # URLs, brace patterns and pipes are the loader's business; local paths we check up front.
+    if "://" in value or "{" in value or value.startswith("pipe:"):
+        return value
+    if not Path(value).exists():
+        raise FractalDBError(f"{option} {value}: no such file or folder; fix: check the path")
+    return value
+
+
+class ShardsData:
+    """DataSource over a shard folder/URL list (train) and an optional held-out shard set."""
+
+    def __init__(
+        self,
+        urls: str,
+        val_urls: str | None,
+        train_transform: Any,
+        eval_transform: Any,
+        workers: int,
+        samples_per_epoch: int | None,
+    ) -> None:
+        from shards.loader import read_dataset_info
+
+        self.urls, self.val_urls = urls, val_urls
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.workers = workers
+        info = read_dataset_info(urls)
+        self.num_classes = int(info["num_classes"])
+        self.num_samples = int(samples_per_epoch or info["num_samples"])
+        self.manifest_sha256 = info.get("manifest_sha256")
+        if val_urls is not None:
+            vinfo = read_dataset_info(val_urls)
+            if int(vinfo["num_classes"]) != self.num_classes:
+                raise FractalDBError(
+                    f"--val-data has {vinfo['num_classes']} classes but --data has "
+                    f"{self.num_classes}; fix: render the held-out set from the same categories"
+                )
+
+    def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
+        """shards.loader.make_train_loader for this (seed, epoch, rank)."""
+        from shards.loader import make_train_loader
+
+        return make_train_loader(
+            self.urls,
+            batch_size=batch_size,
+            num_workers=self.workers,
+            transform=self.train_transform,
+            seed=seed,
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            samples_per_epoch=self.num_samples,
+        )
+
+    def val_loader(self, *, batch_size: int, rank: int, world_size: int):
+        """shards.loader.make_eval_loader over --val-data (None without it)."""
+        if self.val_urls is None:
+            return None
+        from shards.loader import make_eval_loader
+
+        return make_eval_loader(
+            self.val_urls,
+            batch_size=batch_size,
+            num_workers=self.workers,
+            transform=self.eval_transform,
+            rank=rank,
+            world_size=world_size,
+        )
+
+
+def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform: Any) -> Any:
+    """Pick the DataSource for cfg `data` (shards, or `synthetic[:CLASSES]`) / `on_the_fly`."""
+    data, fly = cfg["data"], cfg["on_the_fly"]
+    if data and fly:
+        raise FractalDBError("--data and --on-the-fly both given; fix: use one of them")
+    if not data and not fly:
+        raise FractalDBError(
+            "no training data; fix: --data SHARD_DIR (from `fractaldb render`) or "
+            "--on-the-fly categories.json"
+        )
+    if data and str(data).startswith("synthetic"):
+        _, _, n = str(data).partition(":")
+        try:
+            classes = int(n or 10)
+        except ValueError:
+            raise FractalDBError(f"--data {data}: fix: synthetic or synthetic:CLASSES") from None
+        per_class = max(int(cfg["samples_per_epoch"] or 64 * classes) // classes, 2)
+        return synthetic_data(classes, per_class, int(cfg["img_size"]), seed=int(cfg["seed"]))
+    if fly:
+        _check_exists(fly, "--on-the-fly")
+        raise FractalDBError(
+            "--on-the-fly needs shards.onthefly, which is not available in this build; "
+            "fix: render shards with `fractaldb render` and pass --data"
+        )
+    _check_exists(str(data), "--data")
+    if cfg["val_data"]:
+        _check_exists(str(cfg["val_data"]), "--val-data")
+    return ShardsData(
+        str(data),
+        cfg["val_data"],
+        train_transform,
+        eval_transform,
+        int(cfg["workers"]),
+        cfg["samples_per_epoch"],
+    )
