@@ -28,6 +28,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "data": None,
     "val_data": None,
     "on_the_fly": None,
+    # --on-the-fly only: the render settings (a `fractaldb render` preset) and the grid size
+    "render_preset": "fractaldb-1k",
+    "instances_per_category": None,
     "samples_per_epoch": None,
     "workers": 8,
     # batch and learning rate: batch_size is GLOBAL (all ranks, all accumulation steps)

@@ -326,7 +326,14 @@ def train(
                 images = 0
                 for micro in range(plan.accum_steps):
                     t0 = time.perf_counter()
-                    batch = to_device(next(it), device)
+                    try:
+                        batch = to_device(next(it), device)
+                    except StopIteration:
+                        raise FractalDBError(
+                            f"the training loader of epoch {epoch + 1} ended before the "
+                            f"{steps_per_epoch * plan.accum_steps} micro-batches its len() "
+                            "promised; fix: check the shards (`fractaldb shards verify`)"
+                        ) from None
                     data_time += time.perf_counter() - t0
                     images += _num_images(batch)
                     sync = (
