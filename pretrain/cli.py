@@ -1,0 +1,196 @@
+"""`fractaldb pretrain supervised|mae`: command-line front end of the training engine.
+
+No torch import at module level: `fractaldb --help` must stay fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from fractaldb.errors import FractalDBError
+
+# option name -> config key, for options that override a recipe value when given.
+_OVERRIDES = {
+    "data": "data",
+    "val_data": "val_data",
+    "on_the_fly": "on_the_fly",
+    "model": "model",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "micro_batch": "micro_batch",
+    "lr": "lr",
+    "blr": "blr",
+    "img_size": "img_size",
+    "workers": "workers",
+    "amp": "amp",
+    "compile": "compile",
+    "ema": "ema",
+    "device": "device",
+    "seed": "seed",
+    "log_every": "log_every",
+    "save_every": "save_every",
+    "samples_per_epoch": "samples_per_epoch",
+}
+
+
+def common_options(f: Callable) -> Callable:
+    """Options shared by every engine-driven command (supervised, mae, fine-tuning)."""
+    opts = [
+        click.option(
+            "--data",
+            help="Training shards: a folder from `fractaldb render`, a brace "
+            "URL pattern, or `synthetic[:CLASSES]` (in-memory patterns, smoke tests).",
+        ),
+        click.option(
+            "--val-data",
+            help="Held-out shards (other instances of the same "
+            "categories), evaluated every epoch (top-1).",
+        ),
+        click.option(
+            "--on-the-fly",
+            "on_the_fly",
+            metavar="CATEGORIES_JSON",
+            help="Render training images in the loader workers instead of reading shards.",
+        ),
+        click.option(
+            "--out",
+            required=True,
+            type=click.Path(file_okay=False),
+            help="Run folder: config.yaml, metrics.jsonl, tb/, last.pt, model.safetensors.",
+        ),
+        click.option(
+            "--recipe",
+            help="Shipped recipe name or a YAML file (e.g. an old "
+            "RUN/config.yaml); explicit options override it.",
+        ),
+        click.option("--model", help="timm model name, e.g. deit_tiny_patch16_224."),
+        click.option(
+            "--model-arg",
+            "model_arg",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Extra timm.create_model argument (repeatable), e.g. patch_size=8.",
+        ),
+        click.option("--epochs", type=int),
+        click.option("--batch-size", type=int, help="GLOBAL batch over all ranks."),
+        click.option(
+            "--micro-batch",
+            type=int,
+            help="Per-rank micro-batch; the rest of the "
+            "per-rank batch is reached by gradient accumulation.",
+        ),
+        click.option("--lr", type=float, help="Absolute learning rate (overrides --blr)."),
+        click.option("--blr", type=float, help="Base lr; lr = blr x batch / lr_base_size."),
+        click.option("--img-size", type=int),
+        click.option("--workers", type=int, help="Data-loading worker processes per rank."),
+        click.option(
+            "--amp",
+            type=click.Choice(["auto", "bf16", "fp16", "none"]),
+            help="Autocast dtype; auto = bf16 on GPU, none on CPU.",
+        ),
+        click.option("--compile/--no-compile", default=None, help="torch.compile the model."),
+        click.option("--ema/--no-ema", default=None, help="Keep an EMA of the weights."),
+        click.option("--device", help="auto, cpu, cuda or cuda:N (torchrun: one GPU per rank)."),
+        click.option("--seed", type=int),
+        click.option(
+            "--resume",
+            metavar="auto|PATH",
+            help="Continue a run: `auto` = RUN/last.pt if present, else start fresh.",
+        ),
+        click.option("--log-every", type=int, help="Optimizer steps between metric lines."),
+        click.option(
+            "--save-every",
+            type=int,
+            help="Keep a checkpoint every N epochs (RUN/last.pt is rewritten every epoch).",
+        ),
+        click.option("--samples-per-epoch", type=int),
+        click.option(
+            "--set",
+            "sets",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override any configuration key (repeatable), e.g. --set mixup=0.",
+        ),
+        click.option(
+            "--print-config", is_flag=True, help="Print the resolved configuration and exit."
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    """Resolve recipe + --set + explicit options into the run's configuration."""
+    from pretrain.config import parse_key_values, resolve_config
+
+    overrides = parse_key_values(opts.get("sets") or (), "--set")
+    for name, key in _OVERRIDES.items():
+        if opts.get(name) is not None:
+            overrides[key] = opts[name]
+    model_args = parse_key_values(opts.get("model_arg") or (), "--model-arg")
+    cfg = resolve_config(task.defaults, opts.get("recipe"), overrides, task.name)
+    cfg["model_args"].update(model_args)
+    return cfg
+
+
+def run_task(task: Any, opts: dict[str, Any]) -> None:
+    """Resolve the configuration, open the data and run the engine (shared by subcommands)."""
+    from pretrain import distributed as D
+    from pretrain.config import dump_config
+    from pretrain.engine import train
+    from pretrain.shards_source import open_shards_source
+
+    cfg = build_config(task, opts)
+    if opts.get("print_config"):
+        click.echo(dump_config(cfg), nl=False)
+        return
+    try:
+        data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
+        train(cfg, task, data, opts["out"], resume=opts.get("resume"))
+    finally:
+        D.cleanup()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def pretrain() -> None:
+    """Pre-train vision transformers on FractalDB (one CPU to multi-node GPU clusters).
+
+    \b
+    Multi-GPU / multi-node: launch the same command under torchrun, e.g.
+      torchrun --nproc-per-node 8 --no-python fractaldb pretrain supervised ...
+    (see examples/slurm/pretrain.sbatch). --batch-size is always the GLOBAL batch.
+    """
+
+
+@pretrain.command()
+@common_options
+def supervised(**opts: Any) -> None:
+    """Supervised classification pre-training (DeiT recipe) on fractal categories.
+
+    \b
+    Examples:
+      # the AAAI 2022 DeiT-Tiny recipe on rendered shards, with a held-out set
+      fractaldb pretrain supervised --recipe deit-tiny-fractaldb \\
+          --data shards/fdb1k --val-data shards/fdb1k-val --out runs/deit-tiny
+      # a 2-layer ViT at 32 px on CPU, in seconds
+      fractaldb pretrain supervised --recipe tiny-cpu --data synthetic:10 --out runs/tiny
+      # override anything; continue an interrupted run exactly
+      fractaldb pretrain supervised --recipe deit-tiny-fractaldb --data shards/fdb1k \\
+          --batch-size 2048 --blr 5e-4 --set mixup=0.5 --out runs/a --resume auto
+    """
+    from pretrain.supervised import SupervisedTask
+
+    task = SupervisedTask()
+    if not opts.get("recipe") and not opts.get("model"):
+        raise FractalDBError(
+            "no model; fix: --recipe deit-tiny-fractaldb (or tiny-cpu) or --model NAME"
+        )
+    run_task(task, opts)
+
+
+if __name__ == "__main__":
+    pretrain()

@@ -1,0 +1,204 @@
+"""Recipes as data: shipped YAML files, explicit overrides, and strict key checking.
+
+A resolved configuration is a flat dict: the engine's keys (ENGINE_DEFAULTS) plus the keys the
+task declares (Task.defaults), overlaid by the recipe file and then by explicit overrides.
+Any key outside that set is an error, so a typo can never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fractaldb.errors import FractalDBError
+
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "description": "",
+    "source": "",
+    "task": "supervised",
+    # model
+    "model": None,
+    "model_args": {},
+    "img_size": 224,
+    # data (paths are recorded for reproducibility; the manifest hash is what resume checks)
+    "data": None,
+    "val_data": None,
+    "on_the_fly": None,
+    # --on-the-fly only: the render settings (a `fractaldb render` preset) and the grid size
+    "render_preset": "fractaldb-1k",
+    "instances_per_category": None,
+    "samples_per_epoch": None,
+    "workers": 8,
+    # batch and learning rate: batch_size is GLOBAL (all ranks, all accumulation steps)
+    "batch_size": 1024,
+    "micro_batch": None,
+    "lr": None,
+    "blr": 5.0e-4,
+    "lr_base_size": 512,
+    # optimizer (timm create_optimizer_v2)
+    "opt": "adamw",
+    "weight_decay": 0.05,
+    "opt_eps": None,
+    "opt_betas": None,
+    "momentum": 0.9,
+    "layer_decay": None,
+    # per-step schedule (timm create_scheduler_v2)
+    "sched": "cosine",
+    "epochs": 300,
+    "warmup_epochs": 5,
+    "warmup_lr": 1.0e-6,
+    "min_lr": 1.0e-5,
+    # numerics
+    "amp": "auto",
+    "clip_grad": None,
+    "compile": False,
+    "ema": False,
+    "ema_decay": 0.9998,
+    # run control
+    "seed": 0,
+    "device": "auto",
+    "log_every": 50,
+    "save_every": 10,
+    "eval_every": 1,
+}
+
+# Keys that may differ between a run and its resumption without changing the result.
+RESUME_MUTABLE_KEYS = frozenset(
+    {"data", "val_data", "on_the_fly", "workers", "device", "log_every", "save_every", "compile"}
+)
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped in the package."""
+    folder = resources.files("pretrain") / "recipes"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(name_or_path: str) -> dict[str, Any]:
+    """Load a shipped recipe by name, or any YAML file by path (e.g. a previous RUN/config.yaml)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text = path.read_text()
+    else:
+        res = resources.files("pretrain") / "recipes" / f"{name_or_path}.yaml"
+        if not res.is_file():
+            names = list_recipes()
+            close = difflib.get_close_matches(name_or_path, names, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise FractalDBError(
+                f"unknown recipe {name_or_path!r}; {hint}fix: use one of {', '.join(names)} "
+                "or a path to a .yaml file"
+            )
+        text = res.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise FractalDBError(f"recipe {name_or_path} is not valid YAML ({e}); fix: the file") from e
+    if not isinstance(data, dict):
+        raise FractalDBError(f"recipe {name_or_path} is not a mapping; fix: write key: value lines")
+    return data
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, (list, tuple)):
+        return "list"
+    if isinstance(v, dict):
+        return "dict"
+    return type(v).__name__
+
+
+def _check_key(key: str, value: Any, defaults: dict[str, Any], where: str) -> None:
+    if key not in defaults:
+        close = difflib.get_close_matches(key, list(defaults), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise FractalDBError(
+            f"unknown configuration key {key!r} in {where}; {hint}"
+            f"fix: use one of the keys printed by --print-config"
+        )
+    default = defaults[key]
+    # None defaults accept anything; otherwise the broad kind must match (1 vs 1.0 is fine).
+    if default is not None and value is not None and _kind(default) != _kind(value):
+        raise FractalDBError(
+            f"configuration key {key!r} in {where} should be a {_kind(default)}, got {value!r}; "
+            f"fix: e.g. {key}={default!r}"
+        )
+
+
+def resolve_config(
+    task_defaults: dict[str, Any],
+    recipe: str | None,
+    overrides: dict[str, Any],
+    task_name: str,
+) -> dict[str, Any]:
+    """Merge engine defaults, the task's defaults, a recipe and explicit overrides (in that order)."""
+    defaults = {**ENGINE_DEFAULTS, **task_defaults, "task": task_name}
+    cfg = dict(defaults)
+    if recipe:
+        data = load_recipe(recipe)
+        for k, v in data.items():
+            _check_key(k, v, defaults, f"recipe {recipe}")
+        if data.get("task", task_name) != task_name:
+            raise FractalDBError(
+                f"recipe {recipe} is for task {data['task']!r}, not {task_name!r}; "
+                f"fix: use `fractaldb pretrain {data['task']}` or another recipe"
+            )
+        cfg.update(data)
+    for k, v in overrides.items():
+        _check_key(k, v, defaults, "overrides")
+        cfg[k] = v
+    # Whole numbers in float slots (e.g. lr=1) are fine; normalise so config.yaml is tidy.
+    for k, v in cfg.items():
+        if isinstance(defaults.get(k), float) and isinstance(v, int) and not isinstance(v, bool):
+            cfg[k] = float(v)
+    cfg["model_args"] = dict(cfg.get("model_args") or {})
+    return cfg
+
+
+def parse_value(text: str) -> Any:
+    """Parse a command-line value as YAML (ints, floats, bools, null, lists), else keep the string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_key_values(pairs: tuple[str, ...] | list[str], option: str) -> dict[str, Any]:
+    """Turn repeated KEY=VALUE options into a dict with typed values."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise FractalDBError(
+                f"{option} expects KEY=VALUE, got {pair!r}; fix: e.g. {option} depth=2"
+            )
+        out[key.strip().replace("-", "_")] = parse_value(value)
+    return out
+
+
+def dump_config(cfg: dict[str, Any]) -> str:
+    """The resolved configuration as YAML (loadable again with --recipe PATH)."""
+    return yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=None, width=100)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two configs, ignoring RESUME_MUTABLE_KEYS."""
+    keys = (set(old) | set(new)) - RESUME_MUTABLE_KEYS
+    return sorted(k for k in keys if _plain(old.get(k)) != _plain(new.get(k)))

@@ -1,0 +1,121 @@
+"""Data sources for the engine: in-memory tensors (tests, synthetic benchmarks) and shards.
+
+Each source implements the `task.DataSource` contract: per-epoch train loaders that are a
+deterministic function of (seed, epoch, rank, world_size), and a validation loader that visits
+every held-out sample exactly once across ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from fractaldb.errors import FractalDBError
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A 32-bit seed derived from (seed, epoch, rank); independent streams for each triple."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+class _IndexBatches:
+    """Batches of (images, labels) gathered from in-memory tensors by a fixed index order."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        order: torch.Tensor,
+        batch_size: int,
+        drop_last: bool,
+    ) -> None:
+        self.x, self.y, self.order, self.batch_size = x, y, order, batch_size
+        n = len(order)
+        self.n_batches = n // batch_size if drop_last else -(-n // batch_size)
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for b in range(self.n_batches):
+            idx = self.order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class TensorData:
+    """A DataSource over tensors already in memory (already transformed, no augmentation)."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        val_images: torch.Tensor | None = None,
+        val_labels: torch.Tensor | None = None,
+        num_classes: int | None = None,
+        manifest_sha256: str | None = None,
+    ) -> None:
+        self.images, self.labels = images, labels.long()
+        self.val_images = val_images
+        self.val_labels = None if val_labels is None else val_labels.long()
+        self.num_classes = int(num_classes if num_classes is not None else labels.max() + 1)
+        self.num_samples = len(images)
+        self.manifest_sha256 = manifest_sha256
+
+    def train_loader(
+        self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int
+    ) -> _IndexBatches:
+        """Shuffle with a generator seeded by (seed, epoch) and give each rank an equal slice."""
+        g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        order = torch.randperm(self.num_samples, generator=g)
+        per_rank = self.num_samples // world_size
+        order = order[rank::world_size][:per_rank]
+        if per_rank < batch_size:
+            raise FractalDBError(
+                f"{self.num_samples} training samples give each of {world_size} ranks fewer than "
+                f"one batch of {batch_size}; fix: a smaller --batch-size or more data"
+            )
+        return _IndexBatches(self.images, self.labels, order, batch_size, drop_last=True)
+
+    def val_loader(self, *, batch_size: int, rank: int, world_size: int) -> _IndexBatches | None:
+        """Every held-out sample exactly once across ranks (strided split, last batch kept)."""
+        if self.val_images is None:
+            return None
+        order = torch.arange(len(self.val_images))[rank::world_size]
+        return _IndexBatches(self.val_images, self.val_labels, order, batch_size, drop_last=False)
+
+
+def synthetic_patterns(
+    num_classes: int,
+    per_class: int,
+    img_size: int,
+    seed: int = 0,
+    noise: float = 0.6,
+    instance_seed: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-dependent images: a fixed random template per class plus per-sample noise.
+
+    `seed` fixes the classes, `instance_seed` the instances (use another one for held-out data).
+    Learnable in a few dozen steps by a tiny ViT; used by tests and the synthetic benchmark.
+    """
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(num_classes, 3, 4, 4, generator=g)
+    templates = torch.nn.functional.interpolate(coarse, size=img_size, mode="bilinear")
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    g2 = torch.Generator().manual_seed(instance_seed)
+    images = templates[labels] + noise * torch.randn(
+        len(labels), 3, img_size, img_size, generator=g2
+    )
+    return images.clamp(-3, 3), labels
+
+
+def synthetic_data(
+    num_classes: int = 4, per_class: int = 32, img_size: int = 32, seed: int = 0
+) -> TensorData:
+    """A TensorData of synthetic_patterns with a held-out set drawn with other noise."""
+    x, y = synthetic_patterns(num_classes, per_class, img_size, seed=seed, instance_seed=1)
+    vx, vy = synthetic_patterns(
+        num_classes, max(per_class // 4, 2), img_size, seed=seed, instance_seed=2
+    )
+    return TensorData(x, y, vx, vy, num_classes=num_classes, manifest_sha256=f"synthetic-{seed}")

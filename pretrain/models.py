@@ -1,0 +1,117 @@
+"""timm model creation with friendly errors, and safetensors export that timm can load back."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from fractaldb.errors import FractalDBError
+
+
+def check_model_name(name: str | None) -> str:
+    """Return `name` if timm knows it, else raise an error suggesting close names."""
+    if not name:
+        raise FractalDBError("no model given; fix: --model deit_tiny_patch16_224 (or a --recipe)")
+    if timm.is_model(name):
+        return name
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise FractalDBError(
+        f"unknown timm model {name!r}; {hint}fix: pick a name from timm.list_models()"
+    )
+
+
+def create_model(name: str, img_size: int | None = None, **kwargs: Any) -> nn.Module:
+    """`timm.create_model(name, img_size=..., **kwargs)` with one-line errors for bad arguments.
+
+    img_size is dropped for architectures that do not take it (CNNs are size-agnostic).
+    """
+    check_model_name(name)
+    args = dict(kwargs)
+    if img_size is not None:
+        args["img_size"] = img_size
+    try:
+        try:
+            model = timm.create_model(name, **args)
+        except TypeError as e:
+            if img_size is None or "img_size" not in str(e):
+                raise
+            args.pop("img_size")
+            model = timm.create_model(name, **args)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+        shown = {k: v for k, v in args.items() if k not in ("num_classes", "drop_path_rate")}
+        raise FractalDBError(
+            f"timm could not build {name} with {shown}: {e}; fix: check the --model-arg values"
+        ) from e
+    # Remember the architecture arguments so the export can record how to rebuild the model.
+    model.fractaldb_model_args = {
+        k: v for k, v in args.items() if k not in ("num_classes", "drop_path_rate")
+    }
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def export_safetensors(
+    model: nn.Module, path: Path, name: str, model_args: dict[str, Any], num_classes: int | None
+) -> Path:
+    """Write weights as safetensors plus `<stem>.json` recording how to rebuild the model.
+
+    The file loads with
+    `timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path,
+    num_classes=num_classes), **model_args)`; num_classes must be in the overlay because timm
+    drops the classifier when it differs from the architecture's default pretrained_cfg.
+    """
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"architecture": name, "format": "pt"})
+    os.replace(tmp, path)
+    meta = {
+        "architecture": name,
+        "num_classes": num_classes,
+        "model_args": model_args,
+        "load_with": (
+            f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict("
+            f"file={path.name!r}, num_classes={num_classes!r}), **model_args)"
+        ),
+    }
+    meta_path = path.with_suffix(".json")
+    tmp = meta_path.with_name(meta_path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, meta_path)
+    return path
+
+
+def load_exported(path: str | Path, **overrides: Any) -> nn.Module:
+    """Rebuild a model written by export_safetensors through timm's own pretrained loading."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise FractalDBError(f"{path} or {meta_path} is missing; fix: point at a finished run")
+    meta = json.loads(meta_path.read_text())
+    args = {**meta["model_args"], **overrides}
+    overlay: dict[str, Any] = {"file": str(path)}
+    if meta.get("num_classes") is not None and "num_classes" not in overrides:
+        overlay["num_classes"] = meta["num_classes"]
+    with torch.device("cpu"):
+        return timm.create_model(
+            meta["architecture"], pretrained=True, pretrained_cfg_overlay=overlay, **args
+        )

@@ -1,0 +1,244 @@
+"""The engine's DataSource over the shards package: WebDataset shards or on-the-fly rendering.
+
+This is the only module that touches the `shards` loader API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fractaldb.errors import FractalDBError
+from pretrain.data import synthetic_data
+
+
+def _check_exists(value: str, option: str) -> str:
+    # URLs, brace patterns and pipes are the loader's business; local paths we check up front.
+    if "://" in value or "{" in value or value.startswith("pipe:"):
+        return value
+    if not Path(value).exists():
+        raise FractalDBError(f"{option} {value}: no such file or folder; fix: check the path")
+    return value
+
+
+class ShardsData:
+    """DataSource over a shard folder/URL list (train) and an optional held-out shard set."""
+
+    def __init__(
+        self,
+        urls: str,
+        val_urls: str | None,
+        train_transform: Any,
+        eval_transform: Any,
+        workers: int,
+        samples_per_epoch: int | None,
+    ) -> None:
+        from shards.loader import read_dataset_info
+
+        self.pin_memory = torch.cuda.is_available()
+        self.urls, self.val_urls = urls, val_urls
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.workers = workers
+        info = read_dataset_info(urls)
+        self.num_classes = int(info["num_classes"])
+        self.num_samples = int(samples_per_epoch or info["num_samples"])
+        self.manifest_sha256 = info.get("manifest_sha256")
+        if val_urls is not None:
+            vinfo = read_dataset_info(val_urls)
+            if int(vinfo["num_classes"]) != self.num_classes:
+                raise FractalDBError(
+                    f"--val-data has {vinfo['num_classes']} classes but --data has "
+                    f"{self.num_classes}; fix: render the held-out set from the same categories"
+                )
+
+    def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
+        """shards.loader.make_train_loader for this (seed, epoch, rank)."""
+        from shards.loader import make_train_loader
+
+        return make_train_loader(
+            self.urls,
+            batch_size=batch_size,
+            num_workers=self.workers,
+            transform=self.train_transform,
+            seed=seed,
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            samples_per_epoch=self.num_samples,
+        )
+
+    def val_loader(self, *, batch_size: int, rank: int, world_size: int):
+        """shards.loader.make_eval_loader over --val-data (None without it)."""
+        if self.val_urls is None:
+            return None
+        from shards.loader import make_eval_loader
+
+        return make_eval_loader(
+            self.val_urls,
+            batch_size=batch_size,
+            num_workers=self.workers,
+            transform=self.eval_transform,
+            rank=rank,
+            world_size=world_size,
+        )
+
+
+class _Rebatch:
+    """Exactly `n` batches of `batch_size` from a loader whose workers may end on partial ones.
+
+    Each DataLoader worker batches its own share of an IterableDataset, so the last batch of
+    every worker can be short; regrouping keeps the engine's len() contract and even batches.
+    """
+
+    def __init__(self, loader: Any, batch_size: int, n: int) -> None:
+        self.loader, self.batch_size, self.n = loader, batch_size, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        xs: list[torch.Tensor] = []
+        ys: list[torch.Tensor] = []
+        have = done = 0
+        for x, y in self.loader:
+            xs.append(x)
+            ys.append(torch.as_tensor(y))
+            have += len(x)
+            while have >= self.batch_size and done < self.n:
+                x_all, y_all = torch.cat(xs), torch.cat(ys)
+                yield x_all[: self.batch_size], y_all[: self.batch_size]
+                done += 1
+                xs, ys = [x_all[self.batch_size :]], [y_all[self.batch_size :]]
+                have -= self.batch_size
+            if done == self.n:
+                return
+
+
+class OnTheFlyData:
+    """DataSource rendering the (category, instance) grid in loader workers (no shards)."""
+
+    def __init__(
+        self,
+        categories_path: str,
+        val_urls: str | None,
+        eval_transform: Any,
+        preset: str,
+        instances_per_category: int | None,
+        train_transform: Any,
+        workers: int,
+        samples_per_epoch: int | None,
+    ) -> None:
+        from fractaldb.categories import load_categories
+        from shards.presets import load_preset
+
+        self.categories = load_categories(categories_path)
+        p = load_preset(preset)
+        self.settings = p.render
+        self.instances = int(instances_per_category or p.layout.get("instances_per_category", 1000))
+        self.transform, self.workers = train_transform, workers
+        self.val_urls, self.eval_transform = val_urls, eval_transform
+        self.num_classes = len(self.categories)
+        self.num_samples = int(samples_per_epoch or self.num_classes * self.instances)
+        # Stands in for a shard manifest: what the rendered pixels depend on.
+        ident = {
+            "categories_sha256": hashlib.sha256(Path(categories_path).read_bytes()).hexdigest(),
+            "render": repr(self.settings),
+            "instances_per_category": self.instances,
+        }
+        blob = json.dumps(ident, sort_keys=True).encode()
+        self.manifest_sha256 = "onthefly-" + hashlib.sha256(blob).hexdigest()
+
+    def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
+        """OnTheFlyDataset for this (seed, epoch, rank) in a DataLoader, regrouped into
+        samples_per_epoch // (batch_size x world_size) full batches."""
+        from shards.onthefly import OnTheFlyDataset
+
+        ds = OnTheFlyDataset(
+            self.categories,
+            self.settings,
+            self.instances,
+            transform=self.transform,
+            seed=seed,
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            samples_per_epoch=self.num_samples,
+        )
+        n = len(ds) // batch_size
+        if n < 1:
+            raise FractalDBError(
+                f"{self.num_samples} samples per epoch make no batch of {batch_size} on each of "
+                f"{world_size} ranks; fix: a smaller --batch-size or --samples-per-epoch"
+            )
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=batch_size,
+            num_workers=self.workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+        return _Rebatch(loader, batch_size, n)
+
+    def val_loader(self, *, batch_size: int, rank: int, world_size: int):
+        """Held-out shards from --val-data (rendered from the same categories), or None."""
+        if self.val_urls is None:
+            return None
+        from shards.loader import make_eval_loader
+
+        return make_eval_loader(
+            self.val_urls,
+            batch_size=batch_size,
+            num_workers=self.workers,
+            transform=self.eval_transform,
+            rank=rank,
+            world_size=world_size,
+        )
+
+
+def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform: Any) -> Any:
+    """Pick the DataSource for cfg `data` (shards, or `synthetic[:CLASSES]`) / `on_the_fly`."""
+    data, fly = cfg["data"], cfg["on_the_fly"]
+    if data and fly:
+        raise FractalDBError("--data and --on-the-fly both given; fix: use one of them")
+    if not data and not fly:
+        raise FractalDBError(
+            "no training data; fix: --data SHARD_DIR (from `fractaldb render`) or "
+            "--on-the-fly categories.json"
+        )
+    if data and str(data).startswith("synthetic"):
+        _, _, n = str(data).partition(":")
+        try:
+            classes = int(n or 10)
+        except ValueError:
+            raise FractalDBError(f"--data {data}: fix: synthetic or synthetic:CLASSES") from None
+        per_class = max(int(cfg["samples_per_epoch"] or 64 * classes) // classes, 2)
+        return synthetic_data(classes, per_class, int(cfg["img_size"]), seed=int(cfg["seed"]))
+    if fly:
+        _check_exists(fly, "--on-the-fly")
+        if cfg["val_data"]:
+            _check_exists(str(cfg["val_data"]), "--val-data")
+        return OnTheFlyData(
+            fly,
+            cfg["val_data"],
+            eval_transform,
+            cfg["render_preset"],
+            cfg["instances_per_category"],
+            train_transform,
+            int(cfg["workers"]),
+            cfg["samples_per_epoch"],
+        )
+    _check_exists(str(data), "--data")
+    if cfg["val_data"]:
+        _check_exists(str(cfg["val_data"]), "--val-data")
+    return ShardsData(
+        str(data),
+        cfg["val_data"],
+        train_transform,
+        eval_transform,
+        int(cfg["workers"]),
+        cfg["samples_per_epoch"],
+    )

@@ -1,0 +1,187 @@
+"""Supervised classification pre-training (DeiT recipe): timm model, Mixup/CutMix, top-1/top-5."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fractaldb.errors import FractalDBError
+from pretrain.distributed import reduce_sums
+from pretrain.models import check_model_name, create_model, export_safetensors
+from pretrain.task import Task
+
+
+class SupervisedTask(Task):
+    """Image classification with a timm model; soft-target loss when Mixup/CutMix is on."""
+
+    name = "supervised"
+    defaults: dict[str, Any] = {
+        "drop_path": 0.1,
+        # Fractal categories are not mirror-invariant-by-design; the AAAI recipe disables flips.
+        "hflip": 0.0,
+        "color_jitter": 0.4,
+        "auto_augment": "rand-m9-mstd0.5",
+        "interpolation": "bicubic",
+        "scale": [0.08, 1.0],
+        "reprob": 0.25,
+        "remode": "pixel",
+        "mixup": 0.8,
+        "cutmix": 1.0,
+        "mixup_prob": 1.0,
+        "mixup_switch_prob": 0.5,
+        "mixup_mode": "batch",
+        "smoothing": 0.1,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "eval_crop_pct": 1.0,
+    }
+
+    def setup(self, cfg: dict[str, Any], num_classes: int | None) -> None:
+        """Validate the model name early and build the loss / mixup for `num_classes`."""
+        super().setup(cfg, num_classes)
+        check_model_name(cfg["model"])
+        if not num_classes or num_classes < 2:
+            raise FractalDBError(
+                f"supervised training needs at least 2 classes, the data has {num_classes}; "
+                "fix: check the dataset's _info.json"
+            )
+        from timm.data import Mixup
+        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+        self.mixup_active = cfg["mixup"] > 0 or cfg["cutmix"] > 0
+        self.mixup_fn = None
+        if self.mixup_active:
+            self.mixup_fn = Mixup(
+                mixup_alpha=float(cfg["mixup"]),
+                cutmix_alpha=float(cfg["cutmix"]),
+                prob=float(cfg["mixup_prob"]),
+                switch_prob=float(cfg["mixup_switch_prob"]),
+                mode=cfg["mixup_mode"],
+                label_smoothing=float(cfg["smoothing"]),
+                num_classes=num_classes,
+            )
+            # Mixup already smooths the soft targets.
+            self.criterion: nn.Module = SoftTargetCrossEntropy()
+        elif cfg["smoothing"] > 0:
+            self.criterion = LabelSmoothingCrossEntropy(smoothing=float(cfg["smoothing"]))
+        else:
+            self.criterion = nn.CrossEntropyLoss()
+
+    def check_batch(self, micro_batch: int) -> None:
+        """timm's batch-mode Mixup pairs each sample with its mirror: the batch must be even."""
+        if self.mixup_active and micro_batch % 2:
+            raise FractalDBError(
+                f"mixup/cutmix needs an even per-rank batch, got {micro_batch}; fix: choose "
+                "--batch-size so that batch / ranks / accumulation is even, or --set mixup=0 "
+                "--set cutmix=0"
+            )
+
+    def build_model(self) -> nn.Module:
+        """timm.create_model(name, num_classes, drop_path_rate, img_size, **model_args)."""
+        cfg = self.cfg
+        return create_model(
+            cfg["model"],
+            img_size=int(cfg["img_size"]),
+            num_classes=self.num_classes,
+            drop_path_rate=float(cfg["drop_path"]),
+            **cfg["model_args"],
+        )
+
+    def train_transform(self, cfg: dict[str, Any]) -> Any:
+        """timm's training transform: RandomResizedCrop, RandAugment, colour jitter, erasing."""
+        from timm.data import create_transform
+
+        c = cfg
+        return create_transform(
+            int(c["img_size"]),
+            is_training=True,
+            scale=tuple(c["scale"]),
+            hflip=float(c["hflip"]),
+            color_jitter=float(c["color_jitter"]),
+            auto_augment=c["auto_augment"] or None,
+            interpolation=c["interpolation"],
+            mean=tuple(c["mean"]),
+            std=tuple(c["std"]),
+            re_prob=float(c["reprob"]),
+            re_mode=c["remode"],
+        )
+
+    def eval_transform(self, cfg: dict[str, Any]) -> Any:
+        """Resize + centre crop (crop_pct from eval_crop_pct) and normalise."""
+        from timm.data import create_transform
+
+        c = cfg
+        return create_transform(
+            int(c["img_size"]),
+            is_training=False,
+            interpolation=c["interpolation"],
+            mean=tuple(c["mean"]),
+            std=tuple(c["std"]),
+            crop_pct=float(c["eval_crop_pct"]),
+        )
+
+    def train_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Mixup/CutMix the batch (if on), forward, soft-target or smoothed cross-entropy."""
+        images, labels = batch[0], batch[1]
+        if self.mixup_fn is not None:
+            images, labels = self.mixup_fn(images, labels)
+        logits = model(images)
+        return self.criterion(logits, labels), {}
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, loader: Iterable, device: torch.device
+    ) -> dict[str, float]:
+        """Top-1 / top-5 accuracy (%) and mean cross-entropy over the held-out set, all ranks."""
+        k = min(5, self.num_classes or 5)
+        totals = {"n": 0.0, "top1": 0.0, "topk": 0.0, "loss": 0.0}
+        for images, labels in loader:
+            images, labels = images.to(device, non_blocking=True), labels.to(device)
+            logits = model(images).float()
+            totals["loss"] += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            top = logits.topk(k, dim=1).indices
+            hit = top == labels[:, None]
+            totals["top1"] += hit[:, 0].sum().item()
+            totals["topk"] += hit.any(dim=1).sum().item()
+            totals["n"] += len(labels)
+        t = reduce_sums(totals, device)
+        n = max(t["n"], 1.0)
+        return {
+            "val_top1": 100.0 * t["top1"] / n,
+            f"val_top{k}": 100.0 * t["topk"] / n,
+            "val_loss": t["loss"] / n,
+            "val_samples": int(t["n"]),
+        }
+
+    def export(self, model: nn.Module, path: Path) -> Path:
+        """safetensors loadable by timm.create_model(pretrained=True, pretrained_cfg_overlay=...)."""
+        args = getattr(model, "fractaldb_model_args", dict(self.cfg["model_args"]))
+        return export_safetensors(model, path, self.cfg["model"], args, self.num_classes)
+
+    def describe(self) -> list[str]:
+        """Log the loss, label smoothing and augmentation actually used."""
+        c = self.cfg
+        if self.mixup_active:
+            loss = (
+                f"loss: SoftTargetCrossEntropy with Mixup(mixup_alpha={c['mixup']}, "
+                f"cutmix_alpha={c['cutmix']}, prob={c['mixup_prob']}, "
+                f"switch_prob={c['mixup_switch_prob']}, label_smoothing={c['smoothing']})"
+            )
+        else:
+            loss = f"loss: cross-entropy, label_smoothing={c['smoothing']} (no mixup/cutmix)"
+        aug = (
+            f"augmentation: RandomResizedCrop {c['img_size']} scale={tuple(c['scale'])}, "
+            f"hflip={c['hflip']}, color_jitter={c['color_jitter']}, "
+            f"auto_augment={c['auto_augment']}, random_erasing={c['reprob']}, "
+            f"mean={tuple(c['mean'])}, std={tuple(c['std'])}"
+        )
+        return [
+            f"model: {c['model']} {c['model_args']}, {self.num_classes} classes, "
+            f"drop_path={c['drop_path']}",
+            loss,
+            aug,
+        ]

@@ -1,0 +1,103 @@
+"""The task plug-in interface of the training engine, and the data-source contract.
+
+The engine (pretrain/engine.py) owns everything generic: distributed setup, batch/lr
+arithmetic, optimizer, per-step schedule, AMP, clipping, EMA, checkpoints, logging, resume.
+A Task supplies only what differs between supervised pre-training, MAE and fine-tuning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sized
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+class Task:
+    """Base class for training tasks; subclasses override the methods they need.
+
+    `defaults` declares the task's own configuration keys (merged with the engine's keys;
+    anything else in a recipe or override is an error).
+    """
+
+    name: str = "task"
+    defaults: dict[str, Any] = {}
+
+    def setup(self, cfg: dict[str, Any], num_classes: int | None) -> None:
+        """Receive the resolved config and the dataset's class count before anything is built."""
+        self.cfg = cfg
+        self.num_classes = num_classes
+
+    def check_batch(self, micro_batch: int) -> None:
+        """Reject per-rank batch sizes the task cannot use (raise FractalDBError)."""
+
+    def build_model(self) -> nn.Module:
+        """Create the model to train (on CPU; the engine moves and wraps it)."""
+        raise NotImplementedError
+
+    def train_transform(self, cfg: dict[str, Any]) -> Any:
+        """The PIL-image -> tensor transform for training samples, from the config alone (the
+        data source is built before setup)."""
+        return None
+
+    def eval_transform(self, cfg: dict[str, Any]) -> Any:
+        """The PIL-image -> tensor transform for validation samples."""
+        return None
+
+    def train_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Forward one micro-batch (already on the device, inside autocast); return (loss, extras).
+
+        `model` may be wrapped (DDP / torch.compile). `extras` holds scalar tensors or floats
+        to log next to the loss (they are averaged over the logging window, rank 0 only).
+        """
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, loader: Iterable, device: torch.device
+    ) -> dict[str, float]:
+        """Validate `model` (unwrapped, eval mode, inside autocast) on this rank's share of
+        `loader`; return metrics already reduced over ranks (see distributed.reduce_sums),
+        keys prefixed `val_`."""
+        return {}
+
+    def export(self, model: nn.Module, path: Path) -> Path:
+        """Write final weights (unwrapped model) to `path` (RUN/model.safetensors, or
+        RUN/model_ema.safetensors for the EMA copy) for downstream use; return the path."""
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch: int, model: nn.Module, out_dir: Path) -> dict[str, float]:
+        """Optional hook after each epoch (e.g. MAE reconstructions); returns extra metrics."""
+        return {}
+
+    def describe(self) -> list[str]:
+        """Lines printed at start-up describing task-specific settings (augmentation, loss...)."""
+        return []
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """What the engine needs from the data: class count, manifest hash and per-epoch loaders.
+
+    `train_loader(epoch, ...)` must be a deterministic function of (seed, epoch, rank,
+    world_size): that is what makes `--resume` reproduce an uninterrupted run. Its len() is the
+    number of micro-batches this rank yields in the epoch and must be equal on every rank
+    (otherwise DDP ranks would wait on each other forever). Batches are whatever the task's
+    train_step expects (supervised: (images BxCxHxW float, labels LongTensor)).
+    """
+
+    num_classes: int | None
+    num_samples: int
+    manifest_sha256: str | None
+
+    def train_loader(
+        self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int
+    ) -> Iterable[Any] | Sized:
+        """Loader for one training epoch, yielding `batch_size`-sized micro-batches."""
+        ...
+
+    def val_loader(self, *, batch_size: int, rank: int, world_size: int) -> Iterable[Any] | None:
+        """Loader over the held-out set (each sample exactly once across ranks), or None."""
+        ...

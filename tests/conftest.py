@@ -1,0 +1,23 @@
+"""Shared test fixtures (kept free of torch imports: some tests check torch-free imports)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def tiny_config():
+    """Factory for a resolved tiny-ViT (32 px, patch 8, depth 2) supervised config."""
+    from pretrain.config import resolve_config
+
+    def make(task: Any = None, **overrides: Any) -> dict[str, Any]:
+        if task is None:
+            from pretrain.supervised import SupervisedTask
+
+            task = SupervisedTask()
+        base = {"log_every": 1, "seed": 0, "device": "cpu", "amp": "none", "workers": 0}
+        return resolve_config(task.defaults, "tiny-cpu", {**base, **overrides}, task.name)
+
+    return make

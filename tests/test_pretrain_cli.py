@@ -1,0 +1,162 @@
+"""`fractaldb pretrain`: recipes, config resolution, end-to-end CLI run, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from fractaldb.cli import main
+from pretrain.config import list_recipes, load_recipe
+
+TINY = ["--recipe", "tiny-cpu", "--device", "cpu", "--workers", "0"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, ["pretrain", "supervised", *args])
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_recipes_are_data_with_citations():
+    assert {"deit-tiny-fractaldb", "tiny-cpu"} <= set(list_recipes())
+    for name in list_recipes():
+        r = load_recipe(name)
+        assert r["description"] and r["source"], name
+    r = load_recipe("deit-tiny-fractaldb")
+    expected = {
+        "model": "deit_tiny_patch16_224",
+        "blr": 5e-4,
+        "lr_base_size": 512,
+        "opt": "adamw",
+        "weight_decay": 0.05,
+        "epochs": 300,
+        "warmup_epochs": 5,
+        "warmup_lr": 1e-6,
+        "min_lr": 1e-5,
+        "drop_path": 0.1,
+        "hflip": 0.0,
+        "color_jitter": 0.4,
+        "auto_augment": "rand-m9-mstd0.5",
+        "reprob": 0.25,
+        "mixup": 0.8,
+        "cutmix": 1.0,
+        "mixup_switch_prob": 0.5,
+        "smoothing": 0.1,
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+    }
+    assert {k: r[k] for k in expected} == expected
+
+
+def test_print_config_applies_overrides_in_order(tmp_path):
+    res = invoke(
+        *TINY,
+        "--out",
+        str(tmp_path),
+        "--epochs",
+        "7",
+        "--model-arg",
+        "depth=3",
+        "--set",
+        "mixup=0.5",
+        "--set",
+        "scale=[0.5, 1.0]",
+        "--print-config",
+    )
+    assert res.exit_code == 0, res.output
+    cfg = yaml.safe_load(res.output)
+    assert cfg["epochs"] == 7 and cfg["mixup"] == 0.5 and cfg["scale"] == [0.5, 1.0]
+    assert cfg["model_args"] == {"patch_size": 8, "depth": 3, "embed_dim": 64, "num_heads": 2}
+    # the printed config is itself a valid recipe
+    (tmp_path / "again.yaml").write_text(res.output)
+    res2 = invoke(
+        "--recipe", str(tmp_path / "again.yaml"), "--out", str(tmp_path), "--print-config"
+    )
+    assert yaml.safe_load(res2.output) == cfg
+
+
+def test_cli_trains_and_writes_run_folder(tmp_path):
+    run = tmp_path / "run"
+    res = invoke(
+        *TINY,
+        "--data",
+        "synthetic:4",
+        "--samples-per-epoch",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        str(run),
+    )
+    assert res.exit_code == 0, res.output
+    assert "lr 0.001 (--lr)" in res.output and "label_smoothing=0.1" in res.output
+    for f in ("config.yaml", "metrics.jsonl", "last.pt", "model.safetensors", "model.json"):
+        assert (run / f).is_file(), f
+    entries = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert entries[-1]["type"] == "epoch" and "val_top1" in entries[-1]
+    # rerunning the finished run with --resume auto just re-exports
+    res = invoke(
+        *TINY,
+        "--data",
+        "synthetic:4",
+        "--samples-per-epoch",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        str(run),
+        "--resume",
+        "auto",
+    )
+    assert res.exit_code == 0 and "resumed from" in res.output, res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (
+            ["--model", "vit_tiny_patch16_22", "--data", "synthetic:4"],
+            ["unknown timm model", "vit_tiny_patch16_224"],
+        ),
+        (["--data", "/no/such/shards"], ["/no/such/shards", "no such file"]),
+        ([], ["no training data"]),
+        (
+            [
+                "--data",
+                "synthetic:4",
+                "--batch-size",
+                "6",
+                "--micro-batch",
+                "3",
+                "--set",
+                "mixup=0.8",
+            ],
+            ["even per-rank batch"],
+        ),
+        (["--data", "synthetic:4", "--set", "mixupp=0.8"], ["unknown configuration key", "mixup"]),
+        (["--data", "synthetic:4", "--set", "epochs=ten"], ["should be a number"]),
+        (["--data", "synthetic:4", "--model-arg", "depth"], ["KEY=VALUE"]),
+        (["--data", "synthetic:4", "--model-arg", "no_such_arg=1"], ["timm could not build"]),
+        (["--data", "synthetic:4", "--resume", "/no/ckpt.pt"], ["no such checkpoint"]),
+    ],
+)
+def test_bad_input_gives_one_line_error(tmp_path, args, needles):
+    assert_one_line_error(invoke(*TINY, "--out", str(tmp_path / "r"), *args), *needles)
+
+
+def test_unknown_recipe_suggests_close_names(tmp_path):
+    res = invoke("--recipe", "deit-tiny-fractal", "--data", "synthetic", "--out", str(tmp_path))
+    assert_one_line_error(res, "unknown recipe", "deit-tiny-fractaldb")
