@@ -19,11 +19,10 @@ def fractal_shards(tmp_path_factory):
     1p-frac-style jitter instances (no flips) keep the task learnable by a 2-layer ViT in a
     few dozen steps while the held-out images are still renders never seen in training.
     """
-    from shards.presets import Layout
-    from shards.writer import write_shards
-
     from fractaldb.search import search_categories
     from fractaldb.settings import RenderSettings
+    from shards.presets import Layout
+    from shards.writer import write_shards
 
     root = tmp_path_factory.mktemp("fdb")
     cats = search_categories(4, sampler="sigma", seed=2)
