@@ -33,6 +33,12 @@ _OVERRIDES = {
     "log_every": "log_every",
     "save_every": "save_every",
     "samples_per_epoch": "samples_per_epoch",
+    # mae only
+    "mask_ratio": "mask_ratio",
+    "decoder_dim": "decoder_dim",
+    "decoder_depth": "decoder_depth",
+    "decoder_heads": "decoder_heads",
+    "norm_pix_loss": "norm_pix_loss",
 }
 
 
@@ -190,6 +196,53 @@ def supervised(**opts: Any) -> None:
             "no model; fix: --recipe deit-tiny-fractaldb (or tiny-cpu) or --model NAME"
         )
     run_task(task, opts)
+
+
+MAE_DEFAULT_RECIPE = "mae-vit-tiny-fractal"
+
+
+@pretrain.command()
+@common_options
+@click.option(
+    "--mask-ratio",
+    type=float,
+    help="Fraction of patches masked per image, in (0, 1) (recipe default 0.75).",
+)
+@click.option("--decoder-dim", type=int, help="Decoder width (multiple of 4 and of heads).")
+@click.option("--decoder-depth", type=int, help="Decoder transformer blocks.")
+@click.option("--decoder-heads", type=int, help="Decoder attention heads.")
+@click.option(
+    "--norm-pix-loss/--no-norm-pix-loss",
+    default=None,
+    help="Regress per-patch normalised pixels (MAE default) or raw pixels.",
+)
+def mae(**opts: Any) -> None:
+    """Masked-autoencoder (MAE) self-supervised pre-training of a timm ViT encoder.
+
+    Labels are ignored: the same shards, or the on-the-fly renderer, serve. Without --recipe
+    the mae-vit-tiny-fractal recipe is used. RUN/model.safetensors holds the encoder only
+    (load with timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=...),
+    num_classes=0, **model_args); RUN/model.json lists the args); RUN/reconstruction-epochNNN.png
+    shows original / masked / reconstruction every recon_every epochs.
+
+    \b
+    Examples:
+      # MAE ViT-Tiny on rendered shards (He et al. 2022 values scaled to a tiny encoder)
+      fractaldb pretrain mae --data shards/fdb1k --val-data shards/fdb1k-val --out runs/mae-t
+      # ViT-Small, 8 GPUs, straight from the renderer
+      torchrun --nproc-per-node 8 --no-python fractaldb pretrain mae \\
+          --recipe mae-vit-small-fractal --on-the-fly categories.json --out runs/mae-s
+      # a 2-layer MAE at 32 px on CPU, in seconds
+      fractaldb pretrain mae --recipe mae-tiny-cpu --data synthetic --out runs/mae-cpu
+      # continue an interrupted run exactly (same settings), overriding the recipe
+      fractaldb pretrain mae --data shards/fdb1k --mask-ratio 0.6 --decoder-depth 2 \\
+          --no-norm-pix-loss --out runs/mae-t2 --resume auto
+    """
+    from pretrain.mae_task import MAETask
+
+    if not opts.get("recipe"):
+        opts["recipe"] = MAE_DEFAULT_RECIPE
+    run_task(MAETask(), opts)
 
 
 if __name__ == "__main__":

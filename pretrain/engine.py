@@ -146,6 +146,7 @@ def train(
 
     plan = plan_batch(cfg, info.world_size)
     task.setup(cfg, data.num_classes)
+    task.bind_data(data)
     task.check_batch(plan.micro_batch)
     amp_dtype = resolve_amp(cfg["amp"], device)
     if device.type == "cuda":

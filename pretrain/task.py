@@ -30,6 +30,10 @@ class Task:
         self.cfg = cfg
         self.num_classes = num_classes
 
+    def bind_data(self, data: DataSource) -> None:
+        """Receive the run's data source after setup (e.g. to pick fixed images to visualise)."""
+        self.data = data
+
     def check_batch(self, micro_batch: int) -> None:
         """Reject per-rank batch sizes the task cannot use (raise FractalDBError)."""
 
