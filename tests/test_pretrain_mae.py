@@ -230,3 +230,29 @@ def test_cli_default_recipe_and_bad_input(tmp_path):
     assert_one_line_error(
         invoke(*tiny, "--out", str(tmp_path / "m"), "--model", "resnet18"), "resnet18", "fix:"
     )
+
+
+def test_gray_mae_from_rendered_shards_with_held_out_set(tmp_path):
+    pytest.importorskip("shards.loader", reason="needs the shards loader (issue 2)")
+    from fractaldb.search import search_categories
+    from fractaldb.settings import RenderSettings
+    from shards.presets import Layout
+    from shards.writer import write_shards
+
+    cats = search_categories(2, sampler="sigma", seed=2)
+    render = RenderSettings(image_size=32, points=2000, mode="patch", seed=1)
+    layout = Layout(instances_per_category=16, samples_per_shard=16)
+    write_shards(cats, render, layout, tmp_path / "train", workers=1, progress=False)
+    layout = Layout(instances_per_category=4, samples_per_shard=16)
+    write_shards(cats, render.replace(seed=99), layout, tmp_path / "val", workers=1, progress=False)
+    run = tmp_path / "run"
+    res = invoke(
+        "--recipe", "mae-tiny-cpu", "--device", "cpu", "--workers", "0", "--epochs", "1",
+        "--data", str(tmp_path / "train"), "--val-data", str(tmp_path / "val"),
+        "--out", str(run), "--model-arg", "in_chans=1", "--model-arg", "embed_dim=32",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    epoch = read_metrics(run, "epoch")[-1]
+    assert epoch["val_samples"] == 8 and np.isfinite(epoch["val_loss"])
+    assert json.loads((run / "model.json").read_text())["model_args"]["in_chans"] == 1
+    assert (run / "reconstruction-epoch001.png").is_file()
