@@ -70,6 +70,7 @@ class ShardsData:
             rank=rank,
             world_size=world_size,
             samples_per_epoch=self.num_samples,
+            pin_memory=self.pin_memory,
         )
 
     def val_loader(self, *, batch_size: int, rank: int, world_size: int):
