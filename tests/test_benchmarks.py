@@ -1,0 +1,78 @@
+"""Smoke tests of benchmarks/train_throughput.py on CPU (tiny ViT at 32 px, a few steps)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = [
+    "--device", "cpu", "--model", "vit_tiny_patch16_224", "--img-size", "32",
+    "--model-arg", "patch_size=8", "--model-arg", "depth=2", "--model-arg", "embed_dim=32",
+    "--model-arg", "num_heads=2", "--batch-size", "16", "--steps", "3", "--warmup", "1",
+    "--workers", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bench():
+    path = Path(__file__).parents[1] / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run_json(bench, capsys, *args: str) -> dict:
+    assert bench.main([*TINY, "--json", *args]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1  # --json prints one line, the engine's report is kept out
+    return json.loads(lines[0])
+
+
+def test_synthetic_supervised_and_mae_on_cpu(bench, capsys):
+    rep = run_json(bench, capsys, "--no-shards")
+    assert rep["device"].startswith("CPU") and rep["batch_size"] == 16
+    (sup,) = rep["results"]
+    assert sup["task"] == "supervised" and sup["synthetic_images_per_s"] > 0
+    assert "ratio" not in sup
+    rep = run_json(bench, capsys, "--task", "mae")  # MAE: synthetic unless --data is given
+    (mae,) = rep["results"]
+    assert mae["task"] == "mae" and mae["model"] == "vit_tiny_patch16_224"
+    assert mae["synthetic_images_per_s"] > 0 and "shards_images_per_s" not in mae
+    # the human-readable report names the device beside the figures
+    assert bench.main([*TINY, "--no-shards"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic" in out and "img/s" in out and "[CPU" in out
+
+
+def test_suite_plan_and_errors(bench, capsys):
+    args = bench.parse_args(["--suite"])
+    assert bench.plan(args) == [
+        ("supervised", "deit_tiny_patch16_224", ["synthetic", "shards"]),
+        ("mae", "vit_tiny_patch16_224", ["synthetic"]),
+        ("mae", "vit_base_patch16_224", ["synthetic"]),
+    ]
+    assert bench.main([*TINY, "--data", "/no/such/shards"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("Error: ") and "fix:" in err
+
+
+def test_shards_versus_synthetic_ratio(bench, capsys):
+    pytest.importorskip("shards.writer", reason="needs the shards writer (issue 2)")
+    rep = run_json(bench, capsys, "--render-categories", "2", "--render-instances", "8")
+    (sup,) = rep["results"]
+    assert rep["data"] == "rendered"
+    assert sup["shards_images_per_s"] > 0 and sup["synthetic_images_per_s"] > 0
+    assert sup["ratio"] == pytest.approx(sup["shards_images_per_s"] / sup["synthetic_images_per_s"])
