@@ -256,3 +256,42 @@ def test_gray_mae_from_rendered_shards_with_held_out_set(tmp_path):
     assert epoch["val_samples"] == 8 and np.isfinite(epoch["val_loss"])
     assert json.loads((run / "model.json").read_text())["model_args"]["in_chans"] == 1
     assert (run / "reconstruction-epoch001.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "recipe", ["mae-vit-tiny-fractal", "mae-vit-small-fractal", "mae-tiny-cpu"]
+)
+def test_mae_recipes_resolve_for_the_task(recipe):
+    from pretrain.config import resolve_config
+
+    cfg = resolve_config(MAETask.defaults, recipe, {}, "mae")  # unknown keys would raise
+    task = MAETask()
+    task.setup(cfg, None)  # shapes checked on the meta device
+    assert task.in_chans == 3 and cfg["opt_betas"] == [0.9, 0.95] and cfg["lr_base_size"] == 256
+
+
+def test_two_process_gloo_mae_run_through_torchrun(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "pretrain.cli", "mae", "--recipe", "mae-tiny-cpu", "--data", "synthetic:4",
+        "--samples-per-epoch", "64", "--batch-size", "16", "--micro-batch", "4", "--epochs", "1",
+        "--device", "cpu", "--out", str(run), "--log-every", "1", "--model-arg", "embed_dim=32",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.count("final weights:") == 1
+    assert [e["step"] for e in read_metrics(run, "train")] == [1, 2, 3, 4]
+    # every held-out sample once across the two ranks, with the fixed validation masks
+    epoch = read_metrics(run, "epoch")[-1]
+    assert epoch["val_samples"] == 4 * 4 and np.isfinite(epoch["val_loss"])
+    assert [p.name for p in run.glob("reconstruction-*.png")] == ["reconstruction-epoch001.png"]
+    keys = set(load_file(run / "model.safetensors"))
+    assert "pos_embed" in keys and not any("decoder" in k or "mask_token" in k for k in keys)
