@@ -72,21 +72,22 @@ RESUME_MUTABLE_KEYS = frozenset(
 )
 
 
-def list_recipes() -> list[str]:
-    """Names of the recipes shipped in the package."""
-    folder = resources.files("pretrain") / "recipes"
+def list_recipes(package: str = "pretrain") -> list[str]:
+    """Names of the recipes shipped in `package`/recipes (pretrain, finetune)."""
+    folder = resources.files(package) / "recipes"
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_recipe(name_or_path: str) -> dict[str, Any]:
-    """Load a shipped recipe by name, or any YAML file by path (e.g. a previous RUN/config.yaml)."""
+def load_recipe(name_or_path: str, package: str = "pretrain") -> dict[str, Any]:
+    """Load a recipe shipped in `package` by name, or any YAML file by path (e.g. a previous
+    RUN/config.yaml)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         text = path.read_text()
     else:
-        res = resources.files("pretrain") / "recipes" / f"{name_or_path}.yaml"
+        res = resources.files(package) / "recipes" / f"{name_or_path}.yaml"
         if not res.is_file():
-            names = list_recipes()
+            names = list_recipes(package)
             close = difflib.get_close_matches(name_or_path, names, n=3)
             hint = f"did you mean {', '.join(close)}? " if close else ""
             raise FractalDBError(
