@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from fractaldb.errors import FractalDBError
-
 FINETUNE_EPILOG = """\b
 Examples:
   fractaldb finetune --dataset cifar10 --data-root data/ --download \\
