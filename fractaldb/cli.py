@@ -42,7 +42,29 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrorGroup(LazyGroup):
+    """Print every usage or user error as one line (exit code 2), never a traceback."""
+
+    def main(self, *args, **kwargs):  # type: ignore[override]
+        """Run the CLI, turning click errors into one-line messages."""
+        import sys
+
+        kwargs["standalone_mode"] = False
+        try:
+            rc = super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            msg = " ".join(exc.format_message().split())
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                msg += f" (see `{exc.ctx.command_path} --help`)"
+            click.echo(f"Error: {msg}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(rc if isinstance(rc, int) else 0)
+
+
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fractaldb")
 def main() -> None:
     """Formula-driven pre-training of vision transformers on fractal images.

@@ -1,0 +1,184 @@
+"""Renderer-side subcommands: `search`, `preview` and `quickstart` (no torch imported)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from fractaldb.errors import FractalDBError
+
+
+def parse_key_values(pairs: tuple[str, ...]) -> dict[str, object]:
+    """Parse repeated KEY=VALUE options; values are read as JSON when possible (1, 0.5, [2,3])."""
+    import json
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise FractalDBError(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
+def run_search(
+    num_categories: int, sampler: str, seed: int, workers: int, settings: dict[str, object]
+):
+    """Run a category search with a progress bar; return the CategorySet."""
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from fractaldb.ifs import make_sampler
+    from fractaldb.search import search_categories
+
+    try:
+        known = [f.name for f in dataclasses.fields(make_sampler(sampler))]
+        make_sampler(sampler, **settings)
+    except TypeError:
+        unknown = sorted(set(settings) - set(known))
+        raise FractalDBError(
+            f"unknown sampler setting(s) {', '.join(unknown)} for {sampler!r}; "
+            f"known: {', '.join(known)}"
+        ) from None
+    bar = tqdm(total=num_categories, desc="search", unit="cat", dynamic_ncols=True)
+
+    def progress(accepted: int, candidates: int) -> None:
+        bar.update(accepted - bar.n)
+        bar.set_postfix(candidates=candidates, acceptance=f"{accepted / max(candidates, 1):.1%}")
+
+    try:
+        return search_categories(
+            num_categories, sampler, seed, workers, progress=progress, **settings
+        )
+    except RuntimeError as exc:  # too few candidates accepted
+        raise FractalDBError(str(exc)) from None
+    finally:
+        bar.close()
+
+
+@click.command()
+@click.option("--num-categories", "-k", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--sampler", type=click.Choice(["fractaldb", "sigma"]), default="fractaldb", show_default=True
+)
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None, help="[all cores]")
+@click.option(
+    "--set",
+    "sampler_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Sampler setting, e.g. min_fill=0.2, n_max=7, n_choices=[2,3], sigma_min=3.5.",
+)
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True)
+def search(num_categories, sampler, seed, workers, sampler_args, out) -> None:
+    """Search IFS categories and write them as a small JSON file.
+
+    \b
+    Examples:
+      fractaldb search --num-categories 1000 --out fractaldb-1k.json      # FractalDB-1k
+      fractaldb search -k 1000 --sampler sigma --out sigma-1k.json
+      fractaldb search -k 100 --set min_fill=0.1 --set n_max=4 --out small.json
+    The file is byte-identical for any --workers.
+    """
+    import os
+
+    settings = parse_key_values(sampler_args)
+    workers = workers or os.cpu_count() or 1
+    t0 = time.perf_counter()
+    cats = run_search(num_categories, sampler, seed, workers, settings)
+    cats.save(out)
+    s = cats.search_stats
+    click.echo(
+        f"wrote {len(cats)} categories to {out} in {time.perf_counter() - t0:.1f}s "
+        f"({s['candidates']} candidates: {s['rejected_fill']} below fill rate, "
+        f"{s['rejected_divergent']} divergent); sha256 {cats.sha256[:16]}"
+    )
+
+
+@click.command()
+@click.option("--categories", "-c", type=click.Path(dir_okay=False), required=True)
+@click.option(
+    "--out", "-o", type=click.Path(dir_okay=False), default="preview.png", show_default=True
+)
+@click.option("--num-categories", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--first-category", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--instances", default="0,1,2,3,4,40,80,400", show_default=True)
+@click.option("--image-size", type=click.IntRange(8, 4096), default=256, show_default=True)
+@click.option("--points", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--mode", type=click.Choice(["point", "patch"]), default="patch", show_default=True)
+@click.option(
+    "--color", type=click.Choice(["gray", "color", "hue"]), default="gray", show_default=True
+)
+@click.option(
+    "--scheme",
+    type=click.Choice(["fractaldb", "jitter", "none"]),
+    default="fractaldb",
+    show_default=True,
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--tile", type=click.IntRange(16, 1024), default=128, show_default=True)
+def preview(categories, out, num_categories, first_category, instances, tile, **render) -> None:
+    """Write a labelled contact sheet (categories x instances) of a category set.
+
+    \b
+    Examples:
+      fractaldb preview -c categories.json -o preview.png
+      fractaldb preview -c sigma.json --color hue --instances 0,1,2,3 --num-categories 16
+    """
+    from fractaldb.categories import load_categories
+    from fractaldb.preview import contact_sheet, save_image
+    from fractaldb.settings import RenderSettings
+
+    cats = load_categories(categories)
+    try:
+        inst = [int(i) for i in instances.split(",")]
+    except ValueError:
+        raise FractalDBError(
+            f"--instances must be comma-separated integers, got {instances!r}"
+        ) from None
+    ids = list(range(first_category, min(first_category + num_categories, len(cats))))
+    if not ids:
+        raise FractalDBError(
+            f"--first-category {first_category} is past the {len(cats)} categories"
+        )
+    sheet = contact_sheet(cats, RenderSettings(**render), ids, inst, tile=tile)
+    save_image(out, sheet)
+    click.echo(f"wrote {out} ({len(ids)} categories x {len(inst)} instances)")
+
+
+@click.command()
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False),
+    default="fractaldb-quickstart",
+    show_default=True,
+)
+@click.option("--num-categories", "-k", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+def quickstart(out, num_categories, seed) -> None:
+    """Search a small category set and write a preview picture (about a minute on a laptop).
+
+    \b
+    Example:
+      fractaldb quickstart --out fractaldb-quickstart
+    Writes OUT/categories.json and OUT/preview.png.
+    """
+    import os
+
+    from fractaldb.preview import contact_sheet, save_image
+    from fractaldb.settings import RenderSettings
+
+    out_dir = Path(out)
+    cats = run_search(num_categories, "fractaldb", seed, os.cpu_count() or 1, {})
+    cats.save(out_dir / "categories.json")
+    sheet = contact_sheet(cats, RenderSettings(), list(range(min(8, len(cats)))))
+    save_image(out_dir / "preview.png", sheet)
+    click.echo(f"wrote {out_dir / 'categories.json'} and {out_dir / 'preview.png'}")

@@ -1,0 +1,80 @@
+"""Category search: draw candidate systems, keep those that pass the acceptance test.
+
+Candidate j is a pure function of (seed, j), candidates are judged in parallel threads (the
+kernels release the GIL) and accepted in index order, so the result is the same for any
+number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+import numpy as np
+
+from fractaldb.categories import Category, CategorySet
+from fractaldb.ifs import FillResult, make_sampler, measure_fill
+from fractaldb.seeding import TAG_FILL, TAG_SEARCH, derive_rng, derive_seed
+
+BATCH = 64
+
+
+def evaluate_candidate(sampler, seed: int, j: int) -> tuple[np.ndarray, np.ndarray, FillResult]:
+    """Draw candidate j and run its acceptance render."""
+    maps, probs = sampler.sample(derive_rng(seed, TAG_SEARCH, j))
+    return maps, probs, measure_fill(maps, probs, derive_seed(seed, TAG_FILL, j))
+
+
+def search_categories(
+    num_categories: int,
+    sampler: str = "fractaldb",
+    seed: int = 0,
+    workers: int = 1,
+    max_candidates: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **sampler_settings: object,
+) -> CategorySet:
+    """Find `num_categories` accepted systems; the result does not depend on `workers`.
+
+    `progress(accepted, candidates)` is called after each batch of candidates.
+    """
+    if num_categories < 1:
+        raise ValueError(f"num_categories must be >= 1, got {num_categories}")
+    smp = make_sampler(sampler, **sampler_settings)
+    limit = max_candidates if max_candidates is not None else 10_000 * num_categories + 10_000
+    accepted: list[Category] = []
+    stats = {"candidates": 0, "rejected_fill": 0, "rejected_divergent": 0}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        start = 0
+        while len(accepted) < num_categories:
+            if start >= limit:
+                raise RuntimeError(
+                    f"only {len(accepted)} of {num_categories} categories found in {limit} "
+                    "candidates; lower min_fill or change the sampler settings"
+                )
+            batch = range(start, min(start + BATCH * max(1, workers), limit))
+            results = pool.map(lambda j: evaluate_candidate(smp, seed, j), batch)
+            for maps, probs, fill in results:
+                if len(accepted) == num_categories:
+                    break
+                stats["candidates"] += 1
+                if fill.divergent:
+                    stats["rejected_divergent"] += 1
+                elif fill.fill_rate < smp.min_fill:
+                    stats["rejected_fill"] += 1
+                else:
+                    accepted.append(Category(maps=maps, probs=probs, fill_rate=fill.fill_rate))
+            start = batch.stop
+            if progress is not None:
+                progress(len(accepted), stats["candidates"])
+    stats["accepted"] = len(accepted)
+    settings = asdict(smp)
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+    return CategorySet(
+        categories=tuple(accepted),
+        sampler=sampler,
+        sampler_settings=settings,
+        seed=seed,
+        search_stats=stats,
+    )
