@@ -60,37 +60,75 @@ def resolve_settings(preset, overrides: dict[str, Any]):
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--preset", "preset_name", default=DEFAULT_PRESET, show_default=True,
-              help=f"Named preset ({', '.join(all_presets())}) or a preset .json file.")
-@click.option("--categories", "categories_path", type=click.Path(dir_okay=False),
-              help="Categories file from `fractaldb search`; omitted: run the preset's search "
-              "(or reuse OUT/categories.json).")
+@click.option(
+    "--preset",
+    "preset_name",
+    default=DEFAULT_PRESET,
+    show_default=True,
+    help=f"Named preset ({', '.join(all_presets())}) or a preset .json file.",
+)
+@click.option(
+    "--categories",
+    "categories_path",
+    type=click.Path(dir_okay=False),
+    help="Categories file from `fractaldb search`; omitted: run the preset's search "
+    "(or reuse OUT/categories.json).",
+)
 @click.option("--instances-per-category", type=int, help="Images per category.")
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Output folder (shared by all nodes). Default: data/<preset>.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Output folder (shared by all nodes). Default: data/<preset>.",
+)
 @click.option("--image-size", type=int, help="Image side in pixels.")
 @click.option("--points", type=int, help="Chaos-game points per image.")
 @click.option("--mode", type=click.Choice(["point", "patch"]), help="Point or 3x3 patch stamps.")
 @click.option("--color", type=click.Choice(["gray", "color", "hue"]), help="Colouring.")
-@click.option("--scheme", type=click.Choice(["fractaldb", "jitter", "none"]),
-              help="How instances of a category differ.")
+@click.option(
+    "--scheme",
+    type=click.Choice(["fractaldb", "jitter", "none"]),
+    help="How instances of a category differ.",
+)
 @click.option("--jitter", type=float, help="Coefficient jitter D of the jitter scheme.")
 @click.option("--flips/--no-flips", default=None, help="Instances in 4 flips of each render.")
 @click.option("--seed", type=int, help="Render seed (instances and sample order).")
-@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
-              help="Any other render setting, e.g. --set factors=[0.2,0.6,1.4,1.8].")
+@click.option(
+    "--set",
+    "set_items",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other render setting, e.g. --set factors=[0.2,0.6,1.4,1.8].",
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Image encoding.")
-@click.option("--quality", type=int, help="png: zlib level 0-9; jpg: 0-100; webp: 1-100, 101 = lossless.")
+@click.option(
+    "--quality", type=int, help="png: zlib level 0-9; jpg: 0-100; webp: 1-100, 101 = lossless."
+)
 @click.option("--samples-per-shard", type=int, help="Samples per tar shard.")
-@click.option("--workers", type=int, default=os.cpu_count() or 1, show_default=True,
-              help="Render threads on this node (the output does not depend on it).")
+@click.option(
+    "--workers",
+    type=int,
+    default=os.cpu_count() or 1,
+    show_default=True,
+    help="Render threads on this node (the output does not depend on it).",
+)
 @click.option("--num-nodes", type=int, help="Nodes sharing the job (default: from Slurm, else 1).")
 @click.option("--node-rank", type=int, help="This node's rank (default: from Slurm, else 0).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def render(preset_name: str, categories_path: str | None, instances_per_category: int | None,
-           out: str | None, set_items: tuple[str, ...], fmt: str | None, quality: int | None,
-           samples_per_shard: int | None, workers: int, num_nodes: int | None,
-           node_rank: int | None, quiet: bool, **setting_options: Any) -> None:
+def render(
+    preset_name: str,
+    categories_path: str | None,
+    instances_per_category: int | None,
+    out: str | None,
+    set_items: tuple[str, ...],
+    fmt: str | None,
+    quality: int | None,
+    samples_per_shard: int | None,
+    workers: int,
+    num_nodes: int | None,
+    node_rank: int | None,
+    quiet: bool,
+    **setting_options: Any,
+) -> None:
     """Render fractal categories into WebDataset shards (byte-reproducible, resumable).
 
     \b
@@ -143,8 +181,15 @@ def render(preset_name: str, categories_path: str | None, instances_per_category
 
     t0 = time.perf_counter()
     report = write_shards(
-        categories, settings, layout, out_dir, name=preset.name, workers=workers,
-        num_nodes=num_nodes, node_rank=node_rank, progress=not quiet,
+        categories,
+        settings,
+        layout,
+        out_dir,
+        name=preset.name,
+        workers=workers,
+        num_nodes=num_nodes,
+        node_rank=node_rank,
+        progress=not quiet,
     )
     elapsed = time.perf_counter() - t0
     if node_rank == 0:
@@ -158,7 +203,9 @@ def render(preset_name: str, categories_path: str | None, instances_per_category
     if report.finalized:
         click.echo(f"{out_dir}: complete; manifest.json and _info.json written")
     else:
-        click.echo(f"{out_dir}: waiting for other nodes; then run `fractaldb shards finalize {out_dir}`")
+        click.echo(
+            f"{out_dir}: waiting for other nodes; then run `fractaldb shards finalize {out_dir}`"
+        )
 
 
 def run_search(search: dict[str, Any], workers: int, quiet: bool):
@@ -169,7 +216,8 @@ def run_search(search: dict[str, Any], workers: int, quiet: bool):
     if not quiet:
         click.echo(
             f"searching {num} categories (sampler {search.get('sampler', 'fractaldb')}, "
-            f"seed {search.get('seed', 0)})", err=True,
+            f"seed {search.get('seed', 0)})",
+            err=True,
         )
     return search_categories(
         num,

@@ -76,7 +76,9 @@ def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise FractalDBError(f"cannot read {what} {str(path)!r} ({exc}); fix: regenerate it") from None
+        raise FractalDBError(
+            f"cannot read {what} {str(path)!r} ({exc}); fix: regenerate it"
+        ) from None
     if not isinstance(data, dict):
         raise FractalDBError(f"{what} {str(path)!r} is not a JSON object; fix: regenerate it")
     return data
@@ -128,7 +130,9 @@ def write_partial(
         "node": {"rank": node_rank, "num_nodes": num_nodes},
         "shards": sorted(records, key=lambda r: r["index"]),
     }
-    atomic_write_bytes(out / partial_name(node_rank, num_nodes), json.dumps(body, indent=1).encode())
+    atomic_write_bytes(
+        out / partial_name(node_rank, num_nodes), json.dumps(body, indent=1).encode()
+    )
 
 
 def info_json(header: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -112,7 +112,9 @@ def load_preset(name_or_path: str) -> Preset:
         try:
             raw = json.loads(path.read_text())
         except ValueError as exc:
-            raise FractalDBError(f"preset file {name_or_path!r} is not valid JSON ({exc})") from None
+            raise FractalDBError(
+                f"preset file {name_or_path!r} is not valid JSON ({exc})"
+            ) from None
         if not isinstance(raw, dict):
             raise FractalDBError(f"preset file {name_or_path!r} must hold a JSON object")
         return parse_preset(path.stem, raw)

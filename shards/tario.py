@@ -26,6 +26,9 @@ class _HashingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        return self.size
+
     def write(self, b) -> int:
         self.sha.update(b)
         self.size += len(b)
