@@ -1,17 +1,19 @@
 """Training and evaluation loaders over the shards, on webdataset's pipeline API.
 
-Training: every (rank, data-loader worker) reads an endless stream of shards: round r of
-the stream is a permutation of all shards keyed by (seed, epoch, r), and global worker g
-takes its positions g, g + G, g + 2G, ... (G = world_size x num_workers). So within a round
-the ranks read disjoint shards, every worker always has data (no hang when G exceeds the
-number of shards), and the epoch is cut on the loader to
-`samples_per_epoch // (batch_size x world_size)` batches per rank: the same count on every
-rank, independent of the number of workers. Sample shuffling and augmentation randomness
-are seeded from (seed, epoch, rank, worker).
+Shards are dealt to global workers (G = world_size x num_workers; worker g = rank x
+num_workers + id): each epoch, a permutation of the shards keyed by (seed, epoch) is split
+into G disjoint parts; when there are fewer shards than workers, the workers sharing a
+shard take every k-th sample of it. So ranks never read the same sample in the same epoch,
+and every worker has data (no hang when G exceeds the number of shards).
 
-Evaluation: shards are dealt to global workers in order; when there are fewer shards than
-workers, the workers sharing a shard take every k-th sample, so every sample is seen exactly
-once across all ranks.
+Training: each worker cycles endlessly over its part (reshuffled every cycle, i.e. shards
+are resampled rather than exhausted), through a shuffle buffer seeded by (seed, epoch,
+rank, worker); the loader cuts the epoch at `samples_per_epoch // (batch_size x
+world_size)` batches per rank: the same count on every rank, independent of the number
+of workers. Augmentation RNGs in workers are seeded from the same tuple.
+
+Evaluation: each worker reads its part once, so every sample is seen exactly once across
+all ranks.
 """
 
 from __future__ import annotations
@@ -137,6 +139,18 @@ def _expand(urls: str | os.PathLike | list[str]) -> tuple[list[str], dict[str, A
     return expanded, info
 
 
+def _shard_lengths(urls: list[str], info: dict[str, Any] | None) -> list[int] | None:
+    """Return the sample count of each URL's shard, when _info.json lists all of them."""
+    if info is None:
+        return None
+    by_name = {
+        f.rsplit("/", 1)[-1]: n
+        for f, n in zip(info["filenames"], info["shard_lengths"], strict=True)
+    }
+    names = [u.rsplit("/", 1)[-1] for u in urls]
+    return [by_name[n] for n in names] if all(n in by_name for n in names) else None
+
+
 def decode_sample(
     sample: dict[str, Any],
     transform: Callable | None,
@@ -160,26 +174,65 @@ def to_model_input(array: np.ndarray, transform: Callable | None) -> Any:
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
-def _train_shards(state: EpochState, urls: list[str]) -> Iterator[dict[str, str]]:
-    """Endless shard stream of this global worker (see the module docstring)."""
+def assign_shards(
+    num_shards: int, global_worker: int, global_workers: int
+) -> list[tuple[int, int, int]]:
+    """Return the (shard, offset, stride) triples of one global worker: a disjoint cover."""
+    if num_shards >= global_workers:
+        return [(i, 0, 1) for i in range(global_worker, num_shards, global_workers)]
+    shard = global_worker % num_shards
+    stride = len(range(shard, global_workers, num_shards))
+    return [(shard, global_worker // num_shards, stride)]
+
+
+def _worker_part(
+    state: EpochState, urls: list[str], shuffled: bool
+) -> tuple[int, list[tuple[int, int, int]]]:
+    """Return (global worker id, its (shard, offset, stride) part) for the current epoch."""
     worker, num_workers = state.worker()
     g_size = state.world_size * num_workers
     g = state.rank * num_workers + worker
     n = len(urls)
-    cached_round, perm = -1, None
-    for p in count(g, g_size):
-        r, j = divmod(p, n)
-        if r != cached_round:
-            perm = permute(range(n), n, derive_seed(state.seed, TAG_SHARDS, state.epoch, r))
-            cached_round = r
-        yield {"url": urls[int(perm[j])]}
+    order = (
+        permute(range(n), n, derive_seed(state.seed, TAG_SHARDS, state.epoch))
+        if shuffled
+        else np.arange(n)
+    )
+    return g, [(int(order[s]), off, k) for s, off, k in assign_shards(n, g, g_size)]
 
 
-def _train_shuffle(src: Iterator, state: EpochState, bufsize: int, initial: int) -> Iterator:
-    """Shuffle buffer seeded by (seed, epoch, rank, worker)."""
-    worker, _ = state.worker()
-    rng = random.Random(derive_seed(state.seed, TAG_SAMPLES, state.epoch, state.rank, worker))
-    return wds.filters._shuffle(src, bufsize, initial, rng=rng)
+def _read_part(urls: list[str], part: list[tuple[int, int, int]]) -> Iterator[dict[str, Any]]:
+    for shard, offset, stride in part:
+        samples = wds.tarfile_samples([{"url": urls[shard]}], handler=wds.warn_and_continue)
+        yield from islice(samples, offset, None, stride)
+
+
+def _train_samples(
+    state: EpochState,
+    urls: list[str],
+    lengths: list[int] | None,
+    bufsize: int,
+    initial: int,
+) -> Iterator[dict[str, Any]]:
+    """Endless shuffled sample stream of this global worker (see the module docstring)."""
+    g, part = _worker_part(state, urls, shuffled=True)
+
+    def cycles() -> Iterator[dict[str, Any]]:
+        for cycle in count(1):
+            key = derive_seed(state.seed, TAG_SHARDS, state.epoch, g, cycle)
+            got = 0
+            for i in permute(range(len(part)), len(part), key):
+                for sample in _read_part(urls, [part[int(i)]]):
+                    got += 1
+                    yield sample
+            if got == 0:
+                raise RuntimeError(f"no readable samples in {[urls[s] for s, _, _ in part]}")
+
+    if lengths is not None:  # a buffer larger than the part would only hold repeats
+        share = sum(len(range(off, lengths[s], k)) for s, off, k in part)
+        bufsize = max(1, min(bufsize, share))
+    rng = random.Random(derive_seed(state.seed, TAG_SAMPLES, state.epoch, state.rank, g))
+    yield from wds.filters._shuffle(cycles(), bufsize, min(initial, bufsize), rng=rng)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -247,14 +300,15 @@ def make_train_loader(
             f"{world_size} ranks; fix: lower batch_size or raise samples_per_epoch"
         )
     state = EpochState(seed, epoch, rank, world_size)
+    lengths = _shard_lengths(shard_urls, info)
     dataset = wds.DataPipeline(
-        partial(_train_shards, state, shard_urls),
-        wds.tarfile_to_samples(handler=wds.warn_and_continue),
         partial(
-            _train_shuffle,
-            state=state,
+            _train_samples,
+            state,
+            shard_urls,
+            lengths,
             bufsize=shuffle_buffer,
-            initial=min(SHUFFLE_INITIAL, shuffle_buffer),
+            initial=SHUFFLE_INITIAL,
         ),
         wds.map(
             partial(
@@ -279,24 +333,9 @@ def make_train_loader(
     return loader.with_epoch(nbatches).with_length(nbatches, silent=True)
 
 
-def eval_assignment(
-    num_shards: int, global_worker: int, global_workers: int
-) -> list[tuple[int, int, int]]:
-    """Return (shard, offset, stride) triples read by one global worker in evaluation."""
-    if num_shards >= global_workers:
-        return [(i, 0, 1) for i in range(global_worker, num_shards, global_workers)]
-    shard = global_worker % num_shards
-    stride = len(range(shard, global_workers, num_shards))
-    return [(shard, global_worker // num_shards, stride)]
-
-
 def _eval_samples(state: EpochState, urls: list[str]) -> Iterator[dict[str, Any]]:
-    worker, num_workers = state.worker()
-    g_size = state.world_size * num_workers
-    g = state.rank * num_workers + worker
-    for shard, offset, stride in eval_assignment(len(urls), g, g_size):
-        samples = wds.tarfile_samples([{"url": urls[shard]}])
-        yield from islice(samples, offset, None, stride)
+    _, part = _worker_part(state, urls, shuffled=False)
+    yield from _read_part(urls, part)
 
 
 def make_eval_loader(
@@ -333,15 +372,15 @@ def make_eval_loader(
         wds.batched(batch_size, collation_fn=default_collate, partial=True),
     )
     loader = wds.WebLoader(dataset, batch_size=None, num_workers=num_workers)
-    if info is not None and len(info["shard_lengths"]) == len(shard_urls):
-        lengths = info["shard_lengths"]
+    lengths = _shard_lengths(shard_urls, info)
+    if lengths is not None:
         workers = max(1, num_workers)
         g_size = world_size * workers
         nbatches = 0
         for w in range(workers):
             n = sum(
                 len(range(off, lengths[s], stride))
-                for s, off, stride in eval_assignment(len(lengths), rank * workers + w, g_size)
+                for s, off, stride in assign_shards(len(lengths), rank * workers + w, g_size)
             )
             nbatches += math.ceil(n / batch_size)
         loader = loader.with_length(nbatches, silent=True)
