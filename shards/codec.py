@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
-_FLAGS = {"RGB": cv2.IMREAD_COLOR, "L": cv2.IMREAD_GRAYSCALE, None: cv2.IMREAD_UNCHANGED}
+# "RGB" decodes as stored and converts once (gray -> RGB is cheaper than IMREAD_COLOR + swap).
+_FLAGS = {"RGB": cv2.IMREAD_UNCHANGED, "L": cv2.IMREAD_GRAYSCALE, None: cv2.IMREAD_UNCHANGED}
+_TO_RGB = {2: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
 
 
 def decode_image(data: bytes, mode: str | None = "RGB") -> np.ndarray:
@@ -16,6 +18,8 @@ def decode_image(data: bytes, mode: str | None = "RGB") -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), _FLAGS[mode])
     if img is None:
         raise ValueError("undecodable image")
+    if mode == "RGB":
+        return cv2.cvtColor(img, _TO_RGB[img.ndim if img.ndim == 2 else img.shape[2]])
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return img
