@@ -15,6 +15,8 @@ from fractaldb.errors import FractalDBError
 from shards.presets import DEFAULT_PRESET, FORMATS, Layout, all_presets, load_preset
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
+# Cores this process may use (Slurm and containers restrict the affinity mask).
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 # CLI option -> render setting
 SETTING_OPTIONS = ("image_size", "points", "mode", "color", "scheme", "seed", "jitter", "flips")
 
@@ -107,7 +109,7 @@ def resolve_settings(preset, overrides: dict[str, Any]):
 @click.option(
     "--workers",
     type=int,
-    default=os.cpu_count() or 1,
+    default=CORES,
     show_default=True,
     help="Render threads on this node (the output does not depend on it).",
 )
@@ -194,7 +196,7 @@ def render(
     elapsed = time.perf_counter() - t0
     if node_rank == 0:
         write_preview(out_dir, categories, settings, layout.instances_per_category)
-    n = report.written * layout.samples_per_shard
+    n = report.samples_written
     click.echo(
         f"{out_dir}: node {node_rank}/{num_nodes} wrote {report.written} shard(s), kept "
         f"{report.skipped} complete, of {report.num_shards} in {elapsed:.1f}s"
@@ -255,7 +257,7 @@ def shards() -> None:
 
 @shards.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path(file_okay=False))
-@click.option("--workers", type=int, default=os.cpu_count() or 1, show_default=True)
+@click.option("--workers", type=int, default=CORES, show_default=True)
 def verify(folder: str, workers: int) -> None:
     """Check every shard against manifest.json: sample count, sha256, a decodable image.
 

@@ -51,6 +51,7 @@ class RenderReport:
     owned: int
     skipped: int
     written: int
+    samples_written: int
     finalized: bool
     manifest: dict[str, Any] | None
 
@@ -237,6 +238,7 @@ def write_shards(
         owned=len(owned),
         skipped=len(owned) - len(todo),
         written=len(todo),
+        samples_written=sum(len(cells[k]) for k in todo),
         finalized=manifest is not None,
         manifest=manifest,
     )

@@ -105,6 +105,17 @@ def test_eval_loader_sees_every_sample_once(data, world_size, num_workers):
     assert Counter(seen) == Counter(all_keys(out)) and len(seen) == NUM
 
 
+def test_pipe_urls_work(data):
+    _, out = data
+    url = f"pipe:cat {out}/fractaldb-{{000000..000006}}.tar"
+    loader = make_eval_loader(url, batch_size=10, num_workers=0, transform=None, return_keys=True)
+    assert sorted(k for b in loader for k in b[2]) == sorted(all_keys(out))
+    train = make_train_loader(
+        url, batch_size=10, num_workers=0, transform=None, samples_per_epoch=30
+    )
+    assert len(train) == 3 and [len(b[1]) for b in train] == [10, 10, 10]
+
+
 def test_assign_shards_with_fewer_shards_than_workers():
     for n, g_size in [(2, 5), (7, 3), (1, 4), (3, 3)]:
         cover = Counter()

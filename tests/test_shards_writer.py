@@ -272,3 +272,8 @@ def test_image_formats_decode(cats, tmp_path):
         jpgs = [m for m in tar.getmembers() if m.name.endswith(".jpg")]
         img = decode_image(tar.extractfile(jpgs[0]).read())
     assert len(jpgs) == 8 and img.shape == (32, 32, 3)
+
+
+def test_writer_and_cli_do_not_import_torch():
+    code = "import sys, shards.cli, shards.writer, shards.verify; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
