@@ -45,15 +45,24 @@ def draw_points(
     seed: int,
     pad: float = 0.0,
     count: bool = False,
+    warmup: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Run the chaos game; return (size x size hit image, number of escaped chain steps).
 
-    The image is binary uint8 (0/1) or, with `count`, uint32 hit counts.
+    The image is binary uint8 (0/1) or, with `count`, uint32 hit counts. `warmup` is the
+    number of steps per chain (8 chains) that set the bounding box (default: `warmup_steps`).
     """
     out = np.zeros((size, size), dtype=np.uint32 if count else np.uint8)
     coef = np.ascontiguousarray(maps, dtype=np.float64)
     escapes = chaos_game(
-        coef, choice_table(probs), points, np.uint64(seed), out, pad, warmup_steps(points), count
+        coef,
+        choice_table(probs),
+        points,
+        np.uint64(seed),
+        out,
+        pad,
+        warmup_steps(points) if warmup is None else warmup,
+        count,
     )
     return out, int(escapes)
 

@@ -1,0 +1,67 @@
+"""RUN/results.json: what was fine-tuned from what, and its accuracy per epoch.
+
+Schema (version 1): dataset, dataset_splits, num_classes, model, model_args, img_size,
+init {source, kind, pretrain_config, manifest_hash, loaded, missing, unexpected, ...},
+recipe, linear_probe, epochs (planned), epochs_done, best {epoch, top1, top5},
+last {epoch, top1, top5}, history [{epoch, top1, top5, ...}]. Accuracies are percentages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULTS_NAME = "results.json"
+
+
+def new_results(**fields: Any) -> dict[str, Any]:
+    """Start a results record with no epochs evaluated yet."""
+    return {
+        "schema": SCHEMA_VERSION,
+        **fields,
+        "epochs_done": 0,
+        "best": None,
+        "last": None,
+        "history": [],
+    }
+
+
+def record_epoch(results: dict[str, Any], epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+    """Append one evaluation (must contain top1, top5) and update best (by top-1) and last."""
+    row = {"epoch": epoch, **{k: float(v) for k, v in metrics.items()}}
+    results["history"].append(row)
+    results["epochs_done"] = epoch
+    results["last"] = {"epoch": epoch, "top1": row["top1"], "top5": row["top5"]}
+    if results["best"] is None or row["top1"] > results["best"]["top1"]:
+        results["best"] = dict(results["last"])
+    return results
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text through a temporary file and os.replace, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (temporary file + os.replace)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def write_results(run: str | os.PathLike, results: dict[str, Any]) -> Path:
+    """Write RUN/results.json atomically and return its path."""
+    path = Path(run) / RESULTS_NAME
+    write_json_atomic(path, results)
+    return path
