@@ -57,7 +57,8 @@ class EpochState:
         return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
-def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+def dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Return (rank, world_size): as given, else from torch.distributed, else (0, 1)."""
     if rank is not None and world_size is not None:
         if not 0 <= rank < world_size:
             raise FractalDBError(f"rank {rank} is not in [0, {world_size})")
@@ -232,7 +233,7 @@ def _train_samples(
         share = sum(len(range(off, lengths[s], k)) for s, off, k in part)
         bufsize = max(1, min(bufsize, share))
     rng = random.Random(derive_seed(state.seed, TAG_SAMPLES, state.epoch, state.rank, g))
-    yield from wds.filters._shuffle(cycles(), bufsize, min(initial, bufsize), rng=rng)
+    yield from wds.shuffle(bufsize, min(initial, bufsize), rng=rng)(cycles())
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -285,7 +286,7 @@ def make_train_loader(
     `len(loader)` is the number of batches per epoch on this rank:
     samples_per_epoch (default: the dataset size) // (batch_size x world_size).
     """
-    rank, world_size = _dist_rank_world(rank, world_size)
+    rank, world_size = dist_rank_world(rank, world_size)
     shard_urls, info = _expand(urls)
     if samples_per_epoch is None:
         if info is None:
@@ -355,7 +356,7 @@ def make_eval_loader(
     Ranks may get different numbers of batches (one may get none), so reduce metrics after
     the loop. `len()` is set when shard lengths are known (_info.json).
     """
-    rank, world_size = _dist_rank_world(rank, world_size)
+    rank, world_size = dist_rank_world(rank, world_size)
     shard_urls, info = _expand(urls)
     state = EpochState(0, 0, rank, world_size)
     dataset = wds.DataPipeline(

@@ -19,7 +19,7 @@ from fractaldb.render import render_instance
 from fractaldb.seeding import derive_seed
 from fractaldb.settings import RenderSettings
 from shards.layout import permute
-from shards.loader import _dist_rank_world, to_model_input
+from shards.loader import dist_rank_world, to_model_input
 
 TAG_ONTHEFLY = 204
 
@@ -58,7 +58,7 @@ class OnTheFlyDataset(IterableDataset):
         self.categories, self.settings = categories, settings
         self.instances = instances_per_category
         self.transform, self.seed, self.epoch = transform, seed, epoch
-        self.rank, self.world_size = _dist_rank_world(rank, world_size)
+        self.rank, self.world_size = dist_rank_world(rank, world_size)
         self.num_samples = len(categories) * instances_per_category
         self.samples_per_epoch = samples_per_epoch or self.num_samples
         self.image_mode = image_mode
