@@ -69,7 +69,7 @@ def main() -> None:
 
         loader = make_train_loader(
             out, batch_size=64, num_workers=cores, transform=transform, seed=0,
-            samples_per_epoch=max(n_images, 64 * cores * 8),
+            samples_per_epoch=max(2 * n_images, 3200 * cores),
         )  # fmt: skip
         it = iter(loader)  # worker start-up and the first batch are not timed
         next(it)
