@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from fractaldb.errors import FractalDBError
+from fractaldb.options import parse_key_values
 from shards.presets import DEFAULT_PRESET, FORMATS, Layout, all_presets, load_preset
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -29,20 +30,6 @@ def node_from_env(env: Mapping[str, str]) -> tuple[int, int] | None:
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         return int(env["SLURM_NTASKS"]), int(env["SLURM_PROCID"])
     return None
-
-
-def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
-    """Parse repeated KEY=VALUE options; values are JSON when they parse as JSON."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise FractalDBError(f"--set expects KEY=VALUE, got {item!r}; fix: e.g. --set pad=0.01")
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except ValueError:
-            out[key.strip().replace("-", "_")] = value
-    return out
 
 
 def resolve_settings(preset, overrides: dict[str, Any]):
@@ -149,7 +136,7 @@ def render(
 
     preset = load_preset(preset_name)
     overrides = {k: v for k, v in setting_options.items() if v is not None}
-    overrides.update(parse_set(set_items))
+    overrides.update(parse_key_values(set_items, "--set"))
     settings = resolve_settings(preset, overrides)
     layout_opts = {
         k: v
