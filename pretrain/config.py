@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from fractaldb.errors import FractalDBError
+from fractaldb.options import parse_key_values, parse_value  # noqa: F401  (re-exported)
 
 ENGINE_DEFAULTS: dict[str, Any] = {
     "description": "",
@@ -163,27 +164,6 @@ def resolve_config(
             cfg[k] = float(v)
     cfg["model_args"] = dict(cfg.get("model_args") or {})
     return cfg
-
-
-def parse_value(text: str) -> Any:
-    """Parse a command-line value as YAML (ints, floats, bools, null, lists), else keep the string."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def parse_key_values(pairs: tuple[str, ...] | list[str], option: str) -> dict[str, Any]:
-    """Turn repeated KEY=VALUE options into a dict with typed values."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise FractalDBError(
-                f"{option} expects KEY=VALUE, got {pair!r}; fix: e.g. {option} depth=2"
-            )
-        out[key.strip().replace("-", "_")] = parse_value(value)
-    return out
 
 
 def dump_config(cfg: dict[str, Any]) -> str:
