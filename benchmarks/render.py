@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import numpy as np
 from numba import njit
 
+from fractaldb.machine import describe_machine
 from fractaldb.render import draw_points, render_instance, warmup_steps
 from fractaldb.search import search_categories
 from fractaldb.settings import RenderSettings
@@ -58,18 +57,6 @@ def reference_chaos_game(coef, cumprobs, n_points, seed, out, pad, warmup):
         py = (y - ymin) * sy + pad
         if px >= 0 and px < width and py >= 0 and py < height:
             out[int(py), int(px)] = 1
-
-
-def cpu_name() -> str:
-    """The CPU model, for stating the machine beside absolute figures."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rate(fn, seconds: float) -> float:
@@ -118,7 +105,7 @@ def main() -> None:
     kernel_rate = rate(kernel_only, args.seconds)
     ref_rate = rate(reference, args.seconds)
     result = {
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores",
+        "machine": describe_machine(),
         "image_size": size,
         "points": points,
         "points_per_s": kernel_rate * points,

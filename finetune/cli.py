@@ -4,24 +4,42 @@ from __future__ import annotations
 
 import click
 
-from fractaldb.errors import FractalDBError
-
 FINETUNE_EPILOG = """\b
 Examples:
   fractaldb finetune --dataset cifar10 --data-root data/ --download \\
       --init runs/deit-fractaldb1k --out runs/c10-fractal
   fractaldb finetune --dataset cifar100 --data-root data/ --model deit_tiny_patch16_224 \\
       --init scratch --out runs/c100-scratch --recipe adamw-cifar
-  fractaldb finetune --dataset folder --data-root my_images/ --val-split 0.1 \\
-      --init runs/mae --recipe mae-finetune --linear-probe --out runs/probe
-  fractaldb finetune --dataset pets --data-root data/ --init weights.safetensors \\
-      --model vit_tiny_patch16_224 --model-arg patch_size=8 --img-size 64 --out runs/p --dry-run
+  # the CIFAR-10 JPEG folder, last 500 images of each class held out for validation
+  fractaldb finetune --dataset folder --data-root cifar10-jpg/train --val-per-class 500 \\
+      --init runs/mae/model.safetensors --model vit_tiny_patch16_224 --recipe mae-finetune \\
+      --out runs/c10-mae
+  fractaldb finetune --dataset pets --data-root data/ --init runs/deit --linear-probe \\
+      --epochs 90 --out runs/pets-probe --resume auto
+  # multi-GPU: --batch-size stays the GLOBAL batch
+  torchrun --nproc-per-node 8 --no-python fractaldb finetune --dataset cifar10 ...
 \b
---init: a pre-training run folder (RUN/model.safetensors, RUN/config.yaml), a .safetensors or
-.pt/.pth file, 'timm' (timm's own weights for --model, needs the hub) or 'scratch'.
+--init: a pre-training run folder (RUN/model.safetensors; model, model args and mean/std come
+from RUN/config.yaml), a .safetensors or .pt/.pth file, 'timm' (timm's own weights for
+--model, needs the hub) or 'scratch'.
 Recipes: deit-cifar-sgd (default), adamw-cifar, mae-finetune, or a path to a recipe .yaml.
 Splits: flowers102 trains on train+val and tests on test; pets trainval/test; CIFAR train/test.
+Every epoch is evaluated on the test split (top-1, top-5) into RUN/results.json; compare runs
+with `fractaldb report RUN [RUN ...]`.
 """
+
+# pre-training's data options; fine-tuning names its data with --dataset/--data-root
+_PRETRAIN_DATA_OPTIONS = {"data", "val_data", "on_the_fly"}
+
+
+def engine_options(f):
+    """The engine's common options (pretrain.cli.common_options) minus its data options."""
+    from pretrain.cli import common_options
+
+    params = common_options(lambda: None).__click_params__
+    kept = [p for p in params if p.name not in _PRETRAIN_DATA_OPTIONS]
+    f.__click_params__ = getattr(f, "__click_params__", []) + kept
+    return f
 
 
 @click.command(epilog=FINETUNE_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,51 +48,41 @@ Splits: flowers102 trains on train+val and tests on test; pets trainval/test; CI
 @click.option(
     "--init", "init", required=True, help="Run folder, weights file, 'timm' or 'scratch'."
 )
-@click.option("--out", required=True, type=click.Path(), help="Output run folder.")
-@click.option("--model", default=None, help="timm model name (default: the pre-training run's).")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
 @click.option("--test-root", type=click.Path(), default=None, help="folder: separate test folder.")
 @click.option(
-    "--val-split", type=float, default=None, help="folder: hold out this fraction per class."
+    "--val-split", type=float, default=None, help="folder: hold out this fraction of each class."
 )
 @click.option(
-    "--recipe", default="deit-cifar-sgd", show_default=True, help="Recipe name or YAML path."
+    "--val-per-class",
+    type=int,
+    default=None,
+    help="folder: hold out the last N images (sorted by path) of each class.",
 )
 @click.option("--linear-probe", is_flag=True, help="Train only the classifier head.")
-@click.option("--img-size", type=int, default=None, help="Input size (default: the recipe's).")
-@click.option(
-    "--model-arg", "model_arg", multiple=True, metavar="KEY=VALUE", help="timm model kwarg."
-)
-@click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
-@click.option("--batch-size", type=int, default=None, help="Global batch size (default: recipe's).")
-@click.option(
-    "--lr", type=float, default=None, help="Absolute lr (default: recipe lr x batch/base)."
-)
-@click.option(
-    "--dry-run", is_flag=True, help="Build data, model and weights, print the plan, exit."
-)
-def finetune(**kw) -> None:
-    """Fine-tune (or linear-probe) a pre-trained ViT on a downstream dataset."""
-    from .model import parse_model_args
-    from .prepare import FinetuneOptions, prepare
+@engine_options
+def finetune(**opts) -> None:
+    """Fine-tune (or linear-probe) a pre-trained ViT on a downstream dataset.
 
-    dry_run = kw.pop("dry_run")
-    out = kw.pop("out")
-    kw["model_args"] = parse_model_args(kw.pop("model_arg"))
-    setup = prepare(FinetuneOptions(**kw), echo=click.echo)
-    data = setup.data
-    click.echo(
-        f"finetune: {data.name} ({len(data.train)} train / {len(data.test)} test, "
-        f"{data.num_classes} classes), {setup.model_name} at {setup.img_size}px, "
-        f"recipe {setup.recipe['name']}, {setup.epochs} epochs, batch {setup.batch_size}, "
-        f"lr {setup.lr:.3g}, {len(setup.trainable)} trainable tensors -> {out}"
-    )
-    if dry_run:
-        return
-    raise FractalDBError(
-        "training needs the shared engine from pretrain/, which is not merged yet; "
-        "fix: use --dry-run for now"
-    )
+    Runs on the pre-training engine: the same distributed, AMP, EMA, checkpoint and --resume
+    behaviour; --recipe defaults to deit-cifar-sgd.
+
+    \b
+    Examples:
+      # DeiT's CIFAR recipe from a supervised fractal pre-training run
+      fractaldb finetune --dataset cifar10 --data-root data/ --download \\
+          --init runs/deit-tiny --out runs/c10-fdb
+      # the same from scratch, for comparison; then compare both
+      fractaldb finetune --dataset cifar10 --data-root data/ --init scratch \\
+          --model deit_tiny_patch16_224 --out runs/c10-scratch
+      fractaldb report runs/c10-fdb runs/c10-scratch --out-png c10.png
+      # an image folder with a held-out validation part, linear probe of an MAE encoder
+      fractaldb finetune --dataset folder --data-root photos/train --val-per-class 50 \\
+          --init runs/mae-tiny --recipe mae-finetune --linear-probe --out runs/probe
+    """
+    from .run import run_finetune
+
+    run_finetune(opts)
 
 
 REPORT_EPILOG = """\b

@@ -4,14 +4,17 @@ Splits used (train -> evaluated on):
   cifar10, cifar100  `train=True` (50,000)  -> `train=False` (10,000)
   pets               OxfordIIITPet `trainval` (3,680) -> `test` (3,669), 37 breed labels
   flowers102         Flowers102 `train` + `val` (2,040) -> `test` (6,149), the usual transfer split
-  folder             ImageFolder(`--data-root`) -> ImageFolder(`--test-root`), or, with
-                     `--val-split F`, a hold-out of the training folder: for each class, the
-                     last round(F x n) images in sorted-path order (at least one, never all).
+  folder             ImageFolder(`--data-root`) -> ImageFolder(`--test-root`), or a hold-out of
+                     the training folder: for each class, the last `--val-per-class N` images,
+                     or the last round(F x n) with `--val-split F` (at least one, never all),
+                     in sorted-path order.
 The CIFAR files are Python pickles read by torchvision: use archives from the official site.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +59,7 @@ def build_datasets(
     download: bool = False,
     test_root: str | os.PathLike | None = None,
     val_split: float | None = None,
+    val_per_class: int | None = None,
 ) -> DownstreamData:
     """Build the train and test datasets of `name` under `root` through torchvision."""
     if name not in DATASETS:
@@ -63,9 +67,10 @@ def build_datasets(
             f"unknown dataset {name!r}; fix: use one of {', '.join(DATASETS)} "
             "(any other image classification set works as --dataset folder)"
         )
-    if name != "folder" and (test_root is not None or val_split is not None):
+    if name != "folder" and (test_root, val_split, val_per_class) != (None, None, None):
         raise FractalDBError(
-            f"--test-root/--val-split only apply to --dataset folder; fix: drop them for {name}"
+            "--test-root/--val-split/--val-per-class only apply to --dataset folder; "
+            f"fix: drop them for {name}"
         )
     root = Path(root)
     if not download and not root.exists():
@@ -74,7 +79,7 @@ def build_datasets(
             "or point --data-root at the folder holding it"
         )
     if name == "folder":
-        return _folder(root, train_transform, eval_transform, test_root, val_split)
+        return _folder(root, train_transform, eval_transform, test_root, val_split, val_per_class)
     try:
         return _BUILDERS[name](root, train_transform, eval_transform, download)
     except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
@@ -136,14 +141,27 @@ _BUILDERS: dict[str, Callable[..., DownstreamData]] = {
 }
 
 
-def holdout_indices(targets: list[int], fraction: float) -> tuple[list[int], list[int]]:
-    """Split sample indices per class: the last round(fraction x n) of each class are held out."""
+def holdout_indices(
+    targets: list[int], fraction: float | None = None, per_class: int | None = None
+) -> tuple[list[int], list[int]]:
+    """Split sample indices per class: the last `per_class`, or the last round(fraction x n),
+    of each class are held out (a fraction never empties a class)."""
     by_class: dict[int, list[int]] = {}
     for i, t in enumerate(targets):
         by_class.setdefault(t, []).append(i)
     train, held = [], []
-    for idx in by_class.values():
-        n_held = min(max(round(fraction * len(idx)), 1), len(idx) - 1) if len(idx) > 1 else 0
+    for label, idx in by_class.items():
+        if per_class is not None:
+            if per_class >= len(idx):
+                raise FractalDBError(
+                    f"--val-per-class {per_class} leaves nothing to train on in class {label} "
+                    f"({len(idx)} images); fix: a smaller --val-per-class"
+                )
+            n_held = per_class
+        elif len(idx) > 1:
+            n_held = min(max(round(fraction * len(idx)), 1), len(idx) - 1)
+        else:
+            n_held = 0
         cut = len(idx) - n_held
         train.extend(idx[:cut])
         held.extend(idx[cut:])
@@ -163,15 +181,21 @@ def _image_folder(path: Path, transform: Callable | None, flag: str) -> Any:
         ) from err
 
 
-def _folder(root: Path, train_tf, eval_tf, test_root, val_split) -> DownstreamData:
+def _folder(root: Path, train_tf, eval_tf, test_root, val_split, val_per_class) -> DownstreamData:
     from torch.utils.data import Subset
 
-    if (test_root is None) == (val_split is None):
+    given = [x is not None for x in (test_root, val_split, val_per_class)]
+    if sum(given) != 1:
         raise FractalDBError(
-            "--dataset folder needs exactly one of --test-root PATH or --val-split FRACTION; "
-            "fix: e.g. --val-split 0.1"
+            "--dataset folder needs exactly one of --test-root PATH, --val-split FRACTION or "
+            "--val-per-class N; fix: e.g. --val-split 0.1"
         )
     train = _image_folder(root, train_tf, "--data-root")
+    if len(train.classes) < 2:
+        raise FractalDBError(
+            f"{root} holds {len(train.classes)} class folder(s); fix: one sub-folder per class, "
+            "at least two"
+        )
     if test_root is not None:
         test = _image_folder(Path(test_root), eval_tf, "--test-root")
         if test.classes != train.classes:
@@ -180,20 +204,61 @@ def _folder(root: Path, train_tf, eval_tf, test_root, val_split) -> DownstreamDa
                 f"--test-root classes differ from --data-root classes (e.g. {missing}); "
                 "fix: give both folders the same class sub-folders"
             )
-        splits = {"train": str(root), "test": str(test_root)}
+        return DownstreamData(
+            "folder", train, test, list(train.classes), {"train": str(root), "test": str(test_root)}
+        )
+    if val_per_class is not None:
+        if val_per_class < 1:
+            raise FractalDBError(f"--val-per-class {val_per_class} < 1; fix: e.g. 500")
+        held_desc = f"last {val_per_class} per class"
     else:
         if not 0.0 < val_split < 1.0:
             raise FractalDBError(f"--val-split {val_split} is not in (0, 1); fix: e.g. 0.1")
-        # ImageFolder sorts samples by class then path, so the split is deterministic
-        train_idx, test_idx = holdout_indices(train.targets, val_split)
-        if not test_idx:
-            raise FractalDBError(
-                f"--val-split {val_split} holds out nothing: every class of {root} has one image; "
-                "fix: add images or pass --test-root"
-            )
-        test_full = _image_folder(root, eval_tf, "--data-root")
-        train, test = Subset(train, train_idx), Subset(test_full, test_idx)
-        classes = test_full.classes
-        splits = {"train": f"{root} minus last {val_split:g} per class", "test": "held out"}
-        return DownstreamData("folder", train, test, list(classes), splits)
-    return DownstreamData("folder", train, test, list(train.classes), splits)
+        held_desc = f"last {val_split:g} per class"
+    # ImageFolder sorts samples by class then path, so the split is deterministic
+    train_idx, test_idx = holdout_indices(train.targets, val_split, val_per_class)
+    if not test_idx:
+        raise FractalDBError(
+            f"--val-split {val_split} holds out nothing: every class of {root} has one image; "
+            "fix: add images or pass --test-root"
+        )
+    test_full = _image_folder(root, eval_tf, "--data-root")
+    splits = {"train": f"{root} minus {held_desc}", "test": f"{root}: {held_desc}"}
+    return DownstreamData(
+        "folder", Subset(train, train_idx), Subset(test_full, test_idx), list(train.classes), splits
+    )
+
+
+def _sample_ids(ds: Any) -> list[Any]:
+    """Per-sample identity (file name and label, or label alone for in-memory arrays)."""
+    from torch.utils.data import ConcatDataset, Subset
+
+    if isinstance(ds, Subset):
+        ids = _sample_ids(ds.dataset)
+        return [ids[i] for i in ds.indices]
+    if isinstance(ds, ConcatDataset):
+        return [i for part in ds.datasets for i in _sample_ids(part)]
+    if hasattr(ds, "samples"):  # ImageFolder: paths relative to its root
+        return [[os.path.relpath(p, ds.root), t] for p, t in ds.samples]
+    files = getattr(ds, "_image_files", None) or getattr(ds, "_images", None)  # Flowers, Pets
+    labels = getattr(ds, "targets", None) or getattr(ds, "_labels", None)
+    if files is not None and labels is not None:
+        return [[Path(f).name, int(t)] for f, t in zip(files, labels, strict=True)]
+    return [int(t) for t in labels] if labels is not None else [len(ds)]
+
+
+def fingerprint(data: DownstreamData) -> str:
+    """sha256 identifying the task's samples and labels: resume refuses other data with it.
+
+    Array-backed sets (CIFAR) add a digest of their pixels; file-backed ones are named by path.
+    """
+    digest = hashlib.sha256()
+    # no absolute paths: a moved data folder is still the same data
+    digest.update(json.dumps({"name": data.name, "classes": data.classes}).encode())
+    for split in (data.train, data.test):
+        digest.update(json.dumps(_sample_ids(split)).encode())
+        base = getattr(split, "dataset", split)
+        pixels = getattr(base, "data", None)
+        if hasattr(pixels, "tobytes"):
+            digest.update(pixels.tobytes())
+    return "sha256:" + digest.hexdigest()

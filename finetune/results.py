@@ -1,9 +1,13 @@
 """RUN/results.json: what was fine-tuned from what, and its accuracy per epoch.
 
-Schema (version 1): dataset, dataset_splits, num_classes, model, model_args, img_size,
-init {source, kind, pretrain_config, manifest_hash, loaded, missing, unexpected, ...},
-recipe, linear_probe, epochs (planned), epochs_done, best {epoch, top1, top5},
-last {epoch, top1, top5}, history [{epoch, top1, top5, ...}]. Accuracies are percentages.
+Schema (version 1): dataset, dataset_splits, dataset_sha256 (fingerprint of the samples),
+num_classes, classes, model, model_args, img_size, init {source, kind, pretrain_config,
+manifest_hash (the pre-training data's, from its RUN/metrics.jsonl), weights_sha256, loaded,
+missing, unexpected, dropped_head, resampled, ...}, recipe, recipe_source, linear_probe,
+trainable_tensors, epochs (planned), batch_size, lr, normalize, config ("config.yaml"),
+epochs_done, best {epoch, top1, top5}, last {epoch, top1, top5},
+history [{epoch, top1, top5, loss, train_loss[, ema_top1]}]. Accuracies are percentages on the
+test split (fewer than 5 classes: "top5" is top-k over all classes).
 """
 
 from __future__ import annotations

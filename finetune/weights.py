@@ -11,6 +11,7 @@ that asked for pre-trained weights never silently trains from scratch.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -67,26 +68,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _manifest_hash(config: dict[str, Any] | None, run: Path | None) -> str | None:
-    """Find the dataset manifest hash of a pre-training run in its config, else hash its manifest."""
-
-    def search(obj: Any) -> str | None:
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                if isinstance(v, str) and "manifest" in k and ("hash" in k or "sha" in k):
-                    return v
-                found = search(v)
-                if found:
-                    return found
+def _manifest_hash(run: Path | None) -> str | None:
+    """The pre-training data's manifest hash, from the setup line the engine writes to
+    RUN/metrics.jsonl (the last one: a resumed run appends its own)."""
+    path = run / "metrics.jsonl" if run is not None else None
+    if path is None or not path.is_file():
         return None
-
-    found = search(config)
-    if found or run is None:
-        return found
-    for name in ("manifest.json", "dataset_manifest.json"):
-        if (run / name).is_file():
-            return "sha256:" + _sha256(run / name)
-    return None
+    found = None
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by an interruption
+        if isinstance(entry, dict) and entry.get("type") == "setup":
+            found = entry.get("manifest_sha256") or found
+    return found
 
 
 def resolve_init(source: str) -> dict[str, Any]:
@@ -117,7 +113,12 @@ def resolve_init(source: str) -> dict[str, Any]:
                 "run folder or at a weights file"
             )
         if (path / "config.yaml").is_file():
-            config = yaml.safe_load((path / "config.yaml").read_text())
+            try:
+                config = yaml.safe_load((path / "config.yaml").read_text())
+            except yaml.YAMLError as err:
+                raise FractalDBError(
+                    f"{path / 'config.yaml'} is not valid YAML ({err}); fix: restore the run's file"
+                ) from err
     else:
         weights = path
     return {
@@ -125,7 +126,7 @@ def resolve_init(source: str) -> dict[str, Any]:
         "source": str(path),
         "weights": str(weights),
         "config": config,
-        "manifest_hash": _manifest_hash(config, run),
+        "manifest_hash": _manifest_hash(run),
     }
 
 

@@ -1,29 +1,13 @@
-"""Renderer-side subcommands: `search`, `preview` and `quickstart` (no torch imported)."""
+"""Renderer-side subcommands: `search` and `preview` (no torch imported)."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
 from fractaldb.errors import FractalDBError
-
-
-def parse_key_values(pairs: tuple[str, ...]) -> dict[str, object]:
-    """Parse repeated KEY=VALUE options; values are read as JSON when possible (1, 0.5, [2,3])."""
-    import json
-
-    out: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise FractalDBError(f"expected KEY=VALUE, got {pair!r}")
-        try:
-            out[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.replace("-", "_")] = value
-    return out
+from fractaldb.options import parse_key_values
 
 
 def run_search(
@@ -89,7 +73,7 @@ def search(num_categories, sampler, seed, workers, sampler_args, out) -> None:
     """
     import os
 
-    settings = parse_key_values(sampler_args)
+    settings = parse_key_values(sampler_args, "--set")
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
     cats = run_search(num_categories, sampler, seed, workers, settings)
@@ -151,34 +135,3 @@ def preview(categories, out, num_categories, first_category, instances, tile, **
     sheet = contact_sheet(cats, RenderSettings(**render), ids, inst, tile=tile)
     save_image(out, sheet)
     click.echo(f"wrote {out} ({len(ids)} categories x {len(inst)} instances)")
-
-
-@click.command()
-@click.option(
-    "--out",
-    "-o",
-    type=click.Path(file_okay=False),
-    default="fractaldb-quickstart",
-    show_default=True,
-)
-@click.option("--num-categories", "-k", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
-def quickstart(out, num_categories, seed) -> None:
-    """Search a small category set and write a preview picture (about a minute on a laptop).
-
-    \b
-    Example:
-      fractaldb quickstart --out fractaldb-quickstart
-    Writes OUT/categories.json and OUT/preview.png.
-    """
-    import os
-
-    from fractaldb.preview import contact_sheet, save_image
-    from fractaldb.settings import RenderSettings
-
-    out_dir = Path(out)
-    cats = run_search(num_categories, "fractaldb", seed, os.cpu_count() or 1, {})
-    cats.save(out_dir / "categories.json")
-    sheet = contact_sheet(cats, RenderSettings(), list(range(min(8, len(cats)))))
-    save_image(out_dir / "preview.png", sheet)
-    click.echo(f"wrote {out_dir / 'categories.json'} and {out_dir / 'preview.png'}")

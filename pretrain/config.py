@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from fractaldb.errors import FractalDBError
+from fractaldb.options import parse_key_values, parse_value  # noqa: F401  (re-exported)
 
 ENGINE_DEFAULTS: dict[str, Any] = {
     "description": "",
@@ -72,21 +73,22 @@ RESUME_MUTABLE_KEYS = frozenset(
 )
 
 
-def list_recipes() -> list[str]:
-    """Names of the recipes shipped in the package."""
-    folder = resources.files("pretrain") / "recipes"
+def list_recipes(package: str = "pretrain") -> list[str]:
+    """Names of the recipes shipped in `package`/recipes (pretrain, finetune)."""
+    folder = resources.files(package) / "recipes"
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_recipe(name_or_path: str) -> dict[str, Any]:
-    """Load a shipped recipe by name, or any YAML file by path (e.g. a previous RUN/config.yaml)."""
+def load_recipe(name_or_path: str, package: str = "pretrain") -> dict[str, Any]:
+    """Load a recipe shipped in `package` by name, or any YAML file by path (e.g. a previous
+    RUN/config.yaml)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         text = path.read_text()
     else:
-        res = resources.files("pretrain") / "recipes" / f"{name_or_path}.yaml"
+        res = resources.files(package) / "recipes" / f"{name_or_path}.yaml"
         if not res.is_file():
-            names = list_recipes()
+            names = list_recipes(package)
             close = difflib.get_close_matches(name_or_path, names, n=3)
             hint = f"did you mean {', '.join(close)}? " if close else ""
             raise FractalDBError(
@@ -162,27 +164,6 @@ def resolve_config(
             cfg[k] = float(v)
     cfg["model_args"] = dict(cfg.get("model_args") or {})
     return cfg
-
-
-def parse_value(text: str) -> Any:
-    """Parse a command-line value as YAML (ints, floats, bools, null, lists), else keep the string."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def parse_key_values(pairs: tuple[str, ...] | list[str], option: str) -> dict[str, Any]:
-    """Turn repeated KEY=VALUE options into a dict with typed values."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise FractalDBError(
-                f"{option} expects KEY=VALUE, got {pair!r}; fix: e.g. {option} depth=2"
-            )
-        out[key.strip().replace("-", "_")] = parse_value(value)
-    return out
 
 
 def dump_config(cfg: dict[str, Any]) -> str:

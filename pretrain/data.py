@@ -1,4 +1,5 @@
-"""Data sources for the engine: in-memory tensors (tests, synthetic benchmarks) and shards.
+"""Data sources for the engine: in-memory tensors (tests, synthetic benchmarks), map-style
+datasets (fine-tuning: torchvision / ImageFolder) and, in shards_source.py, shards.
 
 Each source implements the `task.DataSource` contract: per-epoch train loaders that are a
 deterministic function of (seed, epoch, rank, world_size), and a validation loader that visits
@@ -8,6 +9,7 @@ every held-out sample exactly once across ranks.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +20,34 @@ from fractaldb.errors import FractalDBError
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """A 32-bit seed derived from (seed, epoch, rank); independent streams for each triple."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def epoch_order(
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    samples_per_epoch: int | None = None,
+) -> torch.Tensor:
+    """This rank's sample indices for one epoch: a permutation seeded by (seed, epoch), split
+    into equal strided slices so every rank yields the same number of batches.
+
+    With `samples_per_epoch`, the epoch is that many samples (the permutation repeated, each
+    copy reshuffled, when it exceeds the dataset).
+    """
+    total = int(samples_per_epoch or num_samples)
+    g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    copies = -(-total // num_samples)
+    order = torch.cat([torch.randperm(num_samples, generator=g) for _ in range(copies)])[:total]
+    per_rank = total // world_size
+    if per_rank < batch_size:
+        raise FractalDBError(
+            f"{total} training samples per epoch give each of {world_size} ranks fewer than "
+            f"one batch of {batch_size}; fix: a smaller --batch-size or more data"
+        )
+    return order[rank::world_size][:per_rank]
 
 
 class _IndexBatches:
@@ -67,15 +97,7 @@ class TensorData:
         self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int
     ) -> _IndexBatches:
         """Shuffle with a generator seeded by (seed, epoch) and give each rank an equal slice."""
-        g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-        order = torch.randperm(self.num_samples, generator=g)
-        per_rank = self.num_samples // world_size
-        order = order[rank::world_size][:per_rank]
-        if per_rank < batch_size:
-            raise FractalDBError(
-                f"{self.num_samples} training samples give each of {world_size} ranks fewer than "
-                f"one batch of {batch_size}; fix: a smaller --batch-size or more data"
-            )
+        order = epoch_order(self.num_samples, batch_size, seed, epoch, rank, world_size)
         return _IndexBatches(self.images, self.labels, order, batch_size, drop_last=True)
 
     def val_loader(self, *, batch_size: int, rank: int, world_size: int) -> _IndexBatches | None:
@@ -84,6 +106,63 @@ class TensorData:
             return None
         order = torch.arange(len(self.val_images))[rank::world_size]
         return _IndexBatches(self.val_images, self.val_labels, order, batch_size, drop_last=False)
+
+
+class DatasetData:
+    """A DataSource over map-style datasets (torchvision, ImageFolder, Subset) that return
+    (transformed image tensor, label) pairs; batches are collated by a torch DataLoader.
+
+    `manifest_sha256` identifies the data (resume refuses other data); `samples_per_epoch`
+    shortens or lengthens an epoch.
+    """
+
+    def __init__(
+        self,
+        train: Any,
+        val: Any | None,
+        num_classes: int,
+        manifest_sha256: str | None,
+        workers: int = 0,
+        samples_per_epoch: int | None = None,
+    ) -> None:
+        if len(train) == 0:
+            raise FractalDBError("the training set is empty; fix: check the data folder")
+        self.train, self.val = train, val
+        self.num_classes = int(num_classes)
+        self.num_samples = int(samples_per_epoch or len(train))
+        self.samples_per_epoch = samples_per_epoch
+        self.manifest_sha256 = manifest_sha256
+        self.workers = int(workers)
+
+    def _loader(self, dataset: Any, indices: list[int], batch_size: int, generator=None):
+        from torch.utils.data import DataLoader
+
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=indices,
+            num_workers=self.workers,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=False,
+            # Worker seeds derive from this generator: augmentation replays on resume.
+            generator=generator,
+            persistent_workers=False,
+        )
+
+    def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
+        """Seeded (seed, epoch) shuffle, an equal whole number of batches on every rank."""
+        order = epoch_order(
+            len(self.train), batch_size, seed, epoch, rank, world_size, self.samples_per_epoch
+        )
+        order = order[: len(order) // batch_size * batch_size].tolist()
+        g = torch.Generator().manual_seed(epoch_seed(seed, epoch, rank))
+        return self._loader(self.train, order, batch_size, g)
+
+    def val_loader(self, *, batch_size: int, rank: int, world_size: int):
+        """Every held-out sample exactly once across ranks (strided split, last batch kept)."""
+        if self.val is None:
+            return None
+        return self._loader(self.val, list(range(rank, len(self.val), world_size)), batch_size)
 
 
 def synthetic_patterns(

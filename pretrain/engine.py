@@ -420,6 +420,7 @@ def train(
                 entry.update(_validate(task, data, model, ema, plan, info, autocast))
             entry.update(task.on_epoch_end(epoch, model, out_dir) or {})
             logger.write(entry)
+            task.on_epoch_logged(epoch, entry, out_dir)
             say(
                 f"epoch {epoch + 1}/{epochs}: "
                 + " ".join(

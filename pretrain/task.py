@@ -76,6 +76,10 @@ class Task:
         """Optional hook after each epoch (e.g. MAE reconstructions); returns extra metrics."""
         return {}
 
+    def on_epoch_logged(self, epoch: int, metrics: dict[str, Any], out_dir: Path) -> None:
+        """Optional hook (every rank) with the epoch's logged metrics, validation included, before
+        its checkpoint is written (e.g. fine-tuning's RUN/results.json on rank 0)."""
+
     def describe(self) -> list[str]:
         """Lines printed at start-up describing task-specific settings (augmentation, loss...)."""
         return []

@@ -152,14 +152,21 @@ def make_flowers102(root: Path, num_classes: int = 3, seed: int = 0) -> dict[str
 
 
 def make_image_folder(
-    root: Path, classes: tuple[str, ...] = ("cat", "dog", "fox"), per_class: int = 4, seed: int = 0
+    root: Path,
+    classes: tuple[str, ...] = ("cat", "dog", "fox"),
+    per_class: int = 4,
+    seed: int = 0,
+    pattern: str = "img_{k}.png",
 ) -> Path:
-    """Write root/CLASS/img_K.png (a torchvision ImageFolder) and return root."""
+    """Write root/CLASS/<pattern> (a torchvision ImageFolder) and return root.
+
+    pattern="{k:04d}.jpg" gives the layout of the shipped CIFAR-10 JPEG folder.
+    """
     rng = np.random.default_rng(seed)
     for c, name in enumerate(classes):
         (Path(root) / name).mkdir(parents=True, exist_ok=True)
         for k in range(per_class):
-            Image.fromarray(_pixels(rng, c)[0]).save(Path(root) / name / f"img_{k}.png")
+            Image.fromarray(_pixels(rng, c)[0]).save(Path(root) / name / pattern.format(k=k))
     return Path(root)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from fixtures_downstream import (
@@ -13,9 +15,10 @@ from fixtures_downstream import (
     make_pets,
 )
 
-from finetune.datasets import build_datasets, holdout_indices
-from finetune.transforms import build_transforms
+from finetune.datasets import build_datasets, fingerprint, holdout_indices
+from finetune.task import FinetuneTask
 from fractaldb.errors import FractalDBError
+from pretrain.config import resolve_config
 
 
 def test_cifar10_fixture_through_torchvision(tmp_path, monkeypatch):
@@ -54,8 +57,14 @@ def test_pets_fixture_category_labels(tmp_path):
 
 def test_flowers_trains_on_train_plus_val(tmp_path, monkeypatch):
     accept_fixture_md5(monkeypatch, "flowers102", make_flowers102(tmp_path, num_classes=3))
-    train_tf, eval_tf = build_transforms(32)
-    data = build_datasets("flowers102", tmp_path, train_transform=train_tf, eval_transform=eval_tf)
+    task = FinetuneTask()
+    cfg = resolve_config(task.defaults, None, {"img_size": 32}, task.name)
+    data = build_datasets(
+        "flowers102",
+        tmp_path,
+        train_transform=task.train_transform(cfg),
+        eval_transform=task.eval_transform(cfg),
+    )
     assert (len(data.train), len(data.test), data.num_classes) == (9, 6, 102)
     assert data.splits == {"train": "train+val", "test": "test"}
     img, label = data.test[0]
@@ -81,6 +90,32 @@ def test_folder_test_root_and_mismatch(tmp_path):
         build_datasets("folder", tmp_path / "train", test_root=tmp_path / "other")
     with pytest.raises(FractalDBError, match="exactly one of"):
         build_datasets("folder", tmp_path / "train")
+    with pytest.raises(FractalDBError, match="exactly one of"):
+        build_datasets("folder", tmp_path / "train", val_split=0.5, val_per_class=1)
+
+
+def test_val_per_class_holds_out_the_last_files_of_each_class(tmp_path):
+    # the layout of the shipped CIFAR-10 JPEG folder: train/<class>/NNNN.jpg
+    root = make_image_folder(tmp_path / "train", per_class=5, pattern="{k:04d}.jpg")
+    data = build_datasets("folder", root, val_per_class=2)
+    assert (len(data.train), len(data.test)) == (9, 6)
+    held = [data.test.dataset.samples[i][0] for i in data.test.indices]
+    assert [str(Path(p).relative_to(root)) for p in held] == [
+        f"{c}/{k:04d}.jpg" for c in ("cat", "dog", "fox") for k in (3, 4)
+    ]
+    assert data.splits["test"].endswith("last 2 per class")
+    with pytest.raises(FractalDBError, match="leaves nothing to train on"):
+        build_datasets("folder", root, val_per_class=5)
+
+
+def test_fingerprint_follows_samples_not_location(tmp_path):
+    a = make_image_folder(tmp_path / "a", per_class=3)
+    b = make_image_folder(tmp_path / "b", per_class=3)
+    fa = fingerprint(build_datasets("folder", a, val_per_class=1))
+    assert fa == fingerprint(build_datasets("folder", b, val_per_class=1))
+    assert fa != fingerprint(build_datasets("folder", a, val_split=0.67))
+    (a / "cat" / "img_0.png").rename(a / "cat" / "img_9.png")
+    assert fa != fingerprint(build_datasets("folder", a, val_per_class=1))
 
 
 def test_holdout_never_empties_a_class():
@@ -95,6 +130,9 @@ def test_bad_dataset_inputs(tmp_path):
         build_datasets("cifar10", tmp_path / "missing")
     with pytest.raises(FractalDBError, match="only apply to --dataset folder"):
         build_datasets("pets", tmp_path, val_split=0.1)
+    make_image_folder(tmp_path / "one", classes=("cat",), per_class=2)
+    with pytest.raises(FractalDBError, match="at least two"):
+        build_datasets("folder", tmp_path / "one", val_split=0.5)
 
 
 def test_download_flag_reaches_torchvision(tmp_path, monkeypatch):

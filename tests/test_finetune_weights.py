@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import yaml
 from safetensors.torch import save_file
 
-from finetune.model import create_model, freeze_for_linear_probe, parse_model_args
+from finetune.model import freeze_for_linear_probe
 from finetune.weights import load_init
 from fractaldb.errors import FractalDBError
+from pretrain.models import create_model
 
 TINY = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
 NAME = "vit_tiny_patch16_224"
 
 
 def tiny(num_classes: int, img_size: int, **kw):
-    return create_model(NAME, num_classes, img_size=img_size, model_args={**TINY, **kw})
+    return create_model(NAME, img_size=img_size, num_classes=num_classes, **{**TINY, **kw})
 
 
 def save(model, path):
@@ -30,9 +33,10 @@ def test_pretrain_run_at_other_size_loads_with_new_head_and_grid(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     save(pre, run / "model.safetensors")
-    (run / "config.yaml").write_text(
-        yaml.safe_dump({"model": NAME, "data": {"manifest_sha256": "abc123"}})
-    )
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": NAME}))
+    # the engine records the data's manifest hash in the setup line of metrics.jsonl
+    setups = [{"type": "setup", "manifest_sha256": h} for h in ("old", "abc123")]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(s) + "\n" for s in setups) + "{cut")
     model = tiny(num_classes=3, img_size=32)  # 4x4 grid, 3 downstream classes
     lines = []
     summary = load_init(model, str(run), echo=lines.append)
@@ -115,13 +119,6 @@ def test_linear_probe_freezes_all_but_head():
     assert sum(p.requires_grad for p in model.parameters()) == 2
 
 
-def test_model_args_and_errors():
-    assert parse_model_args(["depth=2", "global_pool=avg", "qkv_bias=false"]) == {
-        "depth": 2,
-        "global_pool": "avg",
-        "qkv_bias": False,
-    }
-    with pytest.raises(FractalDBError, match="KEY=VALUE"):
-        parse_model_args(["depth"])
+def test_unknown_model_is_one_error():
     with pytest.raises(FractalDBError, match="unknown timm model"):
-        create_model("no_such_model", 3)
+        create_model("no_such_model", num_classes=3)

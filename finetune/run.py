@@ -1,0 +1,65 @@
+"""Run `fractaldb finetune`: resolve the configuration, open the downstream data, train with the
+engine (pretrain.engine.train, the project's one training loop)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+def run_finetune(opts: dict[str, Any]) -> None:
+    """Fine-tune as described by the command's options (see finetune.cli)."""
+    from pretrain import distributed as D
+    from pretrain.config import dump_config
+    from pretrain.data import DatasetData
+    from pretrain.engine import train
+
+    from .config import finetune_config
+    from .datasets import DATASETS, build_datasets, fingerprint
+    from .task import FinetuneTask
+
+    if opts["dataset"] not in DATASETS:  # before anything slow
+        build_datasets(opts["dataset"], opts["data_root"])
+    cfg, recipe = finetune_config(FinetuneTask, opts)
+    if opts.get("print_config"):
+        click.echo(dump_config(cfg), nl=False)
+        return
+    try:
+        info = D.init_distributed(cfg["device"])
+        task = FinetuneTask(recipe=recipe)
+
+        def build(download: bool):
+            return build_datasets(
+                cfg["dataset"],
+                opts["data_root"],
+                train_transform=task.train_transform(cfg),
+                eval_transform=task.eval_transform(cfg),
+                download=download,
+                test_root=opts.get("test_root"),
+                val_split=cfg["val_split"],
+                val_per_class=cfg["val_per_class"],
+            )
+
+        download = bool(opts.get("download"))
+        if download and info.world_size > 1:
+            # one rank downloads; the others read what it wrote
+            if info.is_main:
+                build(True)
+            D.barrier()
+            download = False
+        ds = build(download)
+        data = DatasetData(
+            ds.train,
+            ds.test,
+            ds.num_classes,
+            fingerprint(ds),
+            workers=cfg["workers"],
+            samples_per_epoch=cfg["samples_per_epoch"],
+        )
+        task.data, task.dataset_sha256 = ds, data.manifest_sha256
+        train(cfg, task, data, opts["out"], resume=opts.get("resume"))
+        if info.is_main:
+            click.echo(f"results: {opts['out']}/results.json")
+    finally:
+        D.cleanup()

@@ -1,0 +1,139 @@
+"""Fine-tuning as an engine Task: the supervised task's loss, augmentation and top-1/top-5
+evaluation, with the model initialised from --init and RUN/results.json written every epoch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pretrain import distributed as D
+from pretrain.supervised import SupervisedTask
+
+from .datasets import DownstreamData
+from .model import freeze_for_linear_probe
+from .results import RESULTS_NAME, new_results, record_epoch, write_results
+from .weights import load_init
+
+
+class FinetuneTask(SupervisedTask):
+    """Supervised fine-tuning (or linear probing) of a pre-trained timm model."""
+
+    name = "finetune"
+    defaults: dict[str, Any] = {
+        **SupervisedTask.defaults,
+        # natural images are mirror-invariant (fractal pre-training turns flips off)
+        "hflip": 0.5,
+        "dataset": None,
+        "init": None,
+        "linear_probe": False,
+        "val_split": None,
+        "val_per_class": None,
+    }
+
+    def __init__(
+        self,
+        recipe: str | None = None,
+        data: DownstreamData | None = None,
+        dataset_sha256: str | None = None,
+    ) -> None:
+        """`data` and its fingerprint `dataset_sha256` only feed results.json and the log."""
+        self.data = data
+        self.recipe = recipe
+        self.dataset_sha256 = dataset_sha256
+        self.results: dict[str, Any] | None = None
+        self.init_summary: dict[str, Any] = {}
+        self.trainable: list[str] = []
+
+    def build_model(self) -> nn.Module:
+        """The timm model with a fresh head, initialised from --init (frozen but for the head
+        when linear probing)."""
+        import click
+
+        model = super().build_model()
+        echo = click.echo if D.is_main_process() else (lambda line: None)
+        cfg = self.cfg
+        self.init_summary = load_init(model, cfg["init"], model_name=cfg["model"], echo=echo)
+        if cfg["linear_probe"]:
+            self.trainable = freeze_for_linear_probe(model)
+        else:
+            self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        return model
+
+    def _new_results(self) -> dict[str, Any]:
+        from pretrain.engine import plan_batch
+
+        cfg, data = self.cfg, self.data
+        return new_results(
+            dataset=data.name if data else cfg["dataset"],
+            dataset_splits=data.splits if data else {},
+            dataset_sha256=self.dataset_sha256,
+            num_classes=self.num_classes,
+            classes=data.classes if data else None,
+            model=cfg["model"],
+            model_args=cfg["model_args"],
+            img_size=cfg["img_size"],
+            init=self.init_summary,
+            recipe=self.recipe,
+            recipe_source=cfg["source"],
+            linear_probe=cfg["linear_probe"],
+            trainable_tensors=len(self.trainable),
+            epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"],
+            lr=plan_batch(cfg, D.get_world_size()).lr,
+            normalize={"mean": cfg["mean"], "std": cfg["std"]},
+            config="config.yaml",
+        )
+
+    def on_epoch_logged(self, epoch: int, metrics: dict[str, Any], out_dir: Path) -> None:
+        """Record this epoch's test accuracy in RUN/results.json (rank 0)."""
+        if not D.is_main_process() or "val_top1" not in metrics:
+            return
+        if self.results is None:
+            self.results = self._new_results()
+            self._replay(Path(out_dir) / RESULTS_NAME, epoch)
+        k = min(5, self.num_classes or 5)
+        row = {
+            "top1": metrics["val_top1"],
+            # fewer than 5 classes: top-5 is top-k with k = the class count (trivially 100 %)
+            "top5": metrics[f"val_top{k}"],
+            "loss": metrics["val_loss"],
+            "train_loss": metrics["loss"],
+        }
+        if "val_ema_top1" in metrics:
+            row["ema_top1"] = metrics["val_ema_top1"]
+        record_epoch(self.results, epoch + 1, row)
+        write_results(out_dir, self.results)
+
+    def _replay(self, path: Path, epoch: int) -> None:
+        """On resume, keep the earlier epochs of an existing results.json (those before `epoch`)."""
+        if not path.is_file():
+            return
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return  # rewritten from this epoch on
+        for row in old.get("history", []):
+            if row.get("epoch", 0) <= epoch:
+                rest = {k: v for k, v in row.items() if k != "epoch"}
+                record_epoch(self.results, int(row["epoch"]), rest)
+
+    def describe(self) -> list[str]:
+        """The supervised task's lines plus init, dataset and linear-probe settings."""
+        c = self.cfg
+        lines = super().describe()
+        mode = (
+            f"linear probe ({len(self.trainable)} trainable tensors: the head)"
+            if c["linear_probe"]
+            else "full fine-tuning"
+        )
+        lines.append(f"init: {c['init']}; {mode}; layer_decay={c['layer_decay']}")
+        if self.data is not None:
+            d = self.data
+            lines.append(
+                f"data: {d.name} ({len(d.train)} train [{d.splits.get('train')}] / {len(d.test)} "
+                f"test [{d.splits.get('test')}], {d.num_classes} classes)"
+            )
+        return lines

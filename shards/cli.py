@@ -1,0 +1,305 @@
+"""`fractaldb render` and `fractaldb shards verify|inspect|finalize` (no torch imported)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fractaldb.errors import FractalDBError
+from fractaldb.options import parse_key_values
+from shards.presets import DEFAULT_PRESET, FORMATS, Layout, all_presets, load_preset
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+# Cores this process may use (Slurm and containers restrict the affinity mask).
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# CLI option -> render setting
+SETTING_OPTIONS = ("image_size", "points", "mode", "color", "scheme", "seed", "jitter", "flips")
+
+
+def node_from_env(env: Mapping[str, str]) -> tuple[int, int] | None:
+    """Return (num_nodes, node_rank) from Slurm's array or task variables, if present."""
+    if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+        first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+        return int(env["SLURM_ARRAY_TASK_COUNT"]), int(env["SLURM_ARRAY_TASK_ID"]) - first
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        return int(env["SLURM_NTASKS"]), int(env["SLURM_PROCID"])
+    return None
+
+
+def resolve_settings(preset, overrides: dict[str, Any]):
+    """Apply explicit options over the preset; an option with no effect under it is an error."""
+    settings = preset.render.replace(**overrides)
+    if "jitter" in overrides and settings.scheme != "jitter":
+        raise FractalDBError(
+            f"--jitter has no effect with scheme {settings.scheme!r} (preset {preset.name!r}); "
+            "fix: add --scheme jitter or drop --jitter"
+        )
+    if "factors" in overrides and settings.scheme != "fractaldb":
+        raise FractalDBError(
+            f"factors have no effect with scheme {settings.scheme!r} (preset {preset.name!r}); "
+            "fix: add --scheme fractaldb or drop the factors"
+        )
+    return settings
+
+
+@click.command(context_settings=CONTEXT)
+@click.option(
+    "--preset",
+    "preset_name",
+    default=DEFAULT_PRESET,
+    show_default=True,
+    help=f"Named preset ({', '.join(all_presets())}) or a preset .json file.",
+)
+@click.option(
+    "--categories",
+    "categories_path",
+    type=click.Path(dir_okay=False),
+    help="Categories file from `fractaldb search`; omitted: run the preset's search "
+    "(or reuse OUT/categories.json).",
+)
+@click.option("--instances-per-category", type=int, help="Images per category.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Output folder (shared by all nodes). Default: data/<preset>.",
+)
+@click.option("--image-size", type=int, help="Image side in pixels.")
+@click.option("--points", type=int, help="Chaos-game points per image.")
+@click.option("--mode", type=click.Choice(["point", "patch"]), help="Point or 3x3 patch stamps.")
+@click.option("--color", type=click.Choice(["gray", "color", "hue"]), help="Colouring.")
+@click.option(
+    "--scheme",
+    type=click.Choice(["fractaldb", "jitter", "none"]),
+    help="How instances of a category differ.",
+)
+@click.option("--jitter", type=float, help="Coefficient jitter D of the jitter scheme.")
+@click.option("--flips/--no-flips", default=None, help="Instances in 4 flips of each render.")
+@click.option("--seed", type=int, help="Render seed (instances and sample order).")
+@click.option(
+    "--set",
+    "set_items",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other render setting, e.g. --set factors=[0.2,0.6,1.4,1.8].",
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Image encoding.")
+@click.option(
+    "--quality", type=int, help="png: zlib level 0-9; jpg: 0-100; webp: 1-100, 101 = lossless."
+)
+@click.option("--samples-per-shard", type=int, help="Samples per tar shard.")
+@click.option(
+    "--workers",
+    type=int,
+    default=CORES,
+    show_default=True,
+    help="Render threads on this node (the output does not depend on it).",
+)
+@click.option("--num-nodes", type=int, help="Nodes sharing the job (default: from Slurm, else 1).")
+@click.option("--node-rank", type=int, help="This node's rank (default: from Slurm, else 0).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def render(
+    preset_name: str,
+    categories_path: str | None,
+    instances_per_category: int | None,
+    out: str | None,
+    set_items: tuple[str, ...],
+    fmt: str | None,
+    quality: int | None,
+    samples_per_shard: int | None,
+    workers: int,
+    num_nodes: int | None,
+    node_rank: int | None,
+    quiet: bool,
+    **setting_options: Any,
+) -> None:
+    """Render fractal categories into WebDataset shards (byte-reproducible, resumable).
+
+    \b
+    Examples:
+      fractaldb render                                  # quickstart preset: seconds
+      fractaldb render --preset fractaldb-1k --categories categories.json --out data/fdb1k
+      fractaldb render --categories cats.json --instances-per-category 100 \\
+          --image-size 128 --points 20000 --format webp --out data/small
+      sbatch --array=0-15 examples/slurm/render_array.sbatch   # 16 nodes, one folder
+    Re-running the same command skips complete shards and regenerates missing or damaged
+    ones; a multi-node run ends with `fractaldb shards finalize OUT` (done automatically by
+    the last node to finish).
+    """
+    from fractaldb.categories import load_categories
+    from shards.writer import write_shards
+
+    preset = load_preset(preset_name)
+    overrides = {k: v for k, v in setting_options.items() if v is not None}
+    overrides.update(parse_key_values(set_items, "--set"))
+    settings = resolve_settings(preset, overrides)
+    layout_opts = {
+        k: v
+        for k, v in {
+            "instances_per_category": instances_per_category,
+            "samples_per_shard": samples_per_shard,
+            "format": fmt,
+            "quality": quality,
+        }.items()
+        if v is not None
+    }
+    if "format" in layout_opts and "quality" not in layout_opts:
+        layout_opts["quality"] = None  # the preset's quality belongs to the preset's format
+    layout = Layout(**{**preset.layout, **layout_opts})
+
+    env_nodes = node_from_env(os.environ)
+    if num_nodes is None:
+        num_nodes = env_nodes[0] if env_nodes and node_rank is None else 1
+    if node_rank is None:
+        node_rank = env_nodes[1] if env_nodes and env_nodes[0] == num_nodes else 0
+    if workers < 1:
+        raise FractalDBError(f"--workers must be >= 1, got {workers}")
+
+    out_dir = Path(out) if out else Path("data") / preset.name
+    if categories_path is not None:
+        categories = load_categories(categories_path)
+    elif (out_dir / "categories.json").is_file():
+        categories = load_categories(out_dir / "categories.json")
+    else:
+        categories = run_search(preset.search, workers, quiet)
+
+    t0 = time.perf_counter()
+    report = write_shards(
+        categories,
+        settings,
+        layout,
+        out_dir,
+        name=preset.name,
+        workers=workers,
+        num_nodes=num_nodes,
+        node_rank=node_rank,
+        progress=not quiet,
+    )
+    elapsed = time.perf_counter() - t0
+    if node_rank == 0:
+        write_preview(out_dir, categories, settings, layout.instances_per_category)
+    n = report.samples_written
+    click.echo(
+        f"{out_dir}: node {node_rank}/{num_nodes} wrote {report.written} shard(s), kept "
+        f"{report.skipped} complete, of {report.num_shards} in {elapsed:.1f}s"
+        + (f" (~{n / elapsed:.0f} images/s)" if report.written and elapsed > 0 else "")
+    )
+    if report.finalized:
+        click.echo(f"{out_dir}: complete; manifest.json and _info.json written")
+    else:
+        click.echo(
+            f"{out_dir}: waiting for other nodes; then run `fractaldb shards finalize {out_dir}`"
+        )
+
+
+def run_search(search: dict[str, Any], workers: int, quiet: bool):
+    """Run a preset's deterministic category search."""
+    from fractaldb.search import search_categories
+
+    num = int(search.get("num_categories", 1000))
+    if not quiet:
+        click.echo(
+            f"searching {num} categories (sampler {search.get('sampler', 'fractaldb')}, "
+            f"seed {search.get('seed', 0)})",
+            err=True,
+        )
+    return search_categories(
+        num,
+        sampler=search.get("sampler", "fractaldb"),
+        seed=int(search.get("seed", 0)),
+        workers=workers,
+        **search.get("sampler_settings", {}),
+    )
+
+
+def write_preview(out: Path, categories, settings, instances_per_category: int) -> None:
+    """Write OUT/preview.png (a contact sheet) once, if the renderer provides one."""
+    path = out / "preview.png"
+    if path.exists():
+        return
+    try:
+        from fractaldb.preview import contact_sheet, save_image
+    except ImportError:
+        return
+    picks = [i for i in (0, 1, 2, 3, 4, 40, 80, 400) if i < instances_per_category]
+    save_image(path, contact_sheet(categories, settings, instances=picks))
+
+
+@click.group(context_settings=CONTEXT)
+def shards() -> None:
+    """Check, summarise and finalize a folder of shards written by `fractaldb render`.
+
+    \b
+    Examples:
+      fractaldb shards verify data/fractaldb-1k
+      fractaldb shards inspect data/fractaldb-1k
+      fractaldb shards finalize data/fractaldb-1k   # after a multi-node render
+    """
+
+
+@shards.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--workers", type=int, default=CORES, show_default=True)
+def verify(folder: str, workers: int) -> None:
+    """Check every shard against manifest.json: sample count, sha256, a decodable image.
+
+    \b
+    Example:
+      fractaldb shards verify data/quickstart
+    Exits with code 2 naming the bad shards; re-running the render command that wrote the
+    folder regenerates them.
+    """
+    from shards.manifest import load_manifest
+    from shards.verify import verify_dataset
+
+    bad = verify_dataset(folder, workers=workers)
+    n = len(load_manifest(folder)["shards"])
+    if bad:
+        listed = ", ".join(f"{f} ({p})" for f, p in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise FractalDBError(
+            f"{len(bad)} of {n} shards are bad: {listed}{more}; fix: re-run the same "
+            "`fractaldb render ...` command to regenerate them"
+        )
+    click.echo(f"{folder}: all {n} shards OK")
+
+
+@shards.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest header as JSON.")
+def inspect(folder: str, as_json: bool) -> None:
+    """Summarise a dataset: size, settings, layout, provenance.
+
+    \b
+    Example:
+      fractaldb shards inspect data/quickstart
+    """
+    from shards.manifest import load_manifest
+    from shards.verify import summarize
+
+    if as_json:
+        m = load_manifest(folder)
+        m["shards"] = len(m["shards"])
+        click.echo(json.dumps(m, indent=1))
+    else:
+        click.echo(summarize(folder))
+
+
+@shards.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(file_okay=False))
+def finalize(folder: str) -> None:
+    """Merge the nodes' partial manifests into manifest.json and _info.json.
+
+    \b
+    Example (after every node of a Slurm array finished):
+      fractaldb shards finalize data/fractaldb-1k
+    """
+    from shards.manifest import finalize as merge
+
+    m = merge(folder)
+    click.echo(f"{folder}: {len(m['shards'])} shards, {m['num_samples']} samples finalized")
