@@ -29,9 +29,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+# benchmarks/shards.py is named like the `shards` package: keep this folder off the import path.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from fractaldb.errors import FractalDBError
+import torch  # noqa: E402
+
+from fractaldb.errors import FractalDBError  # noqa: E402
 
 SUPERVISED_MODELS = ["deit_tiny_patch16_224"]
 MAE_MODELS = ["vit_tiny_patch16_224", "vit_base_patch16_224"]

@@ -76,3 +76,21 @@ def test_shards_versus_synthetic_ratio(bench, capsys):
     assert rep["data"] == "rendered"
     assert sup["shards_images_per_s"] > 0 and sup["synthetic_images_per_s"] > 0
     assert sup["ratio"] == pytest.approx(sup["shards_images_per_s"] / sup["synthetic_images_per_s"])
+
+
+def test_runs_as_a_script_next_to_benchmarks_shards(tmp_path):
+    # benchmarks/shards.py must not shadow the shards package when the script runs directly
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "benchmarks" / "train_throughput.py"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = subprocess.run(
+        [sys.executable, str(script), *TINY, "--data", str(empty)],
+        capture_output=True, text=True, timeout=120, cwd=script.parent,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    # the error comes from the real shards loader, not from a failed import
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "_info.json" in last, last
