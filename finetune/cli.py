@@ -66,6 +66,19 @@ def finetune(**opts) -> None:
 
     Runs on the pre-training engine: the same distributed, AMP, EMA, checkpoint and --resume
     behaviour; --recipe defaults to deit-cifar-sgd.
+
+    \b
+    Examples:
+      # DeiT's CIFAR recipe from a supervised fractal pre-training run
+      fractaldb finetune --dataset cifar10 --data-root data/ --download \\
+          --init runs/deit-tiny --out runs/c10-fdb
+      # the same from scratch, for comparison; then compare both
+      fractaldb finetune --dataset cifar10 --data-root data/ --init scratch \\
+          --model deit_tiny_patch16_224 --out runs/c10-scratch
+      fractaldb report runs/c10-fdb runs/c10-scratch --out-png c10.png
+      # an image folder with a held-out validation part, linear probe of an MAE encoder
+      fractaldb finetune --dataset folder --data-root photos/train --val-per-class 50 \\
+          --init runs/mae-tiny --recipe mae-finetune --linear-probe --out runs/probe
     """
     from .run import run_finetune
 
