@@ -209,7 +209,7 @@ class MAETask(Task):
             from pretrain.engine import plan_batch
 
             n = int(self.cfg["recon_images"])
-            data = self.data
+            data = self.data_source
             images = _first_images(data.val_loader(batch_size=n, rank=0, world_size=1), n)
             if images is None:
                 world = D.get_world_size()

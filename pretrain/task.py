@@ -32,7 +32,7 @@ class Task:
 
     def bind_data(self, data: DataSource) -> None:
         """Receive the run's data source after setup (e.g. to pick fixed images to visualise)."""
-        self.data = data
+        self.data_source = data
 
     def check_batch(self, micro_batch: int) -> None:
         """Reject per-rank batch sizes the task cannot use (raise FractalDBError)."""
