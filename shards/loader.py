@@ -39,6 +39,7 @@ from fractaldb.seeding import derive_seed
 from shards.codec import decode_image, find_image
 from shards.layout import permute
 from shards.manifest import INFO, MANIFEST
+from shards.tarstream import shard_samples
 
 TAG_SHARDS, TAG_SAMPLES, TAG_AUGMENT = 201, 202, 203
 SHUFFLE_BUFFER = 2000
@@ -204,8 +205,7 @@ def _worker_part(
 
 def _read_part(urls: list[str], part: list[tuple[int, int, int]]) -> Iterator[dict[str, Any]]:
     for shard, offset, stride in part:
-        samples = wds.tarfile_samples([{"url": urls[shard]}], handler=wds.warn_and_continue)
-        yield from islice(samples, offset, None, stride)
+        yield from islice(shard_samples(urls[shard]), offset, None, stride)
 
 
 def _train_samples(
