@@ -26,7 +26,30 @@ def _check_exists(value: str, option: str) -> str:
     return value
 
 
-class ShardsData:
+class _HeldOutShards:
+    """Validation on held-out shards (--val-data), the same for both training sources."""
+
+    val_urls: str | None
+    workers: int
+    eval_transform: Any
+
+    def val_loader(self, *, batch_size: int, rank: int, world_size: int):
+        """shards.loader.make_eval_loader over --val-data (None without it)."""
+        if self.val_urls is None:
+            return None
+        from shards.loader import make_eval_loader
+
+        return make_eval_loader(
+            self.val_urls,
+            batch_size=batch_size,
+            num_workers=self.workers,
+            transform=self.eval_transform,
+            rank=rank,
+            world_size=world_size,
+        )
+
+
+class ShardsData(_HeldOutShards):
     """DataSource over a shard folder/URL list (train) and an optional held-out shard set."""
 
     def __init__(
@@ -73,21 +96,6 @@ class ShardsData:
             pin_memory=self.pin_memory,
         )
 
-    def val_loader(self, *, batch_size: int, rank: int, world_size: int):
-        """shards.loader.make_eval_loader over --val-data (None without it)."""
-        if self.val_urls is None:
-            return None
-        from shards.loader import make_eval_loader
-
-        return make_eval_loader(
-            self.val_urls,
-            batch_size=batch_size,
-            num_workers=self.workers,
-            transform=self.eval_transform,
-            rank=rank,
-            world_size=world_size,
-        )
-
 
 class _Rebatch:
     """Exactly `n` batches of `batch_size` from a loader whose workers may end on partial ones.
@@ -120,7 +128,7 @@ class _Rebatch:
                 return
 
 
-class OnTheFlyData:
+class OnTheFlyData(_HeldOutShards):
     """DataSource rendering the (category, instance) grid in loader workers (no shards)."""
 
     def __init__(
@@ -183,21 +191,6 @@ class OnTheFlyData:
             pin_memory=torch.cuda.is_available(),
         )
         return _Rebatch(loader, batch_size, n)
-
-    def val_loader(self, *, batch_size: int, rank: int, world_size: int):
-        """Held-out shards from --val-data (rendered from the same categories), or None."""
-        if self.val_urls is None:
-            return None
-        from shards.loader import make_eval_loader
-
-        return make_eval_loader(
-            self.val_urls,
-            batch_size=batch_size,
-            num_workers=self.workers,
-            transform=self.eval_transform,
-            rank=rank,
-            world_size=world_size,
-        )
 
 
 def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform: Any) -> Any:

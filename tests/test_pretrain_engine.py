@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from engine_helpers import CrashAtEpoch
 
 from pretrain.checkpoint import load_checkpoint
 from pretrain.data import synthetic_data
@@ -27,24 +28,6 @@ def _one_thread():
 def read_metrics(run: Path, kind: str) -> list[dict]:
     lines = (run / "metrics.jsonl").read_text().splitlines()
     return [e for e in map(json.loads, lines) if e["type"] == kind]
-
-
-class CrashAtEpoch:
-    """Wraps a DataSource; asking for `epoch`'s loader simulates the job being killed."""
-
-    def __init__(self, inner, epoch: int) -> None:
-        self.inner, self.epoch = inner, epoch
-        self.num_classes = inner.num_classes
-        self.num_samples = inner.num_samples
-        self.manifest_sha256 = inner.manifest_sha256
-
-    def train_loader(self, epoch, **kw):
-        if epoch == self.epoch:
-            raise RuntimeError("simulated crash")
-        return self.inner.train_loader(epoch, **kw)
-
-    def val_loader(self, **kw):
-        return self.inner.val_loader(**kw)
 
 
 class NaNFromEpoch(CrashAtEpoch):

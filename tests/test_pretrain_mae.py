@@ -12,6 +12,7 @@ import timm
 import torch
 import yaml
 from click.testing import CliRunner
+from engine_helpers import CrashAtEpoch
 
 from fractaldb.cli import main
 from pretrain.checkpoint import load_checkpoint
@@ -54,24 +55,6 @@ def trained_mae(run: Path, cfg: dict):
     model = task.build_model()
     load_checkpoint(run / "last.pt", model=model)
     return model.eval()
-
-
-class CrashAtEpoch:
-    """Wraps a DataSource; asking for `epoch`'s loader simulates the job being killed."""
-
-    def __init__(self, inner, epoch: int) -> None:
-        self.inner, self.epoch = inner, epoch
-        self.num_classes = inner.num_classes
-        self.num_samples = inner.num_samples
-        self.manifest_sha256 = inner.manifest_sha256
-
-    def train_loader(self, epoch, **kw):
-        if epoch == self.epoch:
-            raise RuntimeError("simulated crash")
-        return self.inner.train_loader(epoch, **kw)
-
-    def val_loader(self, **kw):
-        return self.inner.val_loader(**kw)
 
 
 def test_loss_falls_val_loss_pictures_and_timm_export(tmp_path):
