@@ -168,6 +168,21 @@ def decode_sample(
     return (image, label, sample["__key__"]) if return_keys else (image, label)
 
 
+def _decode_stage(
+    transform: Callable | None, label_key: str, image_mode: str | None, return_keys: bool
+):
+    """The pipeline stage that decodes samples, shared by the training and evaluation loaders."""
+    return wds.map(
+        partial(
+            decode_sample,
+            transform=transform,
+            label_key=label_key,
+            image_mode=image_mode,
+            return_keys=return_keys,
+        )
+    )
+
+
 def to_model_input(array: np.ndarray, transform: Callable | None) -> Any:
     """Apply `transform` to the image as a PIL.Image, or return a uint8 CHW tensor."""
     if transform is not None:
@@ -311,15 +326,7 @@ def make_train_loader(
             bufsize=shuffle_buffer,
             initial=SHUFFLE_INITIAL,
         ),
-        wds.map(
-            partial(
-                decode_sample,
-                transform=transform,
-                label_key=label_key,
-                image_mode=image_mode,
-                return_keys=return_keys,
-            )
-        ),
+        _decode_stage(transform, label_key, image_mode, return_keys),
         wds.batched(batch_size, collation_fn=default_collate, partial=False),
     )
     dataset.fdb_state = state
@@ -361,15 +368,7 @@ def make_eval_loader(
     state = EpochState(0, 0, rank, world_size)
     dataset = wds.DataPipeline(
         partial(_eval_samples, state, shard_urls),
-        wds.map(
-            partial(
-                decode_sample,
-                transform=transform,
-                label_key=label_key,
-                image_mode=image_mode,
-                return_keys=return_keys,
-            )
-        ),
+        _decode_stage(transform, label_key, image_mode, return_keys),
         wds.batched(batch_size, collation_fn=default_collate, partial=True),
     )
     loader = wds.WebLoader(dataset, batch_size=None, num_workers=num_workers)
