@@ -466,13 +466,14 @@ def save_reconstruction(
     std: Sequence[float] = DEFAULT_STD,
 ) -> Path:
     """Write reconstruction_grid(...) as a PNG with OpenCV (atomically) and return the path."""
-    import cv2
+    from fractaldb.preview import save_image
 
     grid = reconstruction_grid(model, images, mask_ratio, seed, mean, std)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        raise FractalDBError(f"cannot write {path}; fix: check the run directory is writable")
-    os.replace(tmp, path)
+    try:
+        save_image(path, grid)
+    except OSError:
+        raise FractalDBError(
+            f"cannot write {path}; fix: check the run directory is writable"
+        ) from None
     return path

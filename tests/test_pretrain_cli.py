@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from fractaldb.cli import main
 from pretrain.config import list_recipes, load_recipe
@@ -16,14 +17,6 @@ TINY = ["--recipe", "tiny-cpu", "--device", "cpu", "--workers", "0"]
 
 def invoke(*args: str):
     return CliRunner().invoke(main, ["pretrain", "supervised", *args])
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def test_recipes_are_data_with_citations():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from engine_helpers import CrashAtEpoch
+from helpers import CrashAtEpoch
 
 from pretrain.checkpoint import load_checkpoint
 from pretrain.data import synthetic_data

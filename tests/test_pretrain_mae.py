@@ -12,7 +12,7 @@ import timm
 import torch
 import yaml
 from click.testing import CliRunner
-from engine_helpers import CrashAtEpoch
+from helpers import CrashAtEpoch, assert_one_line_error
 
 from fractaldb.cli import main
 from pretrain.checkpoint import load_checkpoint
@@ -156,14 +156,6 @@ def test_gray_encoder_gets_one_channel_images(tmp_path):
 
 def invoke(*args: str):
     return CliRunner().invoke(main, ["pretrain", "mae", *args])
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def test_cli_options_reach_the_run(tmp_path):

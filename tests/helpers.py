@@ -1,4 +1,4 @@
-"""Helpers shared by the engine tests (supervised and MAE)."""
+"""Helpers shared by the engine and CLI tests (supervised and MAE)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,12 @@ class CrashAtEpoch:
 
     def val_loader(self, **kw):
         return self.inner.val_loader(**kw)
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    """A CliRunner result failed with exit code 2 and one `Error:` line holding every needle."""
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for n in needles:
+        assert n in lines[0], lines[0]
