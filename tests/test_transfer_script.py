@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-ARMS = ("scratch", "fractaldb-sup", "fractaldb-mae")
+ARMS = ("scratch", "fractaldb-sup", "sigma-sup", "sigma-mae")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def smoke_run(script, fake_tar, tmp_path_factory):
     return out, argv
 
 
-def test_report_table_has_the_three_arms(smoke_run):
+def test_report_table_has_every_arm(smoke_run):
     out, _ = smoke_run
     table = (out / "results.md").read_text().splitlines()
     inits = [row.split("|")[1].strip() for row in table[2:]]
@@ -99,7 +99,8 @@ def test_rerun_skips_finished_steps(script, smoke_run, capsys):
     assert script.main(argv) == 0
     printed = capsys.readouterr().out
     assert "+ fractaldb finetune" not in printed and "+ fractaldb pretrain" not in printed
-    assert printed.count("# skip (done:") == 7  # search, render, 2 pre-trainings, 3 fine-tunes
+    # 2 x (search, render), 3 pre-trainings, 4 fine-tunes
+    assert printed.count("# skip (done:") == 11
     assert "extracting" not in printed
     assert (out / "finetune" / "scratch" / "results.json").read_text() == before
 
