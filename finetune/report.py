@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fractaldb.atomic import replace_atomically
 from fractaldb.errors import FractalDBError
 
 from .results import RESULTS_NAME
@@ -102,10 +103,7 @@ def bar_chart(runs: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     ax.set_ylim(0, 100)
     ax.legend(title="init", fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from fractaldb.atomic import replace_atomically
 
 SCHEMA_VERSION = 1
 RESULTS_NAME = "results.json"
@@ -47,16 +48,7 @@ def record_epoch(results: dict[str, Any], epoch: int, metrics: dict[str, float])
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write text through a temporary file and os.replace, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from fractaldb.atomic import replace_atomically
 from fractaldb.errors import FractalDBError
 
 FORMAT_VERSION = 1
@@ -94,11 +95,7 @@ class CategorySet:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the category set atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self.to_json_bytes())
-        os.replace(tmp, path)
+        replace_atomically(path, lambda tmp: tmp.write_bytes(self.to_json_bytes()))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CategorySet:

@@ -7,6 +7,7 @@ import os
 import cv2
 import numpy as np
 
+from fractaldb.atomic import replace_atomically
 from fractaldb.categories import CategorySet
 from fractaldb.render import render_instance
 from fractaldb.settings import RenderSettings
@@ -53,8 +54,4 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(ext, bgr)
     if not ok:
         raise ValueError(f"OpenCV cannot encode {ext!r} images")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(buf.tobytes())
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: tmp.write_bytes(buf.tobytes()))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fractaldb.atomic import replace_atomically
 from fractaldb.errors import FractalDBError
 from pretrain.models import unwrap
 
@@ -91,13 +91,7 @@ def save_checkpoint(
         "manifest_sha256": manifest_sha256,
         "torch_version": str(torch.__version__),
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    replace_atomically(path, lambda tmp: torch.save(state, tmp))
     return path
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
+from fractaldb.atomic import replace_atomically
 from fractaldb.errors import FractalDBError
 
 # FractalDB recipes normalise with mean = std = 0.5 (REFERENCE.md section 4).
@@ -385,15 +385,8 @@ def save_encoder(model: MaskedAutoencoder, path: str | os.PathLike) -> Path:
         "img_size": json.dumps(list(model.img_size)),
         "model_args": json.dumps(model.model_args),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(model.encoder_state_dict(), tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    state = model.encoder_state_dict()
+    return replace_atomically(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def _to_uint8(imgs: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

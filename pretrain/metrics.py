@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fractaldb.atomic import replace_atomically
 
 
 class WindowMeter:
@@ -78,9 +79,8 @@ class RunLogger:
                 continue  # a line cut short by the interruption
             if entry.get("type") == "setup" or entry.get("step", 0) <= step:
                 kept.append(line)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept))
-        os.replace(tmp, self.path)
+        text = "".join(k + "\n" for k in kept)
+        replace_atomically(self.path, lambda tmp: tmp.write_text(text))
 
     def write(self, entry: dict[str, Any]) -> None:
         """Log one entry (needs `type`; numeric fields also go to TensorBoard at `step`)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from fractaldb.atomic import replace_atomically
 from fractaldb.errors import FractalDBError
 
 
@@ -81,9 +81,8 @@ def export_safetensors(
     """
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"architecture": name, "format": "pt"})
-    os.replace(tmp, path)
+    meta_st = {"architecture": name, "format": "pt"}
+    replace_atomically(path, lambda tmp: save_file(state, str(tmp), metadata=meta_st))
     meta = {
         "architecture": name,
         "num_classes": num_classes,
@@ -93,10 +92,8 @@ def export_safetensors(
             f"file={path.name!r}, num_classes={num_classes!r}), **model_args)"
         ),
     }
-    meta_path = path.with_suffix(".json")
-    tmp = meta_path.with_name(meta_path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, meta_path)
+    text = json.dumps(meta, indent=2) + "\n"
+    replace_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(text))
     return path
 
 
