@@ -377,8 +377,6 @@ def save_encoder(model: MaskedAutoencoder, path: str | os.PathLike) -> Path:
     """Write the encoder as safetensors (atomically), with the model name and args as metadata."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": "pt",
         "model": model.model_name,
