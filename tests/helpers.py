@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
 
 class CrashAtEpoch:
     """Wraps a DataSource; asking for `epoch`'s loader simulates the job being killed."""
@@ -28,3 +34,26 @@ def assert_one_line_error(result, *needles: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     for n in needles:
         assert n in lines[0], lines[0]
+
+
+def read_metrics(run: Path, kind: str) -> list[dict]:
+    """RUN/metrics.jsonl entries of one type (setup, train, epoch, ...)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["type"] == kind]
+
+
+def train_straight_and_resumed(cfg: dict, make_task: Callable, data, tmp_path: Path):
+    """Train into TMP/full straight through, and into TMP/cut killed at epoch 1 then resumed.
+
+    Returns (straight result, resumed result, straight train metrics, resumed train metrics).
+    """
+    from pretrain.checkpoint import load_checkpoint
+    from pretrain.engine import train
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    ref = train(cfg, make_task(), data, full)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, make_task(), CrashAtEpoch(data, 1), cut)
+    assert load_checkpoint(cut / "last.pt")["epoch"] == 1
+    got = train(cfg, make_task(), data, cut, resume="auto")
+    return ref, got, read_metrics(full, "train"), read_metrics(cut, "train")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import timm
 import torch
-from helpers import CrashAtEpoch
+from helpers import CrashAtEpoch, read_metrics, train_straight_and_resumed
 
 from pretrain.checkpoint import load_checkpoint
 from pretrain.data import synthetic_data
@@ -23,11 +22,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def read_metrics(run: Path, kind: str) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [e for e in map(json.loads, lines) if e["type"] == kind]
 
 
 class NaNFromEpoch(CrashAtEpoch):
@@ -60,15 +54,8 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_config):
         epochs=2, mixup=0.8, cutmix=1.0, drop_path=0.1, warmup_epochs=1, ema=True, ema_decay=0.9
     )
     data = synthetic_data(4, 16, 32)
+    ref, got, a, b = train_straight_and_resumed(cfg, SupervisedTask, data, tmp_path)
     full, cut = tmp_path / "full", tmp_path / "cut"
-    ref = train(cfg, SupervisedTask(), data, full)
-
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(cfg, SupervisedTask(), CrashAtEpoch(data, 1), cut)
-    assert load_checkpoint(cut / "last.pt")["epoch"] == 1
-    got = train(cfg, SupervisedTask(), data, cut, resume="auto")
-
-    a, b = read_metrics(full, "train"), read_metrics(cut, "train")
     assert [e["step"] for e in a] == [e["step"] for e in b] == list(range(1, 9))
     assert [e["lr"] for e in a] == pytest.approx([e["lr"] for e in b], rel=1e-12)
     assert [e["loss"] for e in a] == pytest.approx([e["loss"] for e in b], rel=1e-4)

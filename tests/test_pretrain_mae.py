@@ -12,7 +12,7 @@ import timm
 import torch
 import yaml
 from click.testing import CliRunner
-from helpers import CrashAtEpoch, assert_one_line_error
+from helpers import assert_one_line_error, read_metrics, train_straight_and_resumed
 
 from fractaldb.cli import main
 from pretrain.checkpoint import load_checkpoint
@@ -41,11 +41,6 @@ def mae_config(**overrides):
     cfg = resolve_config(MAETask.defaults, "mae-tiny-cpu", {**base, **overrides}, "mae")
     cfg["model_args"].update(TINY_ARGS)
     return cfg
-
-
-def read_metrics(run: Path, kind: str) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [e for e in map(json.loads, lines) if e["type"] == kind]
 
 
 def trained_mae(run: Path, cfg: dict):
@@ -104,15 +99,8 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     # warm-up + cosine, drop-path and the random masks must all replay after the resume
     cfg = mae_config(epochs=2, warmup_epochs=1, drop_path=0.1, recon_every=1)
     data = synthetic_data(4, 16, 32)
+    ref, got, a, b = train_straight_and_resumed(cfg, MAETask, data, tmp_path)
     full, cut = tmp_path / "full", tmp_path / "cut"
-    ref = train(cfg, MAETask(), data, full)
-
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(cfg, MAETask(), CrashAtEpoch(data, 1), cut)
-    assert load_checkpoint(cut / "last.pt")["epoch"] == 1
-    got = train(cfg, MAETask(), data, cut, resume="auto")
-
-    a, b = read_metrics(full, "train"), read_metrics(cut, "train")
     assert [e["step"] for e in a] == [e["step"] for e in b] == list(range(1, 9))
     assert [e["lr"] for e in a] == pytest.approx([e["lr"] for e in b], rel=1e-12)
     assert [e["loss"] for e in a] == pytest.approx([e["loss"] for e in b], rel=1e-4)
