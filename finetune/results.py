@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fractaldb.atomic import replace_atomically
+from fractaldb.atomic import write_text_atomically
 
 SCHEMA_VERSION = 1
 RESULTS_NAME = "results.json"
@@ -46,14 +46,9 @@ def record_epoch(results: dict[str, Any], epoch: int, metrics: dict[str, float])
     return results
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text through a temporary file and os.replace, so a crash never leaves half a file."""
-    replace_atomically(path, lambda tmp: tmp.write_text(text))
-
-
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (temporary file + os.replace)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """Write JSON atomically and durably (fractaldb.atomic)."""
+    write_text_atomically(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def write_results(run: str | os.PathLike, results: dict[str, Any]) -> Path:

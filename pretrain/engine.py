@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fractaldb.atomic import link_or_copy, write_text_atomically
 from fractaldb.errors import FractalDBError
 from pretrain import distributed as D
 from pretrain.checkpoint import load_checkpoint, save_checkpoint
@@ -267,7 +267,7 @@ def train(
         "manifest_sha256": data.manifest_sha256,
     }
     if main:
-        (out_dir / "config.yaml").write_text(dump_config(cfg))
+        write_text_atomically(out_dir / "config.yaml", dump_config(cfg))
         say("resolved configuration (also in " + str(out_dir / "config.yaml") + "):")
         say(dump_config(cfg).rstrip())
         lr_src = (
@@ -491,7 +491,5 @@ def _save(out_dir, model, optimizer, scheduler, scaler, ema, epoch, global_step,
     )
     every = int(cfg["save_every"] or 0)
     if every and epoch % every == 0:
-        keep = out_dir / f"checkpoint-{epoch:04d}.pt"
-        tmp = keep.with_name(f".{keep.name}.tmp")
-        shutil.copyfile(last, tmp)
-        tmp.replace(keep)
+        # a hard link costs neither space nor time; last.pt's next atomic save gets a new inode
+        link_or_copy(last, out_dir / f"checkpoint-{epoch:04d}.pt")

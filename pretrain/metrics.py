@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from fractaldb.atomic import replace_atomically
+from fractaldb.atomic import write_text_atomically
 
 
 class WindowMeter:
@@ -80,7 +80,7 @@ class RunLogger:
             if entry.get("type") == "setup" or entry.get("step", 0) <= step:
                 kept.append(line)
         text = "".join(k + "\n" for k in kept)
-        replace_atomically(self.path, lambda tmp: tmp.write_text(text))
+        write_text_atomically(self.path, text)
 
     def write(self, entry: dict[str, Any]) -> None:
         """Log one entry (needs `type`; numeric fields also go to TensorBoard at `step`)."""

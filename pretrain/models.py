@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from fractaldb.atomic import replace_atomically
+from fractaldb.atomic import replace_atomically, write_text_atomically
 from fractaldb.errors import FractalDBError
 
 
@@ -93,7 +93,7 @@ def export_safetensors(
         ),
     }
     text = json.dumps(meta, indent=2) + "\n"
-    replace_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(text))
+    write_text_atomically(path.with_suffix(".json"), text)
     return path
 
 

@@ -15,9 +15,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from fractaldb.atomic import write_bytes_atomically
 from fractaldb.errors import FractalDBError
 from shards.layout import SHARD_PREFIX, SHARD_SUFFIX, num_shards, shard_name, shard_pattern
-from shards.tario import atomic_write_bytes
 
 MANIFEST = "manifest.json"
 INFO = "_info.json"
@@ -130,7 +130,7 @@ def write_partial(
         "node": {"rank": node_rank, "num_nodes": num_nodes},
         "shards": sorted(records, key=lambda r: r["index"]),
     }
-    atomic_write_bytes(
+    write_bytes_atomically(
         out / partial_name(node_rank, num_nodes), json.dumps(body, indent=1).encode()
     )
 
@@ -175,8 +175,8 @@ def finalize(out: str | os.PathLike) -> dict[str, Any]:
         )
     shards = [records[f] for f in wanted]
     manifest = {**header, "package_version": package_version(), "shards": shards}
-    atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=1).encode())
-    atomic_write_bytes(out / INFO, json.dumps(info_json(header, shards), indent=1).encode())
+    write_bytes_atomically(out / MANIFEST, json.dumps(manifest, indent=1).encode())
+    write_bytes_atomically(out / INFO, json.dumps(info_json(header, shards), indent=1).encode())
     for p in glob.glob(str(out / PARTIAL_GLOB)):
         os.remove(p)
     return manifest

@@ -7,7 +7,8 @@ import io
 import os
 import tarfile
 from collections.abc import Iterable
-from pathlib import Path
+
+from fractaldb.atomic import replace_atomically
 
 # Fixed metadata so that the bytes depend only on member names and contents.
 TAR_MTIME = 0
@@ -50,17 +51,23 @@ def member_info(name: str, size: int) -> tarfile.TarInfo:
 def write_tar(path: str | os.PathLike, members: Iterable[tuple[str, bytes]]) -> tuple[str, int]:
     """Write members (name, bytes) to `path` in order; return (sha256 hex, size in bytes).
 
-    The caller writes to a temporary path and renames it; the data is fsynced so that a
-    renamed file is complete even after a machine crash.
+    Not atomic by itself: see write_tar_atomically.
     """
     with open(path, "wb") as f:
         hw = _HashingWriter(f)
         with tarfile.open(fileobj=hw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for name, data in members:
                 tar.addfile(member_info(name, len(data)), io.BytesIO(data))
-        f.flush()
-        os.fsync(f.fileno())
     return hw.sha.hexdigest(), hw.size
+
+
+def write_tar_atomically(
+    path: str | os.PathLike, members: Iterable[tuple[str, bytes]]
+) -> tuple[str, int]:
+    """write_tar through fractaldb.atomic's one writer (temporary sibling, fsync, rename)."""
+    result: list[tuple[str, int]] = []
+    replace_atomically(path, lambda tmp: result.append(write_tar(tmp, members)))
+    return result[0]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -70,15 +77,3 @@ def file_sha256(path: str | os.PathLike) -> str:
         while chunk := f.read(CHUNK):
             sha.update(chunk)
     return sha.hexdigest()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a small file atomically (temporary name + rename)."""
-    path = Path(path)
-    # A fixed temporary name: a re-run that writes the same file replaces any stale one.
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -20,13 +20,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from fractaldb.atomic import stale_temporaries
 from fractaldb.categories import CategorySet
 from fractaldb.errors import FractalDBError
 from fractaldb.instances import instance_meta
 from fractaldb.render import render_instance
 from fractaldb.seeding import derive_seed
 from fractaldb.settings import RenderSettings
-from shards.layout import TMP_SUFFIX, grid_cells, sample_key, shard_name, shard_range
+from shards.layout import grid_cells, sample_key, shard_name, shard_range
 from shards.manifest import (
     CATEGORIES,
     check_same_dataset,
@@ -35,7 +36,7 @@ from shards.manifest import (
     write_partial,
 )
 from shards.presets import Layout
-from shards.tario import file_sha256, write_tar
+from shards.tario import file_sha256, write_tar_atomically
 
 TAG_ORDER = 101  # seed stream of the global sample order (distinct from the renderer's tags)
 T = TypeVar("T")
@@ -172,9 +173,8 @@ def write_shards(
 
     owned = list(range(node_rank, header["num_shards"], num_nodes))
     for k in owned:  # stale temporaries of an interrupted run (only this node writes them)
-        tmp = out / (shard_name(k) + TMP_SUFFIX)
-        if tmp.exists():
-            tmp.unlink()
+        for tmp in stale_temporaries(out / shard_name(k)):
+            tmp.unlink(missing_ok=True)
 
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
@@ -208,9 +208,7 @@ def write_shards(
                 members.extend(next(results))
                 bar.update(1)
             final = out / shard_name(k)
-            tmp = out / (shard_name(k) + TMP_SUFFIX)
-            sha, size = write_tar(tmp, members)
-            os.replace(tmp, final)
+            sha, size = write_tar_atomically(final, members)
             done[k] = {
                 "index": k,
                 "filename": final.name,
