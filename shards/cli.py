@@ -245,18 +245,40 @@ def shards() -> None:
 @shards.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--workers", type=int, default=CORES, show_default=True)
-def verify(folder: str, workers: int) -> None:
+@click.option(
+    "--regenerate",
+    type=int,
+    default=0,
+    metavar="K",
+    help="Also re-render K samples (spread over the shards) and compare their decoded pixels "
+    "and labels with the stored ones: does this machine reproduce the dataset?",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Which samples --regenerate picks."
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def verify(
+    ctx: click.Context, folder: str, workers: int, regenerate: int, seed: int, quiet: bool
+) -> None:
     """Check every shard against manifest.json: sample count, sha256, a decodable image.
 
     \b
-    Example:
+    Examples:
       fractaldb shards verify data/quickstart
+      fractaldb shards verify data/fractaldb-1k --regenerate 200   # re-render 200 samples
     Exits with code 2 naming the bad shards; re-running the render command that wrote the
-    folder regenerates them.
+    folder regenerates them. With --regenerate K, a re-rendered sample that differs from the
+    stored one is named and the exit code is 1: this machine (its NumPy, Numba or OpenCV,
+    see `fractaldb shards inspect`) does not reproduce the dataset.
     """
     from shards.manifest import load_manifest
-    from shards.verify import verify_dataset
+    from shards.verify import regenerate_samples, verify_dataset
 
+    if regenerate < 0:
+        raise FractalDBError(
+            f"--regenerate must be >= 0, got {regenerate}; fix: e.g. --regenerate 100"
+        )
     bad = verify_dataset(folder, workers=workers)
     n = len(load_manifest(folder)["shards"])
     if bad:
@@ -267,6 +289,22 @@ def verify(folder: str, workers: int) -> None:
             "`fractaldb render ...` command to regenerate them"
         )
     click.echo(f"{folder}: all {n} shards OK")
+    if not regenerate:
+        return
+    checked, mismatches = regenerate_samples(
+        folder, regenerate, seed=seed, workers=workers, progress=not quiet
+    )
+    if mismatches:
+        listed = ", ".join(str(m) for m in mismatches[:5])
+        more = f" and {len(mismatches) - 5} more" if len(mismatches) > 5 else ""
+        click.echo(
+            f"Error: {len(mismatches)} of {checked} re-rendered samples differ from the stored "
+            f"ones: {listed}{more}; this machine does not reproduce the dataset (compare its "
+            "numpy/numba/opencv versions with `fractaldb shards inspect`)",
+            err=True,
+        )
+        ctx.exit(1)
+    click.echo(f"{folder}: {checked} re-rendered samples match the stored pixels and labels")
 
 
 @shards.command(context_settings=CONTEXT)

@@ -35,6 +35,20 @@ def package_version() -> str:
         return "unknown"
 
 
+def dependency_versions() -> dict[str, str]:
+    """Versions of the libraries the bytes depend on: NumPy (Generator streams), Numba
+    (kernels) and OpenCV (its bundled zlib, libjpeg and libwebp encode the images)."""
+    import cv2
+
+    found = {"opencv": str(cv2.__version__)}
+    for name in ("numpy", "numba"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "unknown"
+    return {k: found[k] for k in ("numpy", "numba", "opencv")}
+
+
 def canonical_json(obj: Any) -> bytes:
     """Return sorted, compact JSON bytes (the form that is hashed)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
@@ -127,6 +141,7 @@ def write_partial(
     body = {
         **header,
         "package_version": package_version(),
+        "dependency_versions": dependency_versions(),
         "node": {"rank": node_rank, "num_nodes": num_nodes},
         "shards": sorted(records, key=lambda r: r["index"]),
     }
@@ -174,7 +189,12 @@ def finalize(out: str | os.PathLike) -> dict[str, Any]:
             f"fix: run (or re-run) every node's `fractaldb render ... --out {out}`, then finalize"
         )
     shards = [records[f] for f in wanted]
-    manifest = {**header, "package_version": package_version(), "shards": shards}
+    manifest = {
+        **header,
+        "package_version": package_version(),
+        "dependency_versions": dependency_versions(),
+        "shards": shards,
+    }
     write_bytes_atomically(out / MANIFEST, json.dumps(manifest, indent=1).encode())
     write_bytes_atomically(out / INFO, json.dumps(info_json(header, shards), indent=1).encode())
     for p in glob.glob(str(out / PARTIAL_GLOB)):
