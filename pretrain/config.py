@@ -166,9 +166,56 @@ def resolve_config(
     return cfg
 
 
+def _auto_augment_name(policy: str) -> str:
+    """The name of timm's augmentation policy family for an auto_augment string."""
+    if policy.startswith("rand"):
+        return "RandAugment"
+    if policy.startswith("augmix"):
+        return "AugMix"
+    return "AutoAugment"
+
+
+def effective_color_jitter(cfg: dict[str, Any]) -> float:
+    """The colour jitter strength that actually runs.
+
+    timm's create_transform (and so DeiT's training script) drops colour jitter whenever an
+    auto_augment policy is set, unless the policy name contains '3a' (3-Augment); every
+    augmentation path (PIL or device) applies this rule, so the recipes mean the same thing.
+    """
+    jitter = cfg.get("color_jitter")
+    policy = cfg.get("auto_augment")
+    if not jitter or (policy and "3a" not in str(policy)):
+        return 0.0
+    return float(jitter)
+
+
+def config_notes(cfg: dict[str, Any]) -> dict[str, str]:
+    """Notes on keys whose value is not what runs (shown in config.yaml and the log)."""
+    notes = {}
+    if cfg.get("color_jitter") and not effective_color_jitter(cfg):
+        name = _auto_augment_name(str(cfg["auto_augment"]))
+        notes["color_jitter"] = f"off: {name} replaces it, as in timm and DeiT"
+    return notes
+
+
+def describe_value(cfg: dict[str, Any], key: str) -> str:
+    """A key's value for the log, with its note if what runs differs, e.g. `0.4 (off: ...)`."""
+    note = config_notes(cfg).get(key)
+    return f"{cfg[key]} ({note})" if note else str(cfg[key])
+
+
 def dump_config(cfg: dict[str, Any]) -> str:
-    """The resolved configuration as YAML (loadable again with --recipe PATH)."""
-    return yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=None, width=100)
+    """The resolved configuration as YAML (loadable again with --recipe PATH); keys whose value
+    does not run as written carry a comment saying what does."""
+    text = yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=None, width=100)
+    notes = config_notes(cfg)
+    if not notes:
+        return text
+    lines = []
+    for line in text.splitlines():
+        key = line.split(":", 1)[0]
+        lines.append(f"{line}  # {notes[key]}" if key in notes and not line[:1].isspace() else line)
+    return "\n".join(lines) + "\n"
 
 
 def _plain(v: Any) -> Any:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fractaldb.errors import FractalDBError
+from pretrain.config import describe_value, effective_color_jitter
 from pretrain.distributed import reduce_sums
 from pretrain.models import check_model_name, create_model, export_safetensors
 from pretrain.task import Task
@@ -101,7 +102,8 @@ class SupervisedTask(Task):
             is_training=True,
             scale=tuple(c["scale"]),
             hflip=float(c["hflip"]),
-            color_jitter=float(c["color_jitter"]),
+            # the same rule as timm's, stated once so every augmentation path shares it
+            color_jitter=effective_color_jitter(c),
             auto_augment=c["auto_augment"] or None,
             interpolation=c["interpolation"],
             mean=tuple(c["mean"]),
@@ -175,7 +177,7 @@ class SupervisedTask(Task):
             loss = f"loss: cross-entropy, label_smoothing={c['smoothing']} (no mixup/cutmix)"
         aug = (
             f"augmentation: RandomResizedCrop {c['img_size']} scale={tuple(c['scale'])}, "
-            f"hflip={c['hflip']}, color_jitter={c['color_jitter']}, "
+            f"hflip={c['hflip']}, color_jitter={describe_value(c, 'color_jitter')}, "
             f"auto_augment={c['auto_augment']}, random_erasing={c['reprob']}, "
             f"mean={tuple(c['mean'])}, std={tuple(c['std'])}"
         )

@@ -19,9 +19,9 @@ from fractaldb.cli import main
 from fractaldb.search import search_categories
 from fractaldb.settings import RenderSettings
 from shards.cli import node_from_env
+from shards.codec import decode_image
 from shards.layout import grid_cells, permute
 from shards.presets import Layout, all_presets, load_preset
-from shards.codec import decode_image
 from shards.tario import file_sha256, write_tar
 from shards.verify import pick_positions
 from shards.writer import encode_image, write_shards
