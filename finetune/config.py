@@ -17,7 +17,8 @@ from .weights import resolve_init
 
 DEFAULT_RECIPE = "deit-cifar-sgd"
 # constructor arguments that belong to the fine-tune, not to the pre-trained architecture
-_NOT_ARCH = {"num_classes", "img_size", "drop_path_rate", "drop_rate", "pretrained"}
+# (in_chans: downstream photos are RGB; gray-pretrained kernels are adapted when loaded)
+_NOT_ARCH = {"num_classes", "img_size", "drop_path_rate", "drop_rate", "pretrained", "in_chans"}
 # option name -> task config key, applied when given
 _TASK_OPTIONS = ("dataset", "init", "val_split", "val_per_class")
 
@@ -75,10 +76,12 @@ def finetune_config(task: Any, opts: dict[str, Any]) -> tuple[dict[str, Any], st
     explicit = set(parse_key_values(opts.get("sets") or (), "--set"))
     pre = init["config"] or {}
     if pre.get("mean") is not None and pre.get("std") is not None:
-        # inputs must be normalised as in pre-training
+        # inputs must be normalised as in pre-training (a gray run's one value for every channel)
+        channels = int(cfg["model_args"].get("in_chans", 3))
         for key in ("mean", "std"):
             if key not in explicit:
-                cfg[key] = list(pre[key])
+                values = list(pre[key])
+                cfg[key] = values * channels if len(values) == 1 else values
     if cfg["linear_probe"]:
         cfg["drop_path"] = 0.0  # stochastic depth only adds noise to frozen features
     return cfg, Path(recipe).stem

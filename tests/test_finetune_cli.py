@@ -119,6 +119,34 @@ def test_finetune_from_pretraining_run_loads_its_weights(tmp_path, pretrain_run)
     assert not torch.equal(final["blocks.1.mlp.fc2.weight"], pre["blocks.1.mlp.fc2.weight"])
 
 
+def test_gray_pretrained_run_fine_tunes_on_rgb_photos(tmp_path):
+    import yaml
+
+    from pretrain.models import create_model
+
+    arch = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
+    gray = create_model("vit_tiny_patch16_224", img_size=32, num_classes=0, in_chans=1, **arch)
+    run_dir = tmp_path / "gray_mae"  # what a gray MAE run (--model-arg in_chans=1) leaves
+    run_dir.mkdir()
+    pre = {k: v.contiguous() for k, v in gray.state_dict().items()}
+    save_file(pre, str(run_dir / "model.safetensors"))
+    config = {"task": "mae", "model": "vit_tiny_patch16_224", "img_size": 32,
+              "model_args": {**arch, "in_chans": 1}, "mean": [0.5], "std": [0.5]}  # fmt: skip
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    make_image_folder(tmp_path / "imgs", per_class=4)  # RGB photos
+    out = tmp_path / "ft"
+    res = run("--dataset", "folder", "--data-root", str(tmp_path / "imgs"), "--val-per-class", "1",
+              "--init", str(run_dir), "--out", str(out))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    note = "patch_embed.proj.weight: adapted 1 -> 3 input channels with timm's adapt_input_conv"
+    assert f"init: {note}" in res.output
+    assert any(n.startswith(note) for n in results(out)["init"]["resampled"])
+    assert results(out)["normalize"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    final = load_file(str(out / "model.safetensors"))
+    assert final["patch_embed.proj.weight"].shape == (32, 3, 8, 8)
+    assert f"init: loaded {len(pre)}/{len(pre) + 2} tensors" in res.output  # all but the head
+
+
 def test_linear_probe_trains_only_the_head(tmp_path, pretrain_run):
     from timm.layers import resample_abs_pos_embed
 
