@@ -22,6 +22,20 @@ LAZY_SUBCOMMANDS: dict[str, str] = {
 }
 
 
+class SubcommandImportError(click.ClickException):
+    """A subcommand whose module fails to import (e.g. a broken torch install): exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, name: str, module: str, error: ImportError) -> None:
+        first = (str(error).splitlines() or [""])[0]
+        super().__init__(
+            f"`fractaldb {name}` cannot start: importing {module} raised "
+            f"{type(error).__name__}: {first}; fix: repair the installation "
+            "(e.g. `uv sync` or `pip install --force-reinstall fractaldb`)"
+        )
+
+
 class LazyGroup(click.Group):
     """A click group that imports each subcommand's module only when it is needed."""
 
@@ -30,15 +44,33 @@ class LazyGroup(click.Group):
         return sorted(set(super().list_commands(ctx)) | set(LAZY_SUBCOMMANDS))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        """Return the subcommand, importing its module on first use."""
+        """Return the subcommand, importing its module on first use; an import error inside
+        it is reported as such, not as "No such command"."""
         if cmd_name in LAZY_SUBCOMMANDS:
             module_name, attr = LAZY_SUBCOMMANDS[cmd_name].split(":")
             try:
                 module = importlib.import_module(module_name)
-                return getattr(module, attr)
-            except (ImportError, AttributeError):
-                return None
+            except ImportError as error:
+                raise SubcommandImportError(cmd_name, module_name, error) from error
+            return getattr(module, attr)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List subcommands in --help; one that cannot be imported is listed with its error."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        rows = []
+        for name in names:
+            try:
+                cmd = self.get_command(ctx, name)
+            except SubcommandImportError as error:
+                rows.append((name, f"(unavailable: {error.message})"))
+                continue
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 class OneLineErrorGroup(LazyGroup):
