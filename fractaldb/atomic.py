@@ -58,10 +58,12 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Temporary siblings of `path` left behind by a writer that was killed mid-write."""
-    path = Path(path)
-    return sorted(path.parent.glob(f".{path.name}.*{TMP_SUFFIX}"))
+def remove_stale_temporaries(*paths: str | os.PathLike) -> None:
+    """Delete the temporary siblings of `paths` left behind by writers killed mid-write (call
+    only where no other process is writing those files)."""
+    for path in map(Path, paths):
+        for tmp in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
 
 
 def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -226,6 +226,9 @@ def write_preview(out: Path, categories, settings, instances_per_category: int) 
         from fractaldb.preview import contact_sheet, save_image
     except ImportError:
         return
+    from fractaldb.atomic import remove_stale_temporaries
+
+    remove_stale_temporaries(path)  # of a run killed while writing it
     picks = [i for i in (0, 1, 2, 3, 4, 40, 80, 400) if i < instances_per_category]
     save_image(path, contact_sheet(categories, settings, instances=picks))
 

@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from fractaldb.atomic import write_bytes_atomically
+from fractaldb.atomic import remove_stale_temporaries, write_bytes_atomically
 from fractaldb.errors import FractalDBError
 from shards.layout import SHARD_PREFIX, SHARD_SUFFIX, num_shards, shard_name, shard_pattern
 
@@ -189,6 +189,7 @@ def finalize(out: str | os.PathLike) -> dict[str, Any]:
             f"fix: run (or re-run) every node's `fractaldb render ... --out {out}`, then finalize"
         )
     shards = [records[f] for f in wanted]
+    remove_stale_temporaries(out / MANIFEST, out / INFO)  # of a finalize that was killed
     manifest = {
         **header,
         "package_version": package_version(),

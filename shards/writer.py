@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fractaldb.atomic import stale_temporaries
+from fractaldb.atomic import remove_stale_temporaries
 from fractaldb.categories import CategorySet
 from fractaldb.errors import FractalDBError
 from fractaldb.instances import instance_meta
@@ -33,6 +33,7 @@ from shards.manifest import (
     check_same_dataset,
     dataset_header,
     finalize,
+    partial_name,
     write_partial,
 )
 from shards.presets import Layout
@@ -172,9 +173,12 @@ def write_shards(
         categories.save(cat_path)
 
     owned = list(range(node_rank, header["num_shards"], num_nodes))
-    for k in owned:  # stale temporaries of an interrupted run (only this node writes them)
-        for tmp in stale_temporaries(out / shard_name(k)):
-            tmp.unlink(missing_ok=True)
+    # stale temporaries of an interrupted run (only this node writes these files)
+    remove_stale_temporaries(
+        *(out / shard_name(k) for k in owned),
+        out / partial_name(node_rank, num_nodes),
+        *([cat_path] if node_rank == 0 else []),
+    )
 
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     try:

@@ -114,7 +114,8 @@ def test_rerun_regenerates_missing_and_damaged_shards(reference, cats, tmp_path)
     data = bytearray((out / "fractaldb-000003.tar").read_bytes())
     data[700] ^= 0xFF
     (out / "fractaldb-000003.tar").write_bytes(bytes(data))
-    (out / ".fractaldb-000004.tar.k1ll3d.tmp").write_bytes(b"stale")  # a killed writer's
+    for name in ("fractaldb-000004.tar", "manifest.node-00000-of-00001.json", "manifest.json"):
+        (out / f".{name}.k1ll3d.tmp").write_bytes(b"stale")  # left by a killed writer
     report = write_shards(cats[0], SETTINGS, LAYOUT, out, progress=False)
     assert (report.written, report.skipped) == (2, 3)
     assert shard_hashes(out) == shard_hashes(reference)
