@@ -60,10 +60,21 @@ def fsync_dir(folder: str | os.PathLike) -> None:
 
 def remove_stale_temporaries(*paths: str | os.PathLike) -> None:
     """Delete the temporary siblings of `paths` left behind by writers killed mid-write (call
-    only where no other process is writing those files)."""
+    only where no other process is writing those files). Each folder is listed once, so
+    this stays cheap for the 10,000 shards of a large dataset."""
+    wanted: dict[Path, set[str]] = {}
     for path in map(Path, paths):
-        for tmp in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}"):
-            tmp.unlink(missing_ok=True)
+        wanted.setdefault(path.parent, set()).add(path.name)
+    for folder, names in wanted.items():
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            # replace_atomically's temporaries are ".{name}.{random, no dots}.tmp"
+            name = entry.name
+            if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                target = name[1 : -len(TMP_SUFFIX)].rpartition(".")[0]
+                if target in names:
+                    Path(entry.path).unlink(missing_ok=True)
 
 
 def replace_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from fractaldb import atomic
-from fractaldb.atomic import link_or_copy, replace_atomically, write_bytes_atomically
+from fractaldb.atomic import (
+    link_or_copy,
+    remove_stale_temporaries,
+    replace_atomically,
+    write_bytes_atomically,
+)
 
 
 class SimulatedCrash(BaseException):
@@ -111,3 +116,10 @@ def test_periodic_copy_falls_back_to_a_copy_without_hard_links(tmp_path: Path, m
     assert keep.stat().st_ino != last.stat().st_ino
     assert keep.read_bytes() == b"epoch 10"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-0010.pt", "last.pt"]
+
+
+def test_stale_temporaries_of_named_files_only_are_removed(tmp_path: Path):
+    for name in (".a.tar.x1y2z3.tmp", ".b.json.abc_12.tmp", ".other.tar.q.tmp", ".a.tar.keep"):
+        (tmp_path / name).write_bytes(b"stale")
+    remove_stale_temporaries(tmp_path / "a.tar", tmp_path / "b.json", tmp_path / "gone" / "c")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.tar.keep", ".other.tar.q.tmp"]
