@@ -46,7 +46,7 @@ def test_synthetic_supervised_and_mae_on_cpu(bench, capsys):
     assert rep["device"].startswith("CPU") and rep["batch_size"] == 16
     (sup,) = rep["results"]
     assert sup["task"] == "supervised" and sup["synthetic_images_per_s"] > 0
-    assert "ratio" not in sup
+    assert "shards_ratio" not in sup
     rep = run_json(bench, capsys, "--task", "mae")  # MAE: synthetic unless --data is given
     (mae,) = rep["results"]
     assert mae["task"] == "mae" and mae["model"] == "vit_tiny_patch16_224"
@@ -60,22 +60,34 @@ def test_synthetic_supervised_and_mae_on_cpu(bench, capsys):
 def test_suite_plan_and_errors(bench, capsys):
     args = bench.parse_args(["--suite"])
     assert bench.plan(args) == [
-        ("supervised", "deit_tiny_patch16_224", ["synthetic", "shards"]),
-        ("mae", "vit_tiny_patch16_224", ["synthetic"]),
-        ("mae", "vit_base_patch16_224", ["synthetic"]),
+        ("supervised", "deit_tiny_patch16_224", ["synthetic", "shards", "shards_cpu_augment"]),
+        ("mae", "vit_tiny_patch16_224", ["synthetic", "shards"]),
+        ("mae", "vit_base_patch16_224", ["synthetic", "shards"]),
     ]
     assert bench.main([*TINY, "--data", "/no/such/shards"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("Error: ") and "fix:" in err
 
 
-def test_shards_versus_synthetic_ratio(bench, capsys):
+def test_shards_versus_synthetic_ratio(bench, capsys, tmp_path):
     pytest.importorskip("shards.writer", reason="needs the shards writer (issue 2)")
     rep = run_json(bench, capsys, "--render-categories", "2", "--render-instances", "8")
     (sup,) = rep["results"]
     assert rep["data"] == "rendered"
     assert sup["shards_images_per_s"] > 0 and sup["synthetic_images_per_s"] > 0
-    assert sup["ratio"] == pytest.approx(sup["shards_images_per_s"] / sup["synthetic_images_per_s"])
+    assert sup["shards_cpu_augment_images_per_s"] > 0
+    assert sup["shards_ratio"] == pytest.approx(
+        sup["shards_images_per_s"] / sup["synthetic_images_per_s"]
+    )
+    assert sup["shards_cpu_augment_ratio"] == pytest.approx(
+        sup["shards_cpu_augment_images_per_s"] / sup["synthetic_images_per_s"]
+    )
+    # MAE from shards too (device augmentation)
+    data = bench.render_shards(tmp_path, 32, 2, 8)
+    rep = run_json(bench, capsys, "--task", "mae", "--data", str(data), "--no-compile",
+                   "--set", "decoder_depth=1", "--set", "decoder_dim=32", "--set", "decoder_heads=2")  # fmt: skip
+    (mae,) = rep["results"]
+    assert mae["shards_images_per_s"] > 0 and "shards_ratio" in mae
 
 
 def test_runs_as_a_script_next_to_benchmarks_shards(tmp_path):
