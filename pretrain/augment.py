@@ -28,9 +28,9 @@ distributions and op strengths in tests/test_augment.py):
   their input to 8-bit levels as PIL does;
 * Posterize keeps at least 1 bit (timm's level for magnitude < 2.5 asks for 0 bits, which
   Pillow >= 13 rejects; 1 bit is the strongest posterize that is still an image);
-* a crop that shrinks the image is sampled at up to 2x the output resolution and box-filtered
-  (PIL's resampling filters widen with the scale factor; `grid_sample` alone would alias thin
-  fractal strokes);
+* a crop that shrinks the image by more than 1.25x is sampled at 2x the output resolution and
+  box-filtered (PIL's resampling filters widen with the scale factor; `grid_sample` alone would
+  alias thin fractal strokes); the fill mask is computed at the output resolution;
 * colour jitter applies brightness, contrast and saturation in one random order per batch
   (torchvision draws the order per image); hue jitter is not supported (timm's float
   `color_jitter` sets none).
@@ -490,48 +490,78 @@ class BatchAugment:
         return x
 
     def warp(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        """Crop + flip + geometric RandAugment as one grid_sample; float in [0, 1]."""
+        """Crop + flip + geometric RandAugment as one grid_sample per sample; float in [0, 1].
+
+        Samples whose crop shrinks the image by more than 1.25x are sampled at twice the output
+        size and box-filtered (antialiasing), the others directly: two calls at most.
+        """
         c = self.config
         n, ch, h, w = images.shape
         size = c.img_size
-        device = images.device
         boxes = params.boxes
-        # supersample when a crop shrinks (see the module docstring)
-        shrink = float(torch.maximum(boxes[:, 2], boxes[:, 3]).max()) / size
-        k = 2 if (c.antialias and shrink > 1.25) else 1
         geo = (
             geometric_matrices(params.ops, params.args)
             if params.ops.numel()
             else torch.eye(3).expand(n, 3, 3)
         )
-        warped = bool(params.ops.numel()) and bool(
-            torch.isin(params.ops, torch.tensor([RAND_OPS.index(o) for o in GEOMETRIC_OPS])).any()
-        )
-        theta = geo[:, :2, :].to(device, non_blocking=True)
-        grid = F.affine_grid(theta, [n, 1, size * k, size * k], align_corners=False)
-        inside = (grid.abs() <= 1.0).all(dim=-1, keepdim=True) if warped else None
-        # flip, then the crop box: [-1, 1] of the crop -> normalised source coordinates
-        sx = boxes[:, 2] / w * torch.where(params.hflip, -1.0, 1.0)
-        sy = boxes[:, 3] / h * torch.where(params.vflip, -1.0, 1.0)
-        cx = (2 * boxes[:, 0] + boxes[:, 2]) / w - 1
-        cy = (2 * boxes[:, 1] + boxes[:, 3]) / h - 1
-        scale = torch.stack([sx, sy], 1).view(n, 1, 1, 2).to(device, non_blocking=True)
-        shift = torch.stack([cx, cy], 1).view(n, 1, 1, 2).to(device, non_blocking=True)
-        grid = grid * scale + shift
+        # output -> RandAugment pre-image q -> flip -> crop box -> normalised source coordinates
+        crop = torch.zeros(n, 3, 3)
+        crop[:, 0, 0] = boxes[:, 2] / w * torch.where(params.hflip, -1.0, 1.0)
+        crop[:, 1, 1] = boxes[:, 3] / h * torch.where(params.vflip, -1.0, 1.0)
+        crop[:, 0, 2] = (2 * boxes[:, 0] + boxes[:, 2]) / w - 1
+        crop[:, 1, 2] = (2 * boxes[:, 1] + boxes[:, 3]) / h - 1
+        crop[:, 2, 2] = 1.0
+        theta = (crop @ geo)[:, :2, :]
         src = images.float().div_(255.0)
         if ch == 1 and c.out_channels == 3 and len(set(self.fill)) > 1:
             src = src.expand(n, 3, h, w)  # a coloured fill needs the colour channels first
-        out = F.grid_sample(
-            src, grid, mode=_INTERPOLATIONS[c.interpolation], padding_mode="border",
-            align_corners=False,
-        )  # fmt: skip
-        if inside is not None:
-            channels = out.shape[1]
+        shrink = torch.maximum(boxes[:, 2], boxes[:, 3]) / size
+        factor = torch.where(shrink > 1.25, 2, 1) if c.antialias else torch.ones(n, dtype=torch.long)
+        out = src.new_empty(n, src.shape[1], size, size)
+        for k in (1, 2):
+            sel = torch.nonzero(factor == k).flatten()
+            if not len(sel):
+                continue
+            whole = len(sel) == n
+            idx = sel.to(src.device, non_blocking=True)
+            grid = F.affine_grid(
+                theta[sel].to(src.device, non_blocking=True),
+                [len(sel), 1, size * k, size * k],
+                align_corners=False,
+            )
+            part = F.grid_sample(
+                src if whole else src[idx], grid, mode=_INTERPOLATIONS[c.interpolation],
+                padding_mode="border", align_corners=False,
+            )  # fmt: skip
+            if k > 1:
+                part = F.avg_pool2d(part, k)
+            if whole:
+                out = part
+            else:
+                out[idx] = part
+        return self._fill_outside(out, geo, params)
+
+    def _fill_outside(
+        self, out: torch.Tensor, geo: torch.Tensor, params: AugmentParams
+    ) -> torch.Tensor:
+        """The fill colour where a geometric op's pre-image leaves the crop (PIL's fillcolor);
+        only samples that drew a geometric op are looked at."""
+        if not params.ops.numel():
+            return out.clamp_(0.0, 1.0)
+        geometric = torch.tensor([RAND_OPS.index(o) for o in GEOMETRIC_OPS])
+        sel = torch.nonzero(torch.isin(params.ops, geometric).any(dim=1)).flatten()
+        if len(sel):
+            n, channels, size, _ = out.shape
+            idx = sel.to(out.device, non_blocking=True)
+            q = F.affine_grid(
+                geo[sel, :2, :].to(out.device, non_blocking=True),
+                [len(sel), 1, size, size],
+                align_corners=False,
+            )
+            inside = (q.abs() <= 1.0).all(dim=-1).unsqueeze(1)
             values = self.fill if len(self.fill) == channels else self.fill[:1] * channels
             fill = out.new_tensor(values).view(1, channels, 1, 1)
-            out = torch.where(inside.permute(0, 3, 1, 2), out, fill)
-        if k > 1:
-            out = F.avg_pool2d(out, k)
+            out[idx] = torch.where(inside, out[idx], fill)
         return out.clamp_(0.0, 1.0)
 
     def _channels(self, x: torch.Tensor) -> torch.Tensor:
