@@ -516,7 +516,9 @@ class BatchAugment:
         if ch == 1 and c.out_channels == 3 and len(set(self.fill)) > 1:
             src = src.expand(n, 3, h, w)  # a coloured fill needs the colour channels first
         shrink = torch.maximum(boxes[:, 2], boxes[:, 3]) / size
-        factor = torch.where(shrink > 1.25, 2, 1) if c.antialias else torch.ones(n, dtype=torch.long)
+        factor = (
+            torch.where(shrink > 1.25, 2, 1) if c.antialias else torch.ones(n, dtype=torch.long)
+        )
         out = src.new_empty(n, src.shape[1], size, size)
         for k in (1, 2):
             sel = torch.nonzero(factor == k).flatten()

@@ -270,7 +270,9 @@ def setup_run(
     elif resume == "auto":
         say(f"no checkpoint in {out_dir}; starting from scratch")
     run.train_model = wrap_model(model, cfg, info)
-    run.logger = RunLogger(out_dir, info.is_main, resume_step=run.global_step if ckpt_path else None)
+    run.logger = RunLogger(
+        out_dir, info.is_main, resume_step=run.global_step if ckpt_path else None
+    )
     log_setup(run, amp_dtype)
     return run
 

@@ -266,7 +266,10 @@ def test_geometric_ops_fill_with_the_mean_colour_and_flip_mirrors():
 
 
 def test_colour_jitter_is_off_when_rand_augment_is_on_as_in_timm():
-    assert BatchAugment(AugmentConfig(img_size=8, auto_augment="rand-m9", color_jitter=0.4)).jitter == 0
+    assert (
+        BatchAugment(AugmentConfig(img_size=8, auto_augment="rand-m9", color_jitter=0.4)).jitter
+        == 0
+    )
     jitter = BatchAugment(AugmentConfig(img_size=8, color_jitter=0.4))
     torch.manual_seed(0)
     params = jitter.sample_params(500, 8, 8)
