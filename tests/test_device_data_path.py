@@ -139,3 +139,37 @@ def test_resume_on_the_device_path_matches_an_uninterrupted_run(gray_shards, tmp
     assert [e["step"] for e in a] == [e["step"] for e in b] == list(range(1, 9))
     assert [e["loss"] for e in a] == pytest.approx([e["loss"] for e in b], rel=1e-4)
     assert got["val_top1"] == ref["val_top1"]
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "flowers102"])
+def test_finetune_on_photos_decodes_in_workers_and_augments_on_the_device(
+    tmp_path, monkeypatch, dataset
+):
+    from fixtures_downstream import accept_fixture_md5, make_cifar10, make_flowers102
+
+    from finetune.cli import finetune
+    from pretrain.augment import PhotoToUint8
+
+    builder = {"cifar10": make_cifar10, "flowers102": make_flowers102}[dataset]
+    md5s = builder(tmp_path)
+    if md5s:
+        accept_fixture_md5(monkeypatch, dataset, md5s)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(finetune, [
+        "--dataset", dataset, "--data-root", str(tmp_path), "--init", "scratch",
+        "--model", "vit_tiny_patch16_224", "--model-arg", "patch_size=8", "--model-arg",
+        "depth=2", "--model-arg", "embed_dim=32", "--model-arg", "num_heads=2",
+        "--img-size", "32", "--batch-size", "4", "--epochs", "1", "--lr", "0.01",
+        "--device", "cpu", "--workers", "0", "--amp", "none", "--augment", "device",
+        "--set", "warmup_epochs=0", "--out", str(out),
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "augmentation (device, batched)" in res.output
+    assert read_metrics(out, "epoch")[-1]["val_samples"] > 0
+    # the worker side: any photo -> uint8 (3, size, size), nothing else
+    from PIL import Image
+
+    photo = Image.new("L", (50, 30), 200)
+    tensor = PhotoToUint8(32)(photo)
+    assert tensor.dtype == torch.uint8 and tuple(tensor.shape) == (3, 32, 32)
+    assert int(tensor.min()) == int(tensor.max()) == 200
