@@ -50,18 +50,6 @@ from fractaldb.errors import FractalDBError
 
 LEVEL_DENOM = 10.0  # timm's _LEVEL_DENOM: magnitude 10 is the strongest level
 GEOMETRIC_OPS = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
-PHOTOMETRIC_OPS = (
-    "AutoContrast",
-    "Equalize",
-    "Invert",
-    "Posterize",
-    "Solarize",
-    "SolarizeAdd",
-    "Color",
-    "Contrast",
-    "Brightness",
-    "Sharpness",
-)
 # timm's _RAND_TRANSFORMS order (the "increasing" variants differ only in their level maps)
 RAND_OPS = (
     "AutoContrast",
@@ -80,6 +68,7 @@ RAND_OPS = (
     "TranslateXRel",
     "TranslateYRel",
 )
+PHOTOMETRIC_OPS = tuple(op for op in RAND_OPS if op not in GEOMETRIC_OPS)
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, PIL's convert("L")
 _INTERPOLATIONS = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
 

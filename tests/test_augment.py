@@ -26,13 +26,7 @@ from pretrain.augment import (
     sample_crops,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smooth_image(size: int = 48, seed: int = 0) -> np.ndarray:

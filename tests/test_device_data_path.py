@@ -16,12 +16,7 @@ from pretrain.supervised import SupervisedTask
 pytest.importorskip("shards.writer", reason="needs the shards writer (issue 2)")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
