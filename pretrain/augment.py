@@ -164,6 +164,18 @@ def on_device(cfg: dict[str, Any]) -> bool:
 # --- photometric ops on float images in [0, 1], (N, C, H, W), per-sample arguments (N,) -------
 
 
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def constant(values: tuple[float, ...], like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A small constant tensor on `like`'s device, made once: building it from a Python list
+    every batch would be a blocking host-to-device copy in the middle of the step."""
+    key = (values, like.device, like.dtype, shape)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
+    return _CONSTANTS[key]
+
+
 def _per_sample(v: torch.Tensor) -> torch.Tensor:
     return v.view(-1, 1, 1, 1)
 
@@ -171,7 +183,7 @@ def _per_sample(v: torch.Tensor) -> torch.Tensor:
 def _gray(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
-    w = x.new_tensor(_LUMA).view(1, 3, 1, 1)
+    w = constant(_LUMA, x, (1, 3, 1, 1))
     return (x * w).sum(1, keepdim=True)
 
 
@@ -248,7 +260,8 @@ def brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 def sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Blend with PIL's SMOOTH-filtered image (border pixels keep their value)."""
     c = x.shape[1]
-    kernel = x.new_tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
+    kernel = constant((1 / 13, 1 / 13, 1 / 13, 1 / 13, 5 / 13, 1 / 13, 1 / 13, 1 / 13, 1 / 13),
+                      x, (1, 1, 3, 3))  # fmt: skip
     smooth = F.conv2d(x, kernel.expand(c, 1, 3, 3), groups=c)
     degenerate = x.clone()
     degenerate[:, :, 1:-1, 1:-1] = smooth
@@ -551,7 +564,7 @@ class BatchAugment:
             )
             inside = (q.abs() <= 1.0).all(dim=-1).unsqueeze(1)
             values = self.fill if len(self.fill) == channels else self.fill[:1] * channels
-            fill = out.new_tensor(values).view(1, channels, 1, 1)
+            fill = constant(tuple(values), out, (1, channels, 1, 1))
             out[idx] = torch.where(inside, out[idx], fill)
         return out.clamp_(0.0, 1.0)
 
@@ -590,8 +603,8 @@ class BatchAugment:
         """(x - mean) / std with the recipe's per-channel values."""
         c = self.config
         ch = x.shape[1]
-        mean = x.new_tensor(c.mean[:ch]).view(1, -1, 1, 1)
-        std = x.new_tensor(c.std[:ch]).view(1, -1, 1, 1)
+        mean = constant(tuple(c.mean[:ch]), x, (1, ch, 1, 1))
+        std = constant(tuple(c.std[:ch]), x, (1, ch, 1, 1))
         return (x - mean) / std
 
     def _erasing_for(self, device: torch.device) -> Any:
