@@ -106,3 +106,22 @@ def test_runs_as_a_script_next_to_benchmarks_shards(tmp_path):
     # the error comes from the real shards loader, not from a failed import
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and "_info.json" in last, last
+
+
+def test_augment_batch_benchmark_runs_on_cpu(capsys):
+    path = Path(__file__).parents[1] / "benchmarks" / "augment_batch.py"
+    spec = importlib.util.spec_from_file_location("augment_batch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = ["--device", "cpu", "--batch", "4", "--size", "40", "--out", "16", "--repeats", "1",
+            "--pil-images", "2", "--json"]  # fmt: skip
+    assert module.main(args) == 0
+    rep = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert rep["device"].startswith("CPU") and [r["workload"] for r in rep["results"]] == [
+        "crop",
+        "recipe",
+    ]
+    for r in rep["results"]:
+        assert r["ours_images_per_s"] > 0 and r["pil_one_process_images_per_s"] > 0
+        if "kornia_images_per_s" in r:  # only where kornia happens to be installed
+            assert r["ours_over_kornia"] > 0
