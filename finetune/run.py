@@ -11,6 +11,7 @@ import click
 def run_finetune(opts: dict[str, Any]) -> None:
     """Fine-tune as described by the command's options (see finetune.cli)."""
     from pretrain import distributed as D
+    from pretrain.augment import on_device
     from pretrain.config import dump_config
     from pretrain.data import DatasetData
     from pretrain.engine import train
@@ -56,6 +57,8 @@ def run_finetune(opts: dict[str, Any]) -> None:
             fingerprint(ds),
             workers=cfg["workers"],
             samples_per_epoch=cfg["samples_per_epoch"],
+            # the device path's workers only decode: nothing random to reseed per epoch
+            persistent_workers=on_device(cfg),
         )
         task.data, task.dataset_sha256 = ds, data.manifest_sha256
         train(cfg, task, data, opts["out"], resume=opts.get("resume"))

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from pretrain import distributed as D
+from pretrain.augment import PhotoToUint8, on_device
 from pretrain.supervised import SupervisedTask
 
 from .datasets import DownstreamData
@@ -46,6 +47,14 @@ class FinetuneTask(SupervisedTask):
         self.results: dict[str, Any] | None = None
         self.init_summary: dict[str, Any] = {}
         self.trainable: list[str] = []
+
+    def train_transform(self, cfg: dict[str, Any]) -> Any:
+        """PIL chain in the workers (--augment cpu), or, on the device path, only decode and
+        size the photos in the workers (uint8) and augment whole batches on the device."""
+        if on_device(cfg):
+            super().train_transform(cfg)  # validates the settings for the batched path
+            return PhotoToUint8(int(cfg["img_size"]))
+        return super().train_transform(cfg)
 
     def build_model(self) -> nn.Module:
         """The timm model with a fresh head, initialised from --init (frozen but for the head

@@ -25,6 +25,7 @@ _OVERRIDES = {
     "blr": "blr",
     "img_size": "img_size",
     "workers": "workers",
+    "augment": "augment",
     "amp": "amp",
     "compile": "compile",
     "ema": "ema",
@@ -93,11 +94,22 @@ def common_options(f: Callable) -> Callable:
         click.option("--img-size", type=int),
         click.option("--workers", type=int, help="Data-loading worker processes per rank."),
         click.option(
+            "--augment",
+            type=click.Choice(["auto", "cpu", "device"]),
+            help="Where training images are augmented: device = whole uint8 batches on the "
+            "training device (workers only decode), cpu = timm's PIL transform in the workers; "
+            "auto = device on CUDA, cpu on CPU.",
+        ),
+        click.option(
             "--amp",
             type=click.Choice(["auto", "bf16", "fp16", "none"]),
             help="Autocast dtype; auto = bf16 on GPU, none on CPU.",
         ),
-        click.option("--compile/--no-compile", default=None, help="torch.compile the model."),
+        click.option(
+            "--compile/--no-compile",
+            default=None,
+            help="torch.compile the model (default: on for CUDA, off on CPU).",
+        ),
         click.option("--ema/--no-ema", default=None, help="Keep an EMA of the weights."),
         click.option("--device", help="auto, cpu, cuda or cuda:N (torchrun: one GPU per rank)."),
         click.option("--seed", type=int),
@@ -140,6 +152,10 @@ def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
     model_args = parse_key_values(opts.get("model_arg") or (), "--model-arg")
     cfg = resolve_config(task.defaults, opts.get("recipe"), overrides, task.name)
     cfg["model_args"].update(model_args)
+    from pretrain.augment import resolve_augment
+
+    # recorded resolved, so a resume on another machine keeps the same data path
+    cfg["augment"] = resolve_augment(cfg["augment"], cfg["device"])
     return cfg
 
 

@@ -34,6 +34,10 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "instances_per_category": None,
     "samples_per_epoch": None,
     "workers": 8,
+    # where training images are augmented: `device` (uint8 batches from the loader, augmented
+    # on the training device by the task, pretrain/augment.py), `cpu` (timm's PIL transform in
+    # the loader workers), or `auto` (device on CUDA, cpu otherwise; see README)
+    "augment": "auto",
     # batch and learning rate: batch_size is GLOBAL (all ranks, all accumulation steps)
     "batch_size": 1024,
     "micro_batch": None,
@@ -56,7 +60,8 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     # numerics
     "amp": "auto",
     "clip_grad": None,
-    "compile": False,
+    # None: on for CUDA, off on CPU (--compile / --no-compile force it)
+    "compile": None,
     "ema": False,
     "ema_decay": 0.9998,
     # run control

@@ -26,6 +26,12 @@ def _check_exists(value: str, option: str) -> str:
     return value
 
 
+def decode_mode(train_transform: Any) -> str | None:
+    """How workers decode training images: RGB for a PIL transform; as stored (gray stays one
+    channel, uint8) when there is none and the task augments on the device."""
+    return "RGB" if train_transform is not None else None
+
+
 class _HeldOutShards:
     """Validation on held-out shards (--val-data), the same for both training sources."""
 
@@ -94,6 +100,7 @@ class ShardsData(_HeldOutShards):
             world_size=world_size,
             samples_per_epoch=self.num_samples,
             pin_memory=self.pin_memory,
+            image_mode=decode_mode(self.train_transform),
         )
 
 
@@ -177,6 +184,7 @@ class OnTheFlyData(_HeldOutShards):
             rank=rank,
             world_size=world_size,
             samples_per_epoch=self.num_samples,
+            image_mode=decode_mode(self.transform),
         )
         n = len(ds) // batch_size
         if n < 1:

@@ -21,3 +21,14 @@ def tiny_config():
         return resolve_config(task.defaults, "tiny-cpu", {**base, **overrides}, task.name)
 
     return make
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the test: the test machine's cores are shared."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
