@@ -97,11 +97,15 @@ Examples:
 @click.option("--out-md", type=click.Path(), default=None, help="Also write the table here.")
 @click.option("--out-png", type=click.Path(), default=None, help="Write a bar chart PNG here.")
 def report(runs: tuple[str, ...], out_md: str | None, out_png: str | None) -> None:
-    """Compare fine-tuning runs: markdown table of top-1/top-5 by init source and dataset."""
-    from .report import bar_chart, load_run, markdown_table
+    """Compare fine-tuning runs: markdown table of top-1/top-5 by init source and dataset.
+
+    Folders without results.json (pre-training runs in the same runs/ folder) are skipped
+    with a note.
+    """
+    from .report import bar_chart, load_runs, markdown_table
     from .results import write_text_atomic
 
-    loaded = [load_run(r) for r in runs]
+    loaded = load_runs(list(runs), note=lambda line: click.echo(line, err=True))
     table = markdown_table(loaded)
     click.echo(table, nl=False)
     if out_md:

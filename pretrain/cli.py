@@ -140,6 +140,10 @@ def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
     model_args = parse_key_values(opts.get("model_arg") or (), "--model-arg")
     cfg = resolve_config(task.defaults, opts.get("recipe"), overrides, task.name)
     cfg["model_args"].update(model_args)
+    if cfg.get("on_the_fly") and not cfg.get("render_preset"):
+        from pretrain.config import ONTHEFLY_PRESET
+
+        cfg["render_preset"] = ONTHEFLY_PRESET  # recorded: config.yaml says what was rendered
     return cfg
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from fractaldb.atomic import replace_atomically
 from fractaldb.errors import FractalDBError
 
-# FractalDB recipes normalise with mean = std = 0.5 (REFERENCE.md section 4).
+# FractalDB recipes normalise with mean = std = 0.5 (Nakashima et al., AAAI 2022).
 DEFAULT_MEAN: tuple[float, ...] = (0.5,)
 DEFAULT_STD: tuple[float, ...] = (0.5,)
 

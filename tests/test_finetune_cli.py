@@ -240,3 +240,34 @@ def test_help_and_registration():
     for option in ("--val-per-class", "--linear-probe", "--resume", "--amp", "--seed"):
         assert option in res.output
     assert "--on-the-fly" not in res.output and "--val-data" not in res.output
+
+
+def test_init_run_supplies_image_size_and_warmup_warns(tmp_path, pretrain_run):
+    make_image_folder(tmp_path / "imgs", per_class=4)
+    out = tmp_path / "ft"
+    no_size = [a for a in FAST if a not in ("--img-size", "32", "--set", "warmup_epochs=0")]
+    # no --model, no --img-size: the 48 px run is fine-tuned at 48 px (no grid resampling);
+    # the recipe's 10 warm-up epochs outlast the one-epoch run: one warning line
+    res = CliRunner().invoke(finetune, [*no_size, "--dataset", "folder", "--data-root",
+        str(tmp_path / "imgs"), "--val-per-class", "1", "--init", str(pretrain_run),
+        "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert results(out)["img_size"] == 48 and "resampled grid" not in res.output
+    warnings = [ln for ln in res.output.splitlines() if ln.startswith("warning: warmup_epochs")]
+    assert warnings == [
+        "warning: warmup_epochs 10 is not shorter than the run's 1 epochs, so the lr never "
+        "leaves its warm-up ramp; fix: --set warmup_epochs=N with N < 1"
+    ]
+    assert load_file(str(out / "model.safetensors"))["pos_embed"].shape == (1, 37, 32)
+
+
+def test_batch_larger_than_the_training_set_is_refused(tmp_path):
+    make_image_folder(tmp_path / "imgs", per_class=4)
+    res = run("--dataset", "folder", "--data-root", str(tmp_path / "imgs"), "--val-per-class",
+              "1", "--init", "scratch", *TINY, "--batch-size", "768", "--out", str(tmp_path / "r"))  # fmt: skip
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert lines == [
+        "Error: --batch-size 768 is larger than the 9 training samples of an epoch; fix: "
+        "--batch-size 8 (or less), or more training data"
+    ]
