@@ -52,8 +52,8 @@ def common_options(f: Callable) -> Callable:
         ),
         click.option(
             "--val-data",
-            help="Held-out shards (other instances of the same "
-            "categories), evaluated every epoch (top-1).",
+            help="Held-out shards (other instances of the same categories), evaluated every "
+            "epoch: top-1/top-5 accuracy (supervised), masked reconstruction loss (MAE).",
         ),
         click.option(
             "--on-the-fly",
@@ -185,11 +185,11 @@ def supervised(**opts: Any) -> None:
     Examples:
       # the AAAI 2022 DeiT-Tiny recipe on rendered shards, with a held-out set
       fractaldb pretrain supervised --recipe deit-tiny-fractaldb \\
-          --data shards/fdb1k --val-data shards/fdb1k-val --out runs/deit-tiny
+          --data data/fdb1k --val-data data/fdb1k-val --out runs/deit-tiny
       # a 2-layer ViT at 32 px on CPU, in seconds
       fractaldb pretrain supervised --recipe tiny-cpu --data synthetic:10 --out runs/tiny
       # override anything; continue an interrupted run exactly
-      fractaldb pretrain supervised --recipe deit-tiny-fractaldb --data shards/fdb1k \\
+      fractaldb pretrain supervised --recipe deit-tiny-fractaldb --data data/fdb1k \\
           --batch-size 2048 --blr 5e-4 --set mixup=0.5 --out runs/a --resume auto
     """
     from pretrain.supervised import SupervisedTask
@@ -232,14 +232,14 @@ def mae(**opts: Any) -> None:
     \b
     Examples:
       # MAE ViT-Tiny on rendered shards (He et al. 2022 values scaled to a tiny encoder)
-      fractaldb pretrain mae --data shards/fdb1k --val-data shards/fdb1k-val --out runs/mae-t
+      fractaldb pretrain mae --data data/fdb1k --val-data data/fdb1k-val --out runs/mae-t
       # ViT-Small, 8 GPUs, straight from the renderer
       torchrun --nproc-per-node 8 --no-python fractaldb pretrain mae \\
           --recipe mae-vit-small-fractal --on-the-fly categories.json --out runs/mae-s
       # a 2-layer MAE at 32 px on CPU, in seconds
       fractaldb pretrain mae --recipe mae-tiny-cpu --data synthetic --out runs/mae-cpu
       # continue an interrupted run exactly (same settings), overriding the recipe
-      fractaldb pretrain mae --data shards/fdb1k --mask-ratio 0.6 --decoder-depth 2 \\
+      fractaldb pretrain mae --data data/fdb1k --mask-ratio 0.6 --decoder-depth 2 \\
           --no-norm-pix-loss --out runs/mae-t2 --resume auto
     """
     from pretrain.mae_task import MAETask
