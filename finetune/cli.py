@@ -80,6 +80,9 @@ def finetune(**opts) -> None:
       fractaldb finetune --dataset folder --data-root photos/train --val-per-class 50 \\
           --init runs/mae-tiny --recipe mae-finetune --linear-probe --out runs/probe
     """
+    from pretrain.cli import startup_notice
+
+    startup_notice("finetune", opts)
     from .run import run_finetune
 
     run_finetune(opts)

@@ -129,6 +129,27 @@ def common_options(f: Callable) -> Callable:
     return f
 
 
+def startup_notice(command: str, opts: dict[str, Any]) -> None:
+    """Say at once, on an interactive terminal, that the slow imports are under way.
+
+    torch, torchvision (which pulls in torch._dynamo) and timm take 10-15 s to import on a cold
+    start; without this line the command looks hung. Not printed with --print-config, on
+    ranks other than 0, or when stderr is a pipe or a file (logs keep one line per error).
+    """
+    import os
+    import sys
+
+    if opts.get("print_config") or os.environ.get("RANK", "0") != "0":
+        return
+    if not sys.stderr.isatty():
+        return
+    click.echo(
+        f"fractaldb {command} -> {opts.get('out')}: loading torch and timm, then the data "
+        "(10-20 s on a first start)...",
+        err=True,
+    )
+
+
 def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
     """Resolve recipe + --set + explicit options into the run's configuration."""
     from pretrain.config import parse_key_values, resolve_config
@@ -192,14 +213,14 @@ def supervised(**opts: Any) -> None:
       fractaldb pretrain supervised --recipe deit-tiny-fractaldb --data data/fdb1k \\
           --batch-size 2048 --blr 5e-4 --set mixup=0.5 --out runs/a --resume auto
     """
-    from pretrain.supervised import SupervisedTask
-
-    task = SupervisedTask()
     if not opts.get("recipe") and not opts.get("model"):
         raise FractalDBError(
             "no model; fix: --recipe deit-tiny-fractaldb (or tiny-cpu) or --model NAME"
         )
-    run_task(task, opts)
+    startup_notice("pretrain supervised", opts)
+    from pretrain.supervised import SupervisedTask
+
+    run_task(SupervisedTask(), opts)
 
 
 MAE_DEFAULT_RECIPE = "mae-vit-tiny-fractal"
@@ -242,6 +263,7 @@ def mae(**opts: Any) -> None:
       fractaldb pretrain mae --data data/fdb1k --mask-ratio 0.6 --decoder-depth 2 \\
           --no-norm-pix-loss --out runs/mae-t2 --resume auto
     """
+    startup_notice("pretrain mae", opts)
     from pretrain.mae_task import MAETask
 
     if not opts.get("recipe"):
