@@ -19,10 +19,11 @@ Examples:
   # multi-GPU: --batch-size stays the GLOBAL batch
   torchrun --nproc-per-node 8 --no-python fractaldb finetune --dataset cifar10 ...
 \b
---init: a pre-training run folder (RUN/model.safetensors; model, model args and mean/std come
-from RUN/config.yaml), a .safetensors or .pt/.pth file, 'timm' (timm's own weights for
---model, needs the hub) or 'scratch'.
-Recipes: deit-cifar-sgd (default), adamw-cifar, mae-finetune, or a path to a recipe .yaml.
+--init: a pre-training run folder (RUN/model.safetensors; model, model args, image size and
+mean/std come from RUN/config.yaml unless given), a .safetensors or .pt/.pth file, 'timm'
+(timm's own weights for --model, needs the hub) or 'scratch'.
+Recipes: deit-cifar-sgd (default), adamw-cifar, mae-finetune, finetune-cpu (about a minute on
+a laptop CPU for the quick-start run), or a path to a recipe .yaml.
 Splits: flowers102 trains on train+val and tests on test; pets trainval/test; CIFAR train/test.
 Every epoch is evaluated on the test split (top-1, top-5) into RUN/results.json; compare runs
 with `fractaldb report RUN [RUN ...]`.

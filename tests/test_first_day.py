@@ -111,3 +111,26 @@ def test_pretrain_batch_larger_than_the_data_is_refused(tmp_path):
         "Error: --batch-size 64 is larger than the 40 training samples of an epoch; fix: "
         "--batch-size 32 (or less), or more training data"
     ]
+
+
+def test_render_prints_where_the_preview_went(tmp_path):
+    cats, out = tmp_path / "cats.json", tmp_path / "shards"
+    res = CliRunner().invoke(main, ["search", "-k", "2", "--sampler", "sigma", "--out", str(cats)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["render", "--categories", str(cats), "--instances-per-category",
+        "2", "--image-size", "32", "--points", "500", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert f"preview: {out / 'preview.png'}" in res.output.splitlines()
+    assert (out / "preview.png").is_file()
+
+
+def test_readme_quick_start_states_size_and_fine_tunes_with_a_shipped_recipe():
+    from pretrain.config import list_recipes
+
+    readme = (REPO / "README.md").read_text()
+    quick = readme[readme.index("## Quick start") : readme.index("## Generating categories")]
+    assert "about 6 GB" in quick and "preview.png" in quick
+    assert "fractaldb finetune --dataset folder" in quick and "--init runs/quickstart" in quick
+    recipe = quick.split("--recipe ")[-1].split()[0]
+    assert recipe in list_recipes("finetune")
+    assert "fractaldb report runs/*" in quick
