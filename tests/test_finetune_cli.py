@@ -193,7 +193,7 @@ def test_print_config_resolves_recipe_options_and_init_run(tmp_path, pretrain_ru
 
 
 def test_incompatible_init_stops_with_one_line(tmp_path):
-    make_image_folder(tmp_path / "imgs", per_class=2)
+    make_image_folder(tmp_path / "imgs", per_class=4)  # 6 training images >= batch 4
     wide = {"patch_embed.proj.weight": torch.zeros(64, 3, 8, 8), "cls_token": torch.zeros(1, 1, 64)}
     save_file(wide, str(tmp_path / "wide.safetensors"))
     save_file({"fc.weight": torch.zeros(3, 3)}, str(tmp_path / "resnet.safetensors"))
