@@ -19,10 +19,11 @@ Examples:
   # multi-GPU: --batch-size stays the GLOBAL batch
   torchrun --nproc-per-node 8 --no-python fractaldb finetune --dataset cifar10 ...
 \b
---init: a pre-training run folder (RUN/model.safetensors; model, model args and mean/std come
-from RUN/config.yaml), a .safetensors or .pt/.pth file, 'timm' (timm's own weights for
---model, needs the hub) or 'scratch'.
-Recipes: deit-cifar-sgd (default), adamw-cifar, mae-finetune, or a path to a recipe .yaml.
+--init: a pre-training run folder (RUN/model.safetensors; model, model args, image size and
+mean/std come from RUN/config.yaml unless given), a .safetensors or .pt/.pth file, 'timm'
+(timm's own weights for --model, needs the hub) or 'scratch'.
+Recipes: deit-cifar-sgd (default), adamw-cifar, mae-finetune, finetune-cpu (about a minute on
+a laptop CPU for the quick-start run), or a path to a recipe .yaml.
 Splits: flowers102 trains on train+val and tests on test; pets trainval/test; CIFAR train/test.
 Every epoch is evaluated on the test split (top-1, top-5) into RUN/results.json; compare runs
 with `fractaldb report RUN [RUN ...]`.
@@ -80,6 +81,9 @@ def finetune(**opts) -> None:
       fractaldb finetune --dataset folder --data-root photos/train --val-per-class 50 \\
           --init runs/mae-tiny --recipe mae-finetune --linear-probe --out runs/probe
     """
+    from pretrain.cli import startup_notice
+
+    startup_notice("finetune", opts)
     from .run import run_finetune
 
     run_finetune(opts)
@@ -97,12 +101,16 @@ Examples:
 @click.option("--out-md", type=click.Path(), default=None, help="Also write the table here.")
 @click.option("--out-png", type=click.Path(), default=None, help="Write a bar chart PNG here.")
 def report(runs: tuple[str, ...], out_md: str | None, out_png: str | None) -> None:
-    """Compare fine-tuning runs: markdown table of top-1/top-5 by init source and dataset."""
+    """Compare fine-tuning runs: markdown table of top-1/top-5 by init source and dataset.
+
+    Folders without results.json (pre-training runs in the same runs/ folder) are skipped
+    with a note.
+    """
     from fractaldb.atomic import write_text_atomically
 
-    from .report import bar_chart, load_run, markdown_table
+    from .report import bar_chart, load_runs, markdown_table
 
-    loaded = [load_run(r) for r in runs]
+    loaded = load_runs(list(runs), note=lambda line: click.echo(line, err=True))
     table = markdown_table(loaded)
     click.echo(table, nl=False)
     if out_md:

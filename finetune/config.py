@@ -2,7 +2,7 @@
 
 Recipes are the engine's flat YAML files (shipped ones in finetune/recipes/); explicit options
 override them, and a pre-training run given as --init supplies the model, its architecture
-arguments and its input normalisation unless they are set explicitly.
+arguments, its image size and its input normalisation unless they are set explicitly.
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ def finetune_config(task: Any, opts: dict[str, Any]) -> tuple[dict[str, Any], st
         cfg["model_args"] = {**cfg["model_args"], **arch, **cli_args}
     explicit = set(parse_key_values(opts.get("sets") or (), "--set"))
     pre = init["config"] or {}
+    if pre.get("img_size") and opts.get("img_size") is None and "img_size" not in explicit:
+        # the pre-trained position embeddings were learned at this size
+        cfg["img_size"] = int(pre["img_size"])
     if pre.get("mean") is not None and pre.get("std") is not None:
         # inputs must be normalised as in pre-training (a gray run's one value for every channel)
         channels = int(cfg["model_args"].get("in_chans", 3))

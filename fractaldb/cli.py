@@ -106,7 +106,7 @@ def main() -> None:
     Typical pipeline:
       fractaldb search --num-categories 1000 --out categories.json
       fractaldb preview --categories categories.json --out preview.png
-      fractaldb render --preset fractaldb-1k --categories categories.json --out shards/
-      fractaldb pretrain supervised --data shards/ --model deit_tiny_patch16_224 --out runs/deit
+      fractaldb render --preset fractaldb-1k --categories categories.json --out data/fdb1k
+      fractaldb pretrain supervised --data data/fdb1k --model deit_tiny_patch16_224 --out runs/deit
       fractaldb finetune --dataset cifar10 --data-root data/ --init runs/deit --out runs/c10
     """

@@ -26,8 +26,9 @@ distributions and op strengths in tests/test_augment.py):
   ops drawn after it, as in PIL when the geometric op came first;
 * no uint8 rounding between ops (PIL rounds after every op); Posterize/Solarize/Equalize round
   their input to 8-bit levels as PIL does;
-* Posterize keeps at least 1 bit (timm's level for magnitude < 2.5 asks for 0 bits, which
-  Pillow >= 13 rejects; 1 bit is the strongest posterize that is still an image);
+* Posterize at 0 bits (timm's level for the strongest magnitudes, which Pillow >= 13 rejects)
+  gives a black image, as the TensorFlow reference and the PIL path
+  (pretrain/augment_pil.py) do;
 * a crop that shrinks the image by more than 1.25x is sampled at 2x the output resolution and
   box-filtered (PIL's resampling filters widen with the scale factor; `grid_sample` alone would
   alias thin fractal strokes); the fill mask is computed at the output resolution;
@@ -117,7 +118,7 @@ def parse_rand_augment(config: str) -> RandAugmentSpec:
 def level_to_arg(op: str, magnitude: torch.Tensor, sign: torch.Tensor, increasing: bool):
     """timm's level -> argument maps (auto_augment.LEVEL_TO_ARG), on tensors of magnitudes.
 
-    `sign` (+1/-1) plays timm's `_randomly_negate`. Posterize keeps at least 1 bit.
+    `sign` (+1/-1) plays timm's `_randomly_negate`. Posterize may ask for 0 bits (black).
     """
     level = magnitude / LEVEL_DENOM
     if op == "Rotate":
@@ -129,7 +130,7 @@ def level_to_arg(op: str, magnitude: torch.Tensor, sign: torch.Tensor, increasin
     if op == "Posterize":
         bits = torch.floor(level * 4)
         bits = 4 - bits if increasing else bits
-        return bits.clamp(1, 8)
+        return bits.clamp(0, 8)
     if op == "Solarize":
         thresh = torch.clamp(torch.floor(level * 256), max=256)
         return 256 - thresh if increasing else thresh
@@ -225,8 +226,8 @@ def invert(x: torch.Tensor, _arg: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
-    """Keep the `bits` most significant bits of each 8-bit level (bits clamped to [1, 8])."""
-    step = torch.pow(2.0, 8.0 - bits.clamp(1, 8).float())
+    """Keep the `bits` most significant bits of each 8-bit level; 0 bits gives black."""
+    step = torch.pow(2.0, 8.0 - bits.clamp(0, 8).float())
     return torch.floor(_levels(x) / _per_sample(step)) * _per_sample(step) / 255.0
 
 

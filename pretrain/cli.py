@@ -53,8 +53,8 @@ def common_options(f: Callable) -> Callable:
         ),
         click.option(
             "--val-data",
-            help="Held-out shards (other instances of the same "
-            "categories), evaluated every epoch (top-1).",
+            help="Held-out shards (other instances of the same categories), evaluated every "
+            "epoch: top-1/top-5 accuracy (supervised), masked reconstruction loss (MAE).",
         ),
         click.option(
             "--on-the-fly",
@@ -141,6 +141,27 @@ def common_options(f: Callable) -> Callable:
     return f
 
 
+def startup_notice(command: str, opts: dict[str, Any]) -> None:
+    """Say at once, on an interactive terminal, that the slow imports are under way.
+
+    torch, torchvision (which pulls in torch._dynamo) and timm take 10-15 s to import on a cold
+    start; without this line the command looks hung. Not printed with --print-config, on
+    ranks other than 0, or when stderr is a pipe or a file (logs keep one line per error).
+    """
+    import os
+    import sys
+
+    if opts.get("print_config") or os.environ.get("RANK", "0") != "0":
+        return
+    if not sys.stderr.isatty():
+        return
+    click.echo(
+        f"fractaldb {command} -> {opts.get('out')}: loading torch and timm, then the data "
+        "(10-20 s on a first start)...",
+        err=True,
+    )
+
+
 def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
     """Resolve recipe + --set + explicit options into the run's configuration."""
     from pretrain.config import parse_key_values, resolve_config
@@ -156,6 +177,10 @@ def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
 
     # recorded resolved, so a resume on another machine keeps the same data path
     cfg["augment"] = resolve_augment(cfg["augment"], cfg["device"])
+    if cfg.get("on_the_fly") and not cfg.get("render_preset"):
+        from pretrain.config import ONTHEFLY_PRESET
+
+        cfg["render_preset"] = ONTHEFLY_PRESET  # recorded: config.yaml says what was rendered
     return cfg
 
 
@@ -197,21 +222,21 @@ def supervised(**opts: Any) -> None:
     Examples:
       # the AAAI 2022 DeiT-Tiny recipe on rendered shards, with a held-out set
       fractaldb pretrain supervised --recipe deit-tiny-fractaldb \\
-          --data shards/fdb1k --val-data shards/fdb1k-val --out runs/deit-tiny
+          --data data/fdb1k --val-data data/fdb1k-val --out runs/deit-tiny
       # a 2-layer ViT at 32 px on CPU, in seconds
       fractaldb pretrain supervised --recipe tiny-cpu --data synthetic:10 --out runs/tiny
       # override anything; continue an interrupted run exactly
-      fractaldb pretrain supervised --recipe deit-tiny-fractaldb --data shards/fdb1k \\
+      fractaldb pretrain supervised --recipe deit-tiny-fractaldb --data data/fdb1k \\
           --batch-size 2048 --blr 5e-4 --set mixup=0.5 --out runs/a --resume auto
     """
-    from pretrain.supervised import SupervisedTask
-
-    task = SupervisedTask()
     if not opts.get("recipe") and not opts.get("model"):
         raise FractalDBError(
             "no model; fix: --recipe deit-tiny-fractaldb (or tiny-cpu) or --model NAME"
         )
-    run_task(task, opts)
+    startup_notice("pretrain supervised", opts)
+    from pretrain.supervised import SupervisedTask
+
+    run_task(SupervisedTask(), opts)
 
 
 MAE_DEFAULT_RECIPE = "mae-vit-tiny-fractal"
@@ -244,16 +269,17 @@ def mae(**opts: Any) -> None:
     \b
     Examples:
       # MAE ViT-Tiny on rendered shards (He et al. 2022 values scaled to a tiny encoder)
-      fractaldb pretrain mae --data shards/fdb1k --val-data shards/fdb1k-val --out runs/mae-t
+      fractaldb pretrain mae --data data/fdb1k --val-data data/fdb1k-val --out runs/mae-t
       # ViT-Small, 8 GPUs, straight from the renderer
       torchrun --nproc-per-node 8 --no-python fractaldb pretrain mae \\
           --recipe mae-vit-small-fractal --on-the-fly categories.json --out runs/mae-s
       # a 2-layer MAE at 32 px on CPU, in seconds
       fractaldb pretrain mae --recipe mae-tiny-cpu --data synthetic --out runs/mae-cpu
       # continue an interrupted run exactly (same settings), overriding the recipe
-      fractaldb pretrain mae --data shards/fdb1k --mask-ratio 0.6 --decoder-depth 2 \\
+      fractaldb pretrain mae --data data/fdb1k --mask-ratio 0.6 --decoder-depth 2 \\
           --no-norm-pix-loss --out runs/mae-t2 --resume auto
     """
+    startup_notice("pretrain mae", opts)
     from pretrain.mae_task import MAETask
 
     if not opts.get("recipe"):

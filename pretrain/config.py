@@ -29,8 +29,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "data": None,
     "val_data": None,
     "on_the_fly": None,
-    # --on-the-fly only: the render settings (a `fractaldb render` preset) and the grid size
-    "render_preset": "fractaldb-1k",
+    # --on-the-fly only: the render settings (a `fractaldb render` preset; ONTHEFLY_PRESET
+    # when not given) and the grid size; left empty for runs that read shards
+    "render_preset": None,
     "instances_per_category": None,
     "samples_per_epoch": None,
     "workers": 8,
@@ -71,6 +72,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "save_every": 10,
     "eval_every": 1,
 }
+
+# The render settings of --on-the-fly runs that name no render_preset.
+ONTHEFLY_PRESET = "fractaldb-1k"
 
 # Keys that may differ between a run and its resumption without changing the result.
 RESUME_MUTABLE_KEYS = frozenset(

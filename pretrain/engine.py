@@ -72,6 +72,27 @@ def plan_batch(cfg: dict[str, Any], world_size: int) -> BatchPlan:
     return BatchPlan(gb, world_size, per_rank, micro, per_rank // micro, lr)
 
 
+def check_batch_fits(global_batch: int, num_samples: int) -> None:
+    """Refuse a global batch larger than an epoch's training samples (no step could be taken)."""
+    if num_samples and global_batch > num_samples:
+        fits = 1 << (int(num_samples).bit_length() - 1)  # the largest power of two that fits
+        raise FractalDBError(
+            f"--batch-size {global_batch} is larger than the {num_samples} training samples of "
+            f"an epoch; fix: --batch-size {fits} (or less), or more training data"
+        )
+
+
+def warmup_warning(cfg: dict[str, Any]) -> str | None:
+    """A one-line warning when the learning-rate warm-up lasts as long as the whole run."""
+    warmup, epochs = int(cfg["warmup_epochs"] or 0), int(cfg["epochs"])
+    if warmup > 0 and warmup >= epochs:
+        return (
+            f"warning: warmup_epochs {warmup} is not shorter than the run's {epochs} epochs, so "
+            f"the lr never leaves its warm-up ramp; fix: --set warmup_epochs=N with N < {epochs}"
+        )
+    return None
+
+
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     """`auto` means bf16 on GPU and full precision on CPU; returns the autocast dtype or None."""
     if amp == "auto":
@@ -206,6 +227,10 @@ def setup_run(
         else (lambda *a: None)
     )
     plan = plan_batch(cfg, info.world_size)
+    check_batch_fits(plan.global_batch, data.num_samples)
+    warning = warmup_warning(cfg)
+    if warning and info.is_main:
+        tqdm.write(warning, file=sys.stderr)
     task.setup(cfg, data.num_classes)
     task.bind_data(data)
     task.check_batch(plan.micro_batch)

@@ -57,7 +57,7 @@ class MAETask(Task):
 
     name = "mae"
     defaults: dict[str, Any] = {
-        # He et al. 2022 (REFERENCE.md s.4): these override the engine's supervised defaults so
+        # He et al., CVPR 2022 (Appendix A.1): these override the engine's supervised defaults so
         # a run without a recipe is still an MAE run; the mae-* recipes cite each value.
         "blr": 1.5e-4,
         "lr_base_size": 256,

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from fractaldb.errors import FractalDBError
+from pretrain.config import ONTHEFLY_PRESET
 from pretrain.data import synthetic_data
 
 
@@ -227,7 +228,7 @@ def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform
             fly,
             cfg["val_data"],
             eval_transform,
-            cfg["render_preset"],
+            cfg["render_preset"] or ONTHEFLY_PRESET,
             cfg["instances_per_category"],
             train_transform,
             int(cfg["workers"]),

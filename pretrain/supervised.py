@@ -109,8 +109,10 @@ class SupervisedTask(Task):
             return None
         from timm.data import create_transform
 
+        from pretrain.augment_pil import robust_pil_augment
+
         c = cfg
-        return create_transform(
+        transform = create_transform(
             int(c["img_size"]),
             is_training=True,
             scale=tuple(c["scale"]),
@@ -124,6 +126,8 @@ class SupervisedTask(Task):
             re_prob=float(c["reprob"]),
             re_mode=c["remode"],
         )
+        # timm's posterize asks Pillow for 0 bits at RandAugment's top magnitude (Pillow 13 raises)
+        return robust_pil_augment(transform)
 
     def eval_transform(self, cfg: dict[str, Any]) -> Any:
         """Resize + centre crop (crop_pct from eval_crop_pct) and normalise."""

@@ -181,8 +181,9 @@ def render(
         progress=not quiet,
     )
     elapsed = time.perf_counter() - t0
+    preview = None
     if node_rank == 0:
-        write_preview(out_dir, categories, settings, layout.instances_per_category)
+        preview = write_preview(out_dir, categories, settings, layout.instances_per_category)
     n = report.samples_written
     click.echo(
         f"{out_dir}: node {node_rank}/{num_nodes} wrote {report.written} shard(s), kept "
@@ -195,6 +196,8 @@ def render(
         click.echo(
             f"{out_dir}: waiting for other nodes; then run `fractaldb shards finalize {out_dir}`"
         )
+    if preview is not None:
+        click.echo(f"preview: {preview}")
 
 
 def run_search(search: dict[str, Any], workers: int, quiet: bool):
@@ -217,20 +220,21 @@ def run_search(search: dict[str, Any], workers: int, quiet: bool):
     )
 
 
-def write_preview(out: Path, categories, settings, instances_per_category: int) -> None:
-    """Write OUT/preview.png (a contact sheet) once, if the renderer provides one."""
+def write_preview(out: Path, categories, settings, instances_per_category: int) -> Path | None:
+    """Write OUT/preview.png (a contact sheet) once, if the renderer provides one; its path."""
     path = out / "preview.png"
     if path.exists():
-        return
+        return path
     try:
         from fractaldb.preview import contact_sheet, save_image
     except ImportError:
-        return
+        return None
     from fractaldb.atomic import remove_stale_temporaries
 
     remove_stale_temporaries(path)  # of a run killed while writing it
     picks = [i for i in (0, 1, 2, 3, 4, 40, 80, 400) if i < instances_per_category]
     save_image(path, contact_sheet(categories, settings, instances=picks))
+    return path
 
 
 @click.group(context_settings=CONTEXT)

@@ -154,26 +154,35 @@ def test_levels_match_timm(increasing):
             (want,) = timm_fn(m, {"translate_pct": 0.45})
             sign = torch.tensor([-1.0 if random.Random(1).random() > 0.5 else 1.0])
             got = level_to_arg(op, torch.tensor([m]), sign, increasing).item()
-            if op == "Posterize":
-                want = max(want, 1)  # the one deliberate difference (see the next test)
             assert got == pytest.approx(want, abs=1e-5), (op, m)
 
 
-def test_posterize_never_asks_for_zero_bits():
-    # timm's level for magnitude < 2.5 is 0 bits (Pillow >= 13 refuses those): clamp to 1
+def test_posterize_at_zero_bits_is_black_as_on_the_pil_path():
+    # timm's level for magnitude < 2.5 is 0 bits (Pillow >= 13 refuses those); both paths
+    # give the published result, a black image, instead of failing
+    from PIL import Image
+
+    from pretrain.augment_pil import posterize_any_bits
+
     for increasing in (False, True):
         mags = torch.linspace(0, 10, 41)
         bits = level_to_arg("Posterize", mags, torch.ones(41), increasing)
-        assert bits.min() >= 1 and bits.max() <= 4
+        assert bits.min() == 0 and bits.max() <= 4
     spec = parse_rand_augment("rand-m1-mstd0")  # magnitude 1 -> timm says 0 bits
     torch.manual_seed(0)
     ops, args = rand_augment_draw(2000, spec)
     drawn = args[ops == RAND_OPS.index("Posterize")]
-    assert len(drawn) > 20 and (drawn == 1).all()
-    x = torch.rand(1, 3, 8, 8).repeat(2, 1, 1, 1)
-    one_bit = posterize(x, torch.tensor([0.0, 1.0]))  # a 0 asked directly is 1 bit too
-    torch.testing.assert_close(one_bit[0], one_bit[1])
-    assert set(torch.unique(one_bit * 255).round().tolist()) <= {0.0, 128.0}
+    assert len(drawn) > 20 and (drawn == 0).all()
+    x = torch.rand(1, 3, 8, 8).repeat(3, 1, 1, 1)
+    out = posterize(x, torch.tensor([0.0, 1.0, 8.0]))
+    assert out[0].abs().max() == 0
+    assert set(torch.unique(out[1] * 255).round().tolist()) <= {0.0, 128.0}
+    torch.testing.assert_close(out[2], (x[2] * 255).round() / 255)
+    pil = Image.fromarray((x[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+    for b in (0, 1, 2):
+        want = torch.from_numpy(np.array(posterize_any_bits(pil, b))).permute(2, 0, 1) / 255
+        got = posterize(x[:1], torch.tensor([float(b)]))[0]
+        torch.testing.assert_close(got, want.float())
 
 
 def test_rand_augment_draws_ops_with_timm_frequencies():

@@ -22,7 +22,12 @@ def resolved(name: str, **overrides) -> dict:
 
 
 def test_builtin_recipes_cite_sources_and_resolve_strictly():
-    assert list_recipes("finetune") == ["adamw-cifar", "deit-cifar-sgd", "mae-finetune"]
+    assert list_recipes("finetune") == [
+        "adamw-cifar",
+        "deit-cifar-sgd",
+        "finetune-cpu",
+        "mae-finetune",
+    ]
     for name in list_recipes("finetune"):
         r = load_recipe(name, "finetune")
         assert r["description"].strip() and r["source"].strip() and r["task"] == "finetune"
