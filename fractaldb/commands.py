@@ -125,8 +125,12 @@ def preview(categories, out, num_categories, first_category, instances, tile, **
         inst = [int(i) for i in instances.split(",")]
     except ValueError:
         raise FractalDBError(
-            f"--instances must be comma-separated integers, got {instances!r}"
+            f"--instances must be comma-separated integers, got {instances!r}; fix: e.g. 0,1,2,3"
         ) from None
+    if any(i < 0 for i in inst):
+        raise FractalDBError(
+            f"--instances {instances}: instance indices start at 0; fix: e.g. --instances 0,1,2,3"
+        )
     ids = list(range(first_category, min(first_category + num_categories, len(cats))))
     if not ids:
         raise FractalDBError(

@@ -33,6 +33,7 @@ _OVERRIDES = {
     "log_every": "log_every",
     "save_every": "save_every",
     "samples_per_epoch": "samples_per_epoch",
+    "max_bad_samples": "max_bad_samples",
     # mae only
     "mask_ratio": "mask_ratio",
     "decoder_dim": "decoder_dim",
@@ -113,6 +114,12 @@ def common_options(f: Callable) -> Callable:
             help="Keep a checkpoint every N epochs (RUN/last.pt is rewritten every epoch).",
         ),
         click.option("--samples-per-epoch", type=int),
+        click.option(
+            "--max-bad-samples",
+            type=int,
+            help="Undecodable images (or unreadable shards) skipped and counted per epoch "
+            "before the run stops (recipe default 100; 0 = stop at the first).",
+        ),
         click.option(
             "--set",
             "sets",

@@ -208,7 +208,12 @@ def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform
         try:
             classes = int(n or 10)
         except ValueError:
-            raise FractalDBError(f"--data {data}: fix: synthetic or synthetic:CLASSES") from None
+            classes = 0
+        if classes < 2:
+            raise FractalDBError(
+                f"--data {data}: synthetic data needs a whole number of classes, at least 2; "
+                "fix: --data synthetic or synthetic:10"
+            )
         per_class = max(int(cfg["samples_per_epoch"] or 64 * classes) // classes, 2)
         return synthetic_data(classes, per_class, int(cfg["img_size"]), seed=int(cfg["seed"]))
     if fly:
