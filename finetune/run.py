@@ -14,6 +14,7 @@ def run_finetune(opts: dict[str, Any]) -> None:
     from pretrain.config import dump_config
     from pretrain.data import DatasetData
     from pretrain.engine import train
+    from pretrain.runfolder import remove_if_failed_early
 
     from .config import finetune_config
     from .datasets import DATASETS, build_datasets, fingerprint
@@ -58,7 +59,8 @@ def run_finetune(opts: dict[str, Any]) -> None:
             samples_per_epoch=cfg["samples_per_epoch"],
         )
         task.data, task.dataset_sha256 = ds, data.manifest_sha256
-        train(cfg, task, data, opts["out"], resume=opts.get("resume"))
+        with remove_if_failed_early(opts["out"]):
+            train(cfg, task, data, opts["out"], resume=opts.get("resume"))
         if info.is_main:
             click.echo(f"results: {opts['out']}/results.json")
     finally:

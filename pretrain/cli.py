@@ -155,6 +155,7 @@ def run_task(task: Any, opts: dict[str, Any]) -> None:
     from pretrain import distributed as D
     from pretrain.config import dump_config
     from pretrain.engine import train
+    from pretrain.runfolder import remove_if_failed_early
     from pretrain.shards_source import open_shards_source
 
     cfg = build_config(task, opts)
@@ -162,8 +163,9 @@ def run_task(task: Any, opts: dict[str, Any]) -> None:
         click.echo(dump_config(cfg), nl=False)
         return
     try:
-        data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
-        train(cfg, task, data, opts["out"], resume=opts.get("resume"))
+        with remove_if_failed_early(opts["out"]):
+            data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
+            train(cfg, task, data, opts["out"], resume=opts.get("resume"))
     finally:
         D.cleanup()
 

@@ -26,6 +26,16 @@ def _check_exists(value: str, option: str) -> str:
     return value
 
 
+def check_same_categories(train_sha256: str | None, val_sha256: str | None) -> None:
+    """Refuse held-out shards rendered from another category set (same class count or not)."""
+    if train_sha256 and val_sha256 and train_sha256 != val_sha256:
+        raise FractalDBError(
+            f"--val-data was rendered from other categories (categories sha256 "
+            f"{val_sha256[:12]}) than --data ({train_sha256[:12]}): its labels mean other "
+            "classes; fix: render the held-out set with --categories DATA/categories.json"
+        )
+
+
 class _HeldOutShards:
     """Validation on held-out shards (--val-data), the same for both training sources."""
 
@@ -78,6 +88,7 @@ class ShardsData(_HeldOutShards):
                     f"--val-data has {vinfo['num_classes']} classes but --data has "
                     f"{self.num_classes}; fix: render the held-out set from the same categories"
                 )
+            check_same_categories(info.get("categories_sha256"), vinfo.get("categories_sha256"))
 
     def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
         """shards.loader.make_train_loader for this (seed, epoch, rank)."""
@@ -152,6 +163,11 @@ class OnTheFlyData(_HeldOutShards):
         self.transform, self.workers = train_transform, workers
         self.val_urls, self.eval_transform = val_urls, eval_transform
         self.num_classes = len(self.categories)
+        if val_urls is not None:
+            from shards.loader import read_dataset_info
+
+            vinfo = read_dataset_info(val_urls)
+            check_same_categories(self.categories.sha256, vinfo.get("categories_sha256"))
         self.num_samples = int(samples_per_epoch or self.num_classes * self.instances)
         # Stands in for a shard manifest: what the rendered pixels depend on.
         ident = {

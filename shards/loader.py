@@ -121,6 +121,7 @@ def read_dataset_info(path_or_urls: str | os.PathLike | list[str]) -> dict[str, 
         "shard_lengths": list(split["shard_lengths"]),
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest() if manifest_bytes else None,
         "dataset_id": manifest.get("dataset_id"),
+        "categories_sha256": manifest.get("categories_sha256"),
         "settings": manifest.get("settings"),
         "layout": manifest.get("layout"),
     }
