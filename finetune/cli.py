@@ -98,13 +98,20 @@ Examples:
 @click.option("--out-png", type=click.Path(), default=None, help="Write a bar chart PNG here.")
 def report(runs: tuple[str, ...], out_md: str | None, out_png: str | None) -> None:
     """Compare fine-tuning runs: markdown table of top-1/top-5 by init source and dataset."""
+    from fractaldb.errors import check_writable, writing_to
+
     from .report import bar_chart, load_run, markdown_table
     from .results import write_text_atomic
 
+    for path, what in ((out_md, "table"), (out_png, "chart")):
+        if path:
+            check_writable(path, what)
     loaded = [load_run(r) for r in runs]
     table = markdown_table(loaded)
     click.echo(table, nl=False)
     if out_md:
-        write_text_atomic(out_md, table)
+        with writing_to(out_md, "table"):
+            write_text_atomic(out_md, table)
     if out_png:
-        click.echo(f"chart: {bar_chart(loaded, out_png)}")
+        with writing_to(out_png, "chart"):
+            click.echo(f"chart: {bar_chart(loaded, out_png)}")

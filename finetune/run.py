@@ -10,6 +10,7 @@ import click
 
 def run_finetune(opts: dict[str, Any]) -> None:
     """Fine-tune as described by the command's options (see finetune.cli)."""
+    from fractaldb.errors import check_writable, writing_to
     from pretrain import distributed as D
     from pretrain.config import dump_config
     from pretrain.data import DatasetData
@@ -26,6 +27,7 @@ def run_finetune(opts: dict[str, Any]) -> None:
     if opts.get("print_config"):
         click.echo(dump_config(cfg), nl=False)
         return
+    check_writable(opts["out"], "run folder")
     try:
         info = D.init_distributed(cfg["device"])
         task = FinetuneTask(recipe=recipe)
@@ -59,7 +61,7 @@ def run_finetune(opts: dict[str, Any]) -> None:
             samples_per_epoch=cfg["samples_per_epoch"],
         )
         task.data, task.dataset_sha256 = ds, data.manifest_sha256
-        with remove_if_failed_early(opts["out"]):
+        with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):
             train(cfg, task, data, opts["out"], resume=opts.get("resume"))
         if info.is_main:
             click.echo(f"results: {opts['out']}/results.json")

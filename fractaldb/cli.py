@@ -10,6 +10,8 @@ import importlib
 
 import click
 
+from fractaldb.errors import OUTPUT_ERRNOS, output_error
+
 # name -> "module:attribute"; the module must not import torch at import time.
 LAZY_SUBCOMMANDS: dict[str, str] = {
     "search": "fractaldb.commands:search",
@@ -60,6 +62,12 @@ class OneLineErrorGroup(LazyGroup):
                 msg += f" (see `{exc.ctx.command_path} --help`)"
             click.echo(f"Error: {msg}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a full or read-only disk no command anticipated
+            if exc.errno not in OUTPUT_ERRNOS:
+                raise
+            where = exc.filename if exc.filename is not None else "the output folder"
+            click.echo(f"Error: {output_error(exc, where).format_message()}", err=True)
+            sys.exit(2)
         sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch import nn
 from fractaldb.atomic import replace_atomically
 from fractaldb.errors import FractalDBError
 from pretrain.models import unwrap
+from pretrain.runfolder import write_failure
 
 FORMAT = "fractaldb-checkpoint/1"
 
@@ -91,8 +93,19 @@ def save_checkpoint(
         "manifest_sha256": manifest_sha256,
         "torch_version": str(torch.__version__),
     }
-    replace_atomically(path, lambda tmp: torch.save(state, tmp))
+    try:
+        replace_atomically(path, lambda tmp: torch.save(state, tmp))
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+        raise write_failure("checkpoint", path, path.parent, exc) from exc
     return path
+
+
+def keep_copy(last: Path, keep: Path) -> None:
+    """Copy `last` to `keep` atomically (a periodic checkpoint), one line if the disk is full."""
+    try:
+        replace_atomically(keep, lambda tmp: shutil.copyfile(last, tmp))
+    except OSError as exc:
+        raise write_failure("checkpoint", keep, keep.parent, exc) from exc
 
 
 def load_checkpoint(

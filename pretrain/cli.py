@@ -152,6 +152,7 @@ def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
 
 def run_task(task: Any, opts: dict[str, Any]) -> None:
     """Resolve the configuration, open the data and run the engine (shared by subcommands)."""
+    from fractaldb.errors import check_writable, writing_to
     from pretrain import distributed as D
     from pretrain.config import dump_config
     from pretrain.engine import train
@@ -162,8 +163,9 @@ def run_task(task: Any, opts: dict[str, Any]) -> None:
     if opts.get("print_config"):
         click.echo(dump_config(cfg), nl=False)
         return
+    check_writable(opts["out"], "run folder")
     try:
-        with remove_if_failed_early(opts["out"]):
+        with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):
             data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
             train(cfg, task, data, opts["out"], resume=opts.get("resume"))
     finally:

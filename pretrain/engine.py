@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from fractaldb.errors import FractalDBError
 from pretrain import distributed as D
-from pretrain.checkpoint import load_checkpoint, save_checkpoint
+from pretrain.checkpoint import keep_copy, load_checkpoint, save_checkpoint
 from pretrain.config import config_diff, dump_config
 from pretrain.data import epoch_seed
 from pretrain.metrics import RunLogger, WindowMeter
@@ -491,7 +490,4 @@ def _save(out_dir, model, optimizer, scheduler, scaler, ema, epoch, global_step,
     )
     every = int(cfg["save_every"] or 0)
     if every and epoch % every == 0:
-        keep = out_dir / f"checkpoint-{epoch:04d}.pt"
-        tmp = keep.with_name(f".{keep.name}.tmp")
-        shutil.copyfile(last, tmp)
-        tmp.replace(keep)
+        keep_copy(last, out_dir / f"checkpoint-{epoch:04d}.pt")

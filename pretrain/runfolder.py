@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+from fractaldb.errors import FractalDBError
 
 CHECKPOINT_GLOBS = ("last.pt", "checkpoint-*.pt", "model*.safetensors")
 
@@ -48,3 +51,27 @@ def remove_if_failed_early(out_dir: str | Path) -> Iterator[None]:
         if is_main and fresh and out.is_dir() and not has_progress(out):
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def kept_checkpoint(out_dir: str | Path) -> str:
+    """Words for an error message: which checkpoint survives a failed write, if any."""
+    last = Path(out_dir) / "last.pt"
+    if last.is_file():
+        return f"the last good checkpoint {last} is kept unchanged"
+    return "no checkpoint was written yet"
+
+
+def write_failure(
+    what: str, path: str | Path, out_dir: str | Path, exc: BaseException
+) -> FractalDBError:
+    """One line for a failed write during training: what, where, why, what survives, the fix."""
+    reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
+    errno_ = getattr(exc, "errno", None)
+    if errno_ in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = f"make {out_dir} writable"
+    else:
+        fix = f"free space on the disk holding {out_dir}"
+    return FractalDBError(
+        f"cannot write {what} {path} ({reason}); {kept_checkpoint(out_dir)}; fix: {fix}, "
+        "then re-run the same command with --resume auto"
+    )

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
-from fractaldb.errors import FractalDBError
+from fractaldb.errors import FractalDBError, writing_to
 from fractaldb.options import parse_key_values
+from shards.layout import TMP_SUFFIX, num_shards, shard_name
+from shards.lock import folder_lock, lock_name
+from shards.manifest import INFO, MANIFEST, partial_name
 from shards.presets import DEFAULT_PRESET, FORMATS, Layout, all_presets, load_preset
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -161,28 +165,32 @@ def render(
         raise FractalDBError(f"--workers must be >= 1, got {workers}")
 
     out_dir = Path(out) if out else Path("data") / preset.name
-    if categories_path is not None:
-        categories = load_categories(categories_path)
-    elif (out_dir / "categories.json").is_file():
-        categories = load_categories(out_dir / "categories.json")
-    else:
-        categories = run_search(preset.search, workers, quiet)
-
-    t0 = time.perf_counter()
-    report = write_shards(
-        categories,
-        settings,
-        layout,
-        out_dir,
-        name=preset.name,
-        workers=workers,
-        num_nodes=num_nodes,
-        node_rank=node_rank,
-        progress=not quiet,
-    )
-    elapsed = time.perf_counter() - t0
-    if node_rank == 0:
-        write_preview(out_dir, categories, settings, layout.instances_per_category)
+    categories = load_categories(categories_path) if categories_path is not None else None
+    then = "; then re-run the same command (it keeps the complete shards)"
+    with (
+        writing_to(out_dir, "shards into", then),
+        folder_lock(out_dir, lock_name(node_rank, num_nodes), "fractaldb render"),
+    ):
+        if categories is None and (out_dir / "categories.json").is_file():
+            categories = load_categories(out_dir / "categories.json")
+        elif categories is None:
+            categories = run_search(preset.search, workers, quiet)
+        t0 = time.perf_counter()
+        with removing_temporaries(out_dir, layout, len(categories), node_rank, num_nodes):
+            report = write_shards(
+                categories,
+                settings,
+                layout,
+                out_dir,
+                name=preset.name,
+                workers=workers,
+                num_nodes=num_nodes,
+                node_rank=node_rank,
+                progress=not quiet,
+            )
+        elapsed = time.perf_counter() - t0
+        if node_rank == 0:
+            write_preview(out_dir, categories, settings, layout.instances_per_category)
     n = report.samples_written
     click.echo(
         f"{out_dir}: node {node_rank}/{num_nodes} wrote {report.written} shard(s), kept "
@@ -195,6 +203,25 @@ def render(
         click.echo(
             f"{out_dir}: waiting for other nodes; then run `fractaldb shards finalize {out_dir}`"
         )
+
+
+@contextlib.contextmanager
+def removing_temporaries(
+    out: Path, layout: Layout, num_categories: int, node_rank: int, num_nodes: int
+) -> Iterator[None]:
+    """On a failed write (full disk...), delete this node's temporary files: nothing partial
+    stays behind. Safe under the node's folder lock: no other process writes these names."""
+    try:
+        yield
+    except OSError:
+        total = num_shards(num_categories * layout.instances_per_category, layout.samples_per_shard)
+        names = [shard_name(k) + TMP_SUFFIX for k in range(node_rank, total, num_nodes)]
+        names.append(partial_name(node_rank, num_nodes) + ".tmp")
+        if num_nodes == 1:
+            names += [f"{MANIFEST}.tmp", f"{INFO}.tmp"]
+        for name in names:
+            (out / name).unlink(missing_ok=True)
+        raise
 
 
 def run_search(search: dict[str, Any], workers: int, quiet: bool):
