@@ -59,6 +59,7 @@ def run_finetune(opts: dict[str, Any]) -> None:
             fingerprint(ds),
             workers=cfg["workers"],
             samples_per_epoch=cfg["samples_per_epoch"],
+            max_bad_samples=cfg["max_bad_samples"],
         )
         task.data, task.dataset_sha256 = ds, data.manifest_sha256
         with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):

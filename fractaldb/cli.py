@@ -43,6 +43,16 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+def _close_progress_bars() -> None:
+    """Close progress bars a failure left open, so the error starts a line of its own."""
+    import sys
+
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is not None:
+        for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+            bar.close()
+
+
 class OneLineErrorGroup(LazyGroup):
     """Print every usage or user error as one line (exit code 2), never a traceback."""
 
@@ -57,6 +67,7 @@ class OneLineErrorGroup(LazyGroup):
             click.echo("Aborted.", err=True)
             sys.exit(130)
         except click.ClickException as exc:
+            _close_progress_bars()
             msg = " ".join(exc.format_message().split())
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
                 msg += f" (see `{exc.ctx.command_path} --help`)"
@@ -65,6 +76,7 @@ class OneLineErrorGroup(LazyGroup):
         except OSError as exc:  # a full or read-only disk no command anticipated
             if exc.errno not in OUTPUT_ERRNOS:
                 raise
+            _close_progress_bars()
             where = exc.filename if exc.filename is not None else "the output folder"
             click.echo(f"Error: {output_error(exc, where).format_message()}", err=True)
             sys.exit(2)

@@ -418,6 +418,7 @@ def train(
             if last_epoch or (epoch + 1) % int(cfg["eval_every"]) == 0:
                 entry.update(_validate(task, data, model, ema, plan, info, autocast))
             entry.update(task.on_epoch_end(epoch, model, out_dir) or {})
+            entry.update(_bad_sample_counts(data, say))
             logger.write(entry)
             task.on_epoch_logged(epoch, entry, out_dir)
             say(
@@ -443,6 +444,9 @@ def train(
                     data.manifest_sha256,
                 )
             D.barrier()
+        bad = getattr(data, "bad_samples", None)
+        if bad is not None and bad.total:
+            say(bad.summary())
         if main:
             path = task.export(unwrap(model), out_dir / "model.safetensors")
             say(f"final weights: {path}")
@@ -453,6 +457,18 @@ def train(
     finally:
         logger.close()
     return last_metrics
+
+
+def _bad_sample_counts(data: DataSource, say) -> dict[str, int]:
+    """This epoch's and the run's skipped unreadable samples, for metrics.jsonl (naming the
+    first few on the console)."""
+    bad = getattr(data, "bad_samples", None)  # shards/badsamples.py; absent for in-memory data
+    if bad is None:
+        return {}
+    if bad.epoch_count:
+        say(f"skipped {bad.epoch_count} unreadable sample(s) this epoch; first: "
+            + "; ".join(bad.first()))  # fmt: skip
+    return {"bad_samples": bad.epoch_count, "bad_samples_total": bad.total}
 
 
 def _validate(task, data, model, ema, plan, info, autocast) -> dict[str, float]:

@@ -15,6 +15,7 @@ import torch
 
 from fractaldb.errors import FractalDBError
 from pretrain.data import synthetic_data
+from shards.badsamples import BadSamples, CheckedLoader
 
 
 def _check_exists(value: str, option: str) -> str:
@@ -42,6 +43,7 @@ class _HeldOutShards:
     val_urls: str | None
     workers: int
     eval_transform: Any
+    bad_samples: BadSamples
 
     def val_loader(self, *, batch_size: int, rank: int, world_size: int):
         """shards.loader.make_eval_loader over --val-data (None without it)."""
@@ -49,14 +51,16 @@ class _HeldOutShards:
             return None
         from shards.loader import make_eval_loader
 
-        return make_eval_loader(
+        loader = make_eval_loader(
             self.val_urls,
             batch_size=batch_size,
             num_workers=self.workers,
             transform=self.eval_transform,
             rank=rank,
             world_size=world_size,
+            bad_samples=self.bad_samples,
         )
+        return CheckedLoader(loader, self.bad_samples, new_epoch=False)
 
 
 class ShardsData(_HeldOutShards):
@@ -70,9 +74,11 @@ class ShardsData(_HeldOutShards):
         eval_transform: Any,
         workers: int,
         samples_per_epoch: int | None,
+        max_bad_samples: int | None = None,
     ) -> None:
         from shards.loader import read_dataset_info
 
+        self.bad_samples = BadSamples(max_bad_samples)
         self.pin_memory = torch.cuda.is_available()
         self.urls, self.val_urls = urls, val_urls
         self.train_transform, self.eval_transform = train_transform, eval_transform
@@ -94,7 +100,7 @@ class ShardsData(_HeldOutShards):
         """shards.loader.make_train_loader for this (seed, epoch, rank)."""
         from shards.loader import make_train_loader
 
-        return make_train_loader(
+        loader = make_train_loader(
             self.urls,
             batch_size=batch_size,
             num_workers=self.workers,
@@ -105,7 +111,9 @@ class ShardsData(_HeldOutShards):
             world_size=world_size,
             samples_per_epoch=self.num_samples,
             pin_memory=self.pin_memory,
+            bad_samples=self.bad_samples,
         )
+        return CheckedLoader(loader, self.bad_samples, new_epoch=True)
 
 
 class _Rebatch:
@@ -152,6 +160,7 @@ class OnTheFlyData(_HeldOutShards):
         train_transform: Any,
         workers: int,
         samples_per_epoch: int | None,
+        max_bad_samples: int | None = None,
     ) -> None:
         from fractaldb.categories import load_categories
         from shards.presets import load_preset
@@ -162,6 +171,7 @@ class OnTheFlyData(_HeldOutShards):
         self.instances = int(instances_per_category or p.layout.get("instances_per_category", 1000))
         self.transform, self.workers = train_transform, workers
         self.val_urls, self.eval_transform = val_urls, eval_transform
+        self.bad_samples = BadSamples(max_bad_samples)
         self.num_classes = len(self.categories)
         if val_urls is not None:
             from shards.loader import read_dataset_info
@@ -245,6 +255,7 @@ def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform
             train_transform,
             int(cfg["workers"]),
             cfg["samples_per_epoch"],
+            cfg["max_bad_samples"],
         )
     _check_exists(str(data), "--data")
     if cfg["val_data"]:
@@ -256,4 +267,5 @@ def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform
         eval_transform,
         int(cfg["workers"]),
         cfg["samples_per_epoch"],
+        cfg["max_bad_samples"],
     )
