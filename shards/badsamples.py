@@ -99,29 +99,29 @@ def report_bad(name: str, reason: str) -> None:
         _active.record(name, reason)
 
 
-def skip_undecodable(
-    decode: Callable[[Any], Any], bad: BadSamples | None
-) -> Callable[[Iterable[Any]], Iterator[Any]]:
+class skip_undecodable:  # noqa: N801 - used like a function; a class so workers can pickle it
     """A pipeline stage that decodes samples, skipping (and reporting) undecodable ones.
 
     While it runs, `bad` is the tally that shard readers upstream report to (report_bad).
     """
 
-    def stage(samples: Iterable[Any]) -> Iterator[Any]:
+    def __init__(self, decode: Callable[[Any], Any], bad: BadSamples | None) -> None:
+        self.decode, self.bad = decode, bad
+
+    def __call__(self, samples: Iterable[Any]) -> Iterator[Any]:
+        """Yield decoded samples, reporting the undecodable ones."""
         global _active
-        previous, _active = _active, bad
+        previous, _active = _active, self.bad
         try:
             for sample in samples:
                 try:
-                    decoded = decode(sample)
+                    decoded = self.decode(sample)
                 except UndecodableSample as exc:
                     report_bad(exc.name, exc.reason)
                     continue
                 yield decoded
         finally:
             _active = previous
-
-    return stage
 
 
 class CheckedLoader:
