@@ -111,17 +111,22 @@ class skip_undecodable:  # noqa: N801 - used like a function; a class so workers
     def __call__(self, samples: Iterable[Any]) -> Iterator[Any]:
         """Yield decoded samples, reporting the undecodable ones."""
         global _active
-        previous, _active = _active, self.bad
-        try:
-            for sample in samples:
-                try:
-                    decoded = self.decode(sample)
-                except UndecodableSample as exc:
-                    report_bad(exc.name, exc.reason)
-                    continue
-                yield decoded
-        finally:
-            _active = previous
+        it = iter(samples)
+        while True:
+            # the tally is active only while upstream readers run, never while suspended
+            previous, _active = _active, self.bad
+            try:
+                sample = next(it)
+            except StopIteration:
+                return
+            finally:
+                _active = previous
+            try:
+                decoded = self.decode(sample)
+            except UndecodableSample as exc:
+                (self.bad.record if self.bad is not None else report_bad)(exc.name, exc.reason)
+                continue
+            yield decoded
 
 
 class CheckedLoader:
@@ -142,7 +147,15 @@ class CheckedLoader:
     def __iter__(self) -> Iterator[Any]:
         if self.new_epoch:
             self.bad.start_epoch()
-        it = iter(self.loader)
+        # iter() now, not at the first batch: a TrainLoader starts its workers in iter()
+        try:
+            it = iter(self.loader)
+        except Exception as exc:
+            self.bad.check(cause=exc)
+            raise
+        return self._checked(it)
+
+    def _checked(self, it: Iterator[Any]) -> Iterator[Any]:
         while True:
             try:
                 batch = next(it)

@@ -47,12 +47,14 @@ def iter_tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
     """Yield (name, data) of each regular file in a tar stream; raise ValueError if damaged."""
     read = stream.read
     long_name: bytes | None = None
+    first = True
     while True:
         header = read(BLOCK)
         if len(header) < BLOCK:
-            if header:
-                raise ValueError("truncated tar header")
+            if header or first:  # even an empty tar holds its end-of-archive blocks
+                raise ValueError("truncated tar header" if header else "empty file")
             return
+        first = False
         if header == ZERO_BLOCK:
             return
         if _number(header[148:156]) != sum(header) - sum(header[148:156]) + 8 * 32:

@@ -86,6 +86,16 @@ def test_missing_shard_is_counted_not_only_warned(shard_folder, tmp_path):
     assert missing.name in res.output
 
 
+def test_no_readable_shard_at_all_stops_with_one_line(shard_folder, tmp_path):
+    data = copy_folder(shard_folder, tmp_path / "data")
+    for shard in data.glob("*.tar"):
+        shard.write_bytes(b"")
+    res = CliRunner().invoke(main, [*TINY, "--data", str(data), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "fractaldb-000000.tar" in errors[0], res.output
+
+
 def test_unreadable_image_in_an_image_folder_is_skipped_and_named(tmp_path):
     from tests.fixtures_downstream import make_image_folder
 
