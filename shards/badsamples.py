@@ -99,8 +99,9 @@ def report_bad(name: str, reason: str) -> None:
         _active.record(name, reason)
 
 
-class skip_undecodable:  # noqa: N801 - used like a function; a class so workers can pickle it
-    """A pipeline stage that decodes samples, skipping (and reporting) undecodable ones.
+class SkipUndecodableStage:
+    """A pipeline stage (a class, so loader workers can pickle it) that decodes samples,
+    skipping (and reporting) undecodable ones.
 
     While it runs, `bad` is the tally that shard readers upstream report to (report_bad).
     """

@@ -36,7 +36,7 @@ from torch.utils.data import default_collate, get_worker_info
 
 from fractaldb.errors import FractalDBError
 from fractaldb.seeding import derive_seed
-from shards.badsamples import BadSamples, UndecodableSample, skip_undecodable
+from shards.badsamples import BadSamples, SkipUndecodableStage, UndecodableSample
 from shards.codec import decode_image, find_image
 from shards.layout import permute
 from shards.manifest import INFO, MANIFEST
@@ -183,7 +183,7 @@ def _decode_stage(
 ):
     """The pipeline stage that decodes samples, shared by the training and evaluation loaders;
     undecodable samples are skipped and counted in `bad_samples` (shards/badsamples.py)."""
-    return skip_undecodable(
+    return SkipUndecodableStage(
         partial(
             decode_sample,
             transform=transform,

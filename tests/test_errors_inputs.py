@@ -145,3 +145,18 @@ def test_val_data_from_other_categories_is_refused(tmp_path):
     res = invoke(*TINY, "--data", str(tmp_path / "train"), "--val-data", str(tmp_path / "val"),
                  "--out", str(tmp_path / "run"))  # fmt: skip
     assert_one_line_error(res, "--val-data", "other categories", "--categories")
+
+
+def test_divergence_check_benchmark_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "divergence_check.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--num-categories", "4", "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    assert result["categories"] == 4 and result["flagged"] == 0
+    assert result["check_ms_per_category"] > 0
