@@ -107,13 +107,19 @@ def report(runs: tuple[str, ...], out_md: str | None, out_png: str | None) -> No
     with a note.
     """
     from fractaldb.atomic import write_text_atomically
+    from fractaldb.errors import check_writable, writing_to
 
     from .report import bar_chart, load_runs, markdown_table
 
+    for path, what in ((out_md, "table"), (out_png, "chart")):
+        if path:
+            check_writable(path, what)
     loaded = load_runs(list(runs), note=lambda line: click.echo(line, err=True))
     table = markdown_table(loaded)
     click.echo(table, nl=False)
     if out_md:
-        write_text_atomically(out_md, table)
+        with writing_to(out_md, "table"):
+            write_text_atomically(out_md, table)
     if out_png:
-        click.echo(f"chart: {bar_chart(loaded, out_png)}")
+        with writing_to(out_png, "chart"):
+            click.echo(f"chart: {bar_chart(loaded, out_png)}")

@@ -13,7 +13,7 @@ from typing import Any
 
 from fractaldb.errors import FractalDBError
 
-from .weights import resolve_init
+from .weights import _read_weights, resolve_init
 
 DEFAULT_RECIPE = "deit-cifar-sgd"
 # constructor arguments that belong to the fine-tune, not to the pre-trained architecture
@@ -65,6 +65,9 @@ def finetune_config(task: Any, opts: dict[str, Any]) -> tuple[dict[str, Any], st
     pre_name, pre_args = pretrain_model(init["config"])
     cfg["model"] = cfg["model"] or pre_name
     if not cfg["model"]:
+        if init["weights"] is not None:
+            # a corrupt or foreign file is the real problem: say that, not "no --model"
+            _read_weights(Path(init["weights"]))
         raise FractalDBError(
             f"no --model given and none recorded by --init {cfg['init']}; fix: --model NAME"
         )

@@ -173,8 +173,13 @@ def _image_folder(path: Path, transform: Callable | None, flag: str) -> Any:
 
     if not path.is_dir():
         raise FractalDBError(f"{flag} {path} is not a folder; fix: pass a folder of class folders")
+    from torchvision.datasets.folder import default_loader
+
+    from shards.badsamples import NamedImageLoader
+
     try:
-        return ImageFolder(str(path), transform=transform)
+        # an unreadable image is named, skipped and counted (shards/badsamples.py)
+        return ImageFolder(str(path), transform=transform, loader=NamedImageLoader(default_loader))
     except (FileNotFoundError, RuntimeError) as err:
         raise FractalDBError(
             f"cannot read image folder {path} ({err}); fix: use the layout ROOT/CLASS/IMAGE.jpg"

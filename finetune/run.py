@@ -10,11 +10,13 @@ import click
 
 def run_finetune(opts: dict[str, Any]) -> None:
     """Fine-tune as described by the command's options (see finetune.cli)."""
+    from fractaldb.errors import check_writable, writing_to
     from pretrain import distributed as D
     from pretrain.augment import on_device
     from pretrain.config import dump_config
     from pretrain.data import DatasetData
     from pretrain.engine import train
+    from pretrain.runfolder import remove_if_failed_early
 
     from .config import finetune_config
     from .datasets import DATASETS, build_datasets, fingerprint
@@ -26,6 +28,7 @@ def run_finetune(opts: dict[str, Any]) -> None:
     if opts.get("print_config"):
         click.echo(dump_config(cfg), nl=False)
         return
+    check_writable(opts["out"], "run folder")
     try:
         info = D.init_distributed(cfg["device"])
         task = FinetuneTask(recipe=recipe)
@@ -59,9 +62,11 @@ def run_finetune(opts: dict[str, Any]) -> None:
             samples_per_epoch=cfg["samples_per_epoch"],
             # the device path's workers only decode: nothing random to reseed per epoch
             persistent_workers=on_device(cfg),
+            max_bad_samples=cfg["max_bad_samples"],
         )
         task.data, task.dataset_sha256 = ds, data.manifest_sha256
-        train(cfg, task, data, opts["out"], resume=opts.get("resume"))
+        with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):
+            train(cfg, task, data, opts["out"], resume=opts.get("resume"))
         if info.is_main:
             click.echo(f"results: {opts['out']}/results.json")
     finally:

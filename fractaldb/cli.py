@@ -10,6 +10,8 @@ import importlib
 
 import click
 
+from fractaldb.errors import OUTPUT_ERRNOS, output_error
+
 # name -> "module:attribute"; the module must not import torch at import time.
 LAZY_SUBCOMMANDS: dict[str, str] = {
     "search": "fractaldb.commands:search",
@@ -73,6 +75,16 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+def _close_progress_bars() -> None:
+    """Close progress bars a failure left open, so the error starts a line of its own."""
+    import sys
+
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is not None:
+        for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+            bar.close()
+
+
 class OneLineErrorGroup(LazyGroup):
     """Print every usage or user error as one line (exit code 2), never a traceback."""
 
@@ -87,11 +99,19 @@ class OneLineErrorGroup(LazyGroup):
             click.echo("Aborted.", err=True)
             sys.exit(130)
         except click.ClickException as exc:
+            _close_progress_bars()
             msg = " ".join(exc.format_message().split())
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
                 msg += f" (see `{exc.ctx.command_path} --help`)"
             click.echo(f"Error: {msg}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a full or read-only disk no command anticipated
+            if exc.errno not in OUTPUT_ERRNOS:
+                raise
+            _close_progress_bars()
+            where = exc.filename if exc.filename is not None else "the output folder"
+            click.echo(f"Error: {output_error(exc, where).format_message()}", err=True)
+            sys.exit(2)
         sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -34,6 +34,7 @@ _OVERRIDES = {
     "log_every": "log_every",
     "save_every": "save_every",
     "samples_per_epoch": "samples_per_epoch",
+    "max_bad_samples": "max_bad_samples",
     # mae only
     "mask_ratio": "mask_ratio",
     "decoder_dim": "decoder_dim",
@@ -126,6 +127,12 @@ def common_options(f: Callable) -> Callable:
         ),
         click.option("--samples-per-epoch", type=int),
         click.option(
+            "--max-bad-samples",
+            type=int,
+            help="Undecodable images (or unreadable shards) skipped and counted per epoch "
+            "before the run stops (recipe default 100; 0 = stop at the first).",
+        ),
+        click.option(
             "--set",
             "sets",
             multiple=True,
@@ -186,18 +193,22 @@ def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
 
 def run_task(task: Any, opts: dict[str, Any]) -> None:
     """Resolve the configuration, open the data and run the engine (shared by subcommands)."""
+    from fractaldb.errors import check_writable, writing_to
     from pretrain import distributed as D
     from pretrain.config import dump_config
     from pretrain.engine import train
+    from pretrain.runfolder import remove_if_failed_early
     from pretrain.shards_source import open_shards_source
 
     cfg = build_config(task, opts)
     if opts.get("print_config"):
         click.echo(dump_config(cfg), nl=False)
         return
+    check_writable(opts["out"], "run folder")
     try:
-        data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
-        train(cfg, task, data, opts["out"], resume=opts.get("resume"))
+        with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):
+            data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
+            train(cfg, task, data, opts["out"], resume=opts.get("resume"))
     finally:
         D.cleanup()
 

@@ -71,6 +71,8 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "log_every": 50,
     "save_every": 10,
     "eval_every": 1,
+    # undecodable samples (or unreadable shards) skipped per epoch before the run stops
+    "max_bad_samples": 100,
 }
 
 # The render settings of --on-the-fly runs that name no render_preset.
@@ -78,7 +80,17 @@ ONTHEFLY_PRESET = "fractaldb-1k"
 
 # Keys that may differ between a run and its resumption without changing the result.
 RESUME_MUTABLE_KEYS = frozenset(
-    {"data", "val_data", "on_the_fly", "workers", "device", "log_every", "save_every", "compile"}
+    {
+        "data",
+        "val_data",
+        "on_the_fly",
+        "workers",
+        "device",
+        "log_every",
+        "save_every",
+        "compile",
+        "max_bad_samples",
+    }
 )
 
 
@@ -172,6 +184,7 @@ def resolve_config(
         if isinstance(defaults.get(k), float) and isinstance(v, int) and not isinstance(v, bool):
             cfg[k] = float(v)
     cfg["model_args"] = dict(cfg.get("model_args") or {})
+    check_ranges(cfg)
     return cfg
 
 
@@ -211,6 +224,62 @@ def describe_value(cfg: dict[str, Any], key: str) -> str:
     """A key's value for the log, with its note if what runs differs, e.g. `0.4 (off: ...)`."""
     note = config_notes(cfg).get(key)
     return f"{cfg[key]} ({note})" if note else str(cfg[key])
+
+
+# key -> (smallest allowed value, whether the smallest is excluded, whether None is allowed)
+_RANGES: dict[str, tuple[float, bool, bool]] = {
+    "epochs": (1, False, False),
+    "batch_size": (1, False, False),
+    "micro_batch": (1, False, True),
+    "lr": (0, True, True),
+    "blr": (0, True, False),
+    "lr_base_size": (0, True, False),
+    "img_size": (8, False, False),
+    "workers": (0, False, False),
+    "warmup_epochs": (0, False, False),
+    "weight_decay": (0, False, False),
+    "log_every": (1, False, False),
+    "eval_every": (1, False, False),
+    "save_every": (0, False, True),
+    "samples_per_epoch": (1, False, True),
+    "max_bad_samples": (0, False, False),
+}
+# keys that have their own command-line option (the others are set with --set KEY=VALUE)
+_OPTION_KEYS = {
+    "epochs",
+    "batch_size",
+    "micro_batch",
+    "lr",
+    "blr",
+    "img_size",
+    "workers",
+    "log_every",
+    "save_every",
+    "samples_per_epoch",
+    "max_bad_samples",
+}
+_INTEGER_KEYS = _RANGES.keys() - {"lr", "blr", "weight_decay"}
+
+
+def check_ranges(cfg: dict[str, Any]) -> None:
+    """Refuse out-of-range numbers (epochs 0, a negative lr...) with one line naming the key."""
+    for key, (low, exclusive, nullable) in _RANGES.items():
+        if key not in cfg or (nullable and cfg[key] is None):
+            continue
+        value = cfg[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and key in _INTEGER_KEYS:
+            number = float(value).is_integer()
+        ok = number and (value > low if exclusive else value >= low)
+        if not ok:
+            flag = f"--{key.replace('_', '-')}" if key in _OPTION_KEYS else f"--set {key}="
+            sep = " " if key in _OPTION_KEYS else ""
+            kind = "an integer" if key in _INTEGER_KEYS else "a number"
+            bound = f"> {low:g}" if exclusive else f">= {low:g}"
+            example = {"lr": 1e-3}.get(key) or ENGINE_DEFAULTS.get(key) or max(low, 1)
+            raise FractalDBError(
+                f"{key} must be {kind} {bound}, got {value!r}; fix: e.g. {flag}{sep}{example:g}"
+            )
 
 
 def dump_config(cfg: dict[str, Any]) -> str:

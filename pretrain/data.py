@@ -140,9 +140,16 @@ class DatasetData:
         workers: int = 0,
         samples_per_epoch: int | None = None,
         persistent_workers: bool = False,
+        max_bad_samples: int | None = None,
     ) -> None:
+        from shards.badsamples import BadSamples, SkipUndecodable
+
         if len(train) == 0:
             raise FractalDBError("the training set is empty; fix: check the data folder")
+        # unreadable images are replaced by the next one, counted and named (badsamples.py)
+        self.bad_samples = BadSamples(max_bad_samples)
+        train = SkipUndecodable(train, self.bad_samples)
+        val = None if val is None else SkipUndecodable(val, self.bad_samples)
         self.train, self.val = train, val
         self.num_classes = int(num_classes)
         self.num_samples = int(samples_per_epoch or len(train))
@@ -169,6 +176,8 @@ class DatasetData:
 
     def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
         """Seeded (seed, epoch) shuffle, an equal whole number of batches on every rank."""
+        from shards.badsamples import CheckedLoader
+
         order = epoch_order(
             len(self.train), batch_size, seed, epoch, rank, world_size, self.samples_per_epoch
         )
@@ -180,15 +189,19 @@ class DatasetData:
                 self._persistent = (batch_size, loader, sampler)
             _, loader, sampler = self._persistent
             sampler.indices = order
-            return loader
-        g = torch.Generator().manual_seed(epoch_seed(seed, epoch, rank))
-        return self._loader(self.train, order, batch_size, g)
+        else:
+            g = torch.Generator().manual_seed(epoch_seed(seed, epoch, rank))
+            loader = self._loader(self.train, order, batch_size, g)
+        return CheckedLoader(loader, self.bad_samples, new_epoch=True)
 
     def val_loader(self, *, batch_size: int, rank: int, world_size: int):
         """Every held-out sample exactly once across ranks (strided split, last batch kept)."""
+        from shards.badsamples import CheckedLoader
+
         if self.val is None:
             return None
-        return self._loader(self.val, list(range(rank, len(self.val), world_size)), batch_size)
+        loader = self._loader(self.val, list(range(rank, len(self.val), world_size)), batch_size)
+        return CheckedLoader(loader, self.bad_samples, new_epoch=False)
 
 
 def synthetic_patterns(

@@ -27,10 +27,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fractaldb.atomic import link_or_copy, write_text_atomically
+from fractaldb.atomic import write_text_atomically
 from fractaldb.errors import FractalDBError
 from pretrain import distributed as D
-from pretrain.checkpoint import load_checkpoint, save_checkpoint
+from pretrain.checkpoint import keep_copy, load_checkpoint, save_checkpoint
 from pretrain.config import config_diff, dump_config
 from pretrain.data import epoch_seed
 from pretrain.metrics import RunLogger, WindowMeter
@@ -600,6 +600,7 @@ def end_epoch(run: Run, epoch: int, summary: dict[str, Any], seconds: float) -> 
     if epoch + 1 == run.epochs or (epoch + 1) % int(cfg["eval_every"]) == 0:
         entry.update(evaluate(run))
     entry.update(run.task.on_epoch_end(epoch, run.model, run.out_dir) or {})
+    entry.update(_bad_sample_counts(run.data, run.say))
     run.logger.write(entry)
     run.task.on_epoch_logged(epoch, entry, run.out_dir)
     run.say(
@@ -628,6 +629,9 @@ def save_run_checkpoint(run: Run, epoch: int) -> None:
 
 def export_final(run: Run) -> None:
     """Write the final (and EMA) weights through the task's export (rank 0)."""
+    bad = getattr(run.data, "bad_samples", None)
+    if bad is not None and bad.total:
+        run.say(bad.summary())
     if not run.info.is_main:
         return
     path = run.task.export(unwrap(run.model), run.out_dir / "model.safetensors")
@@ -635,6 +639,18 @@ def export_final(run: Run) -> None:
     if run.ema is not None:
         ema_path = run.task.export(run.ema.module, run.out_dir / "model_ema.safetensors")
         run.say(f"EMA weights: {ema_path}")
+
+
+def _bad_sample_counts(data: DataSource, say) -> dict[str, int]:
+    """This epoch's and the run's skipped unreadable samples, for metrics.jsonl (naming the
+    first few on the console)."""
+    bad = getattr(data, "bad_samples", None)  # shards/badsamples.py; absent for in-memory data
+    if bad is None:
+        return {}
+    if bad.epoch_count:
+        say(f"skipped {bad.epoch_count} unreadable sample(s) this epoch; first: "
+            + "; ".join(bad.first()))  # fmt: skip
+    return {"bad_samples": bad.epoch_count, "bad_samples_total": bad.total}
 
 
 def _validate(task, data, model, ema, plan, info, autocast) -> dict[str, float]:
@@ -673,4 +689,4 @@ def _save(out_dir, model, optimizer, scheduler, scaler, ema, epoch, global_step,
     every = int(cfg["save_every"] or 0)
     if every and epoch % every == 0:
         # a hard link costs neither space nor time; last.pt's next atomic save gets a new inode
-        link_or_copy(last, out_dir / f"checkpoint-{epoch:04d}.pt")
+        keep_copy(last, out_dir / f"checkpoint-{epoch:04d}.pt")

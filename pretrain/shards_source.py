@@ -16,6 +16,7 @@ import torch
 from fractaldb.errors import FractalDBError
 from pretrain.config import ONTHEFLY_PRESET
 from pretrain.data import synthetic_data
+from shards.badsamples import BadSamples, CheckedLoader
 
 
 def _check_exists(value: str, option: str) -> str:
@@ -33,12 +34,23 @@ def decode_mode(train_transform: Any) -> str | None:
     return "RGB" if train_transform is not None else None
 
 
+def check_same_categories(train_sha256: str | None, val_sha256: str | None) -> None:
+    """Refuse held-out shards rendered from another category set (same class count or not)."""
+    if train_sha256 and val_sha256 and train_sha256 != val_sha256:
+        raise FractalDBError(
+            f"--val-data was rendered from other categories (categories sha256 "
+            f"{val_sha256[:12]}) than --data ({train_sha256[:12]}): its labels mean other "
+            "classes; fix: render the held-out set with --categories DATA/categories.json"
+        )
+
+
 class _HeldOutShards:
     """Validation on held-out shards (--val-data), the same for both training sources."""
 
     val_urls: str | None
     workers: int
     eval_transform: Any
+    bad_samples: BadSamples
 
     def val_loader(self, *, batch_size: int, rank: int, world_size: int):
         """shards.loader.make_eval_loader over --val-data (None without it)."""
@@ -46,14 +58,16 @@ class _HeldOutShards:
             return None
         from shards.loader import make_eval_loader
 
-        return make_eval_loader(
+        loader = make_eval_loader(
             self.val_urls,
             batch_size=batch_size,
             num_workers=self.workers,
             transform=self.eval_transform,
             rank=rank,
             world_size=world_size,
+            bad_samples=self.bad_samples,
         )
+        return CheckedLoader(loader, self.bad_samples, new_epoch=False)
 
 
 class ShardsData(_HeldOutShards):
@@ -67,9 +81,11 @@ class ShardsData(_HeldOutShards):
         eval_transform: Any,
         workers: int,
         samples_per_epoch: int | None,
+        max_bad_samples: int | None = None,
     ) -> None:
         from shards.loader import read_dataset_info
 
+        self.bad_samples = BadSamples(max_bad_samples)
         self.pin_memory = torch.cuda.is_available()
         self.urls, self.val_urls = urls, val_urls
         self.train_transform, self.eval_transform = train_transform, eval_transform
@@ -85,12 +101,13 @@ class ShardsData(_HeldOutShards):
                     f"--val-data has {vinfo['num_classes']} classes but --data has "
                     f"{self.num_classes}; fix: render the held-out set from the same categories"
                 )
+            check_same_categories(info.get("categories_sha256"), vinfo.get("categories_sha256"))
 
     def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
         """shards.loader.make_train_loader for this (seed, epoch, rank)."""
         from shards.loader import make_train_loader
 
-        return make_train_loader(
+        loader = make_train_loader(
             self.urls,
             batch_size=batch_size,
             num_workers=self.workers,
@@ -102,7 +119,9 @@ class ShardsData(_HeldOutShards):
             samples_per_epoch=self.num_samples,
             pin_memory=self.pin_memory,
             image_mode=decode_mode(self.train_transform),
+            bad_samples=self.bad_samples,
         )
+        return CheckedLoader(loader, self.bad_samples, new_epoch=True)
 
 
 class _Rebatch:
@@ -149,6 +168,7 @@ class OnTheFlyData(_HeldOutShards):
         train_transform: Any,
         workers: int,
         samples_per_epoch: int | None,
+        max_bad_samples: int | None = None,
     ) -> None:
         from fractaldb.categories import load_categories
         from shards.presets import load_preset
@@ -159,7 +179,13 @@ class OnTheFlyData(_HeldOutShards):
         self.instances = int(instances_per_category or p.layout.get("instances_per_category", 1000))
         self.transform, self.workers = train_transform, workers
         self.val_urls, self.eval_transform = val_urls, eval_transform
+        self.bad_samples = BadSamples(max_bad_samples)
         self.num_classes = len(self.categories)
+        if val_urls is not None:
+            from shards.loader import read_dataset_info
+
+            vinfo = read_dataset_info(val_urls)
+            check_same_categories(self.categories.sha256, vinfo.get("categories_sha256"))
         self.num_samples = int(samples_per_epoch or self.num_classes * self.instances)
         # Stands in for a shard manifest: what the rendered pixels depend on.
         ident = {
@@ -217,7 +243,12 @@ def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform
         try:
             classes = int(n or 10)
         except ValueError:
-            raise FractalDBError(f"--data {data}: fix: synthetic or synthetic:CLASSES") from None
+            classes = 0
+        if classes < 2:
+            raise FractalDBError(
+                f"--data {data}: synthetic data needs a whole number of classes, at least 2; "
+                "fix: --data synthetic or synthetic:10"
+            )
         per_class = max(int(cfg["samples_per_epoch"] or 64 * classes) // classes, 2)
         return synthetic_data(classes, per_class, int(cfg["img_size"]), seed=int(cfg["seed"]))
     if fly:
@@ -233,6 +264,7 @@ def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform
             train_transform,
             int(cfg["workers"]),
             cfg["samples_per_epoch"],
+            cfg["max_bad_samples"],
         )
     _check_exists(str(data), "--data")
     if cfg["val_data"]:
@@ -244,4 +276,5 @@ def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform
         eval_transform,
         int(cfg["workers"]),
         cfg["samples_per_epoch"],
+        cfg["max_bad_samples"],
     )

@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from fractaldb.errors import FractalDBError
+from fractaldb.errors import FractalDBError, writing_to
 from fractaldb.options import parse_key_values
+from shards.lock import folder_lock, lock_name
 from shards.presets import DEFAULT_PRESET, FORMATS, Layout, all_presets, load_preset
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -161,29 +162,33 @@ def render(
         raise FractalDBError(f"--workers must be >= 1, got {workers}")
 
     out_dir = Path(out) if out else Path("data") / preset.name
-    if categories_path is not None:
-        categories = load_categories(categories_path)
-    elif (out_dir / "categories.json").is_file():
-        categories = load_categories(out_dir / "categories.json")
-    else:
-        categories = run_search(preset.search, workers, quiet)
-
-    t0 = time.perf_counter()
-    report = write_shards(
-        categories,
-        settings,
-        layout,
-        out_dir,
-        name=preset.name,
-        workers=workers,
-        num_nodes=num_nodes,
-        node_rank=node_rank,
-        progress=not quiet,
-    )
-    elapsed = time.perf_counter() - t0
-    preview = None
-    if node_rank == 0:
-        preview = write_preview(out_dir, categories, settings, layout.instances_per_category)
+    categories = load_categories(categories_path) if categories_path is not None else None
+    then = "; then re-run the same command (it keeps the complete shards)"
+    with (
+        writing_to(out_dir, "shards into", then),
+        folder_lock(out_dir, lock_name(node_rank, num_nodes), "fractaldb render"),
+    ):
+        if categories is None and (out_dir / "categories.json").is_file():
+            categories = load_categories(out_dir / "categories.json")
+        elif categories is None:
+            categories = run_search(preset.search, workers, quiet)
+        t0 = time.perf_counter()
+        # a failed write (full disk...) leaves no temporary behind: the atomic writer removes it
+        report = write_shards(
+            categories,
+            settings,
+            layout,
+            out_dir,
+            name=preset.name,
+            workers=workers,
+            num_nodes=num_nodes,
+            node_rank=node_rank,
+            progress=not quiet,
+        )
+        elapsed = time.perf_counter() - t0
+        preview = None
+        if node_rank == 0:
+            preview = write_preview(out_dir, categories, settings, layout.instances_per_category)
     n = report.samples_written
     click.echo(
         f"{out_dir}: node {node_rank}/{num_nodes} wrote {report.written} shard(s), kept "
