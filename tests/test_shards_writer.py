@@ -75,16 +75,17 @@ def test_reference_layout(reference, cats):
         members = tar.getmembers()
         assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in members)
         names = [m.name for m in members]
-        assert [n.split(".", 1)[1] for n in names[:3]] == ["png", "cls", "json"]
+        assert [n.split(".", 1)[1] for n in names[:4]] == ["png", "cls", "png", "cls"]
         for m in members:
-            if m.name.endswith(".json"):
-                meta = json.loads(tar.extractfile(m).read())
-                key = m.name.split(".")[0]
-                assert key == f"c{meta['category']:06d}_i{meta['instance']:06d}"
-                assert {"variant", "flip", "seed"} <= set(meta)
-                seen.add((meta["category"], meta["instance"]))
+            key, ext = m.name.split(".")
+            if ext == "cls":  # the key names the sample; the label is its category
+                category, instance = int(key[1:7]), int(key[9:])
+                assert key == f"c{category:06d}_i{instance:06d}"
+                assert int(tar.extractfile(m).read()) == category
+                seen.add((category, instance))
     assert len(seen) == 10 and len({c for c, _ in seen}) > 1  # interleaved categories
     assert not list(reference.glob("*.tmp"))
+    assert manifest["format_version"] == 2
 
 
 def test_same_bytes_for_workers_and_node_splits(reference, cats, tmp_path):
