@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -46,6 +47,7 @@ from shards.tario import file_sha256, write_tar
 
 TAG_ORDER = 101  # seed stream of the global sample order (distinct from the renderer's tags)
 PROGRESS_SECONDS = 0.2  # how often the parent refreshes the progress bar from the workers
+ORPHAN_CHECK_SECONDS = 0.5  # how often an idle worker checks that its parent is alive
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -188,7 +190,22 @@ def _worker_init(job: ShardJob, stop: Any, counter: Any, parent_pid: int) -> Non
         stop=stop,
         counter=counter,
         parent_pid=parent_pid,
+        busy=False,
     )
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """End this worker once its parent has died (an idle worker would otherwise wait forever).
+
+    A worker in the middle of a shard notices first (`_worker_tick`) and removes its
+    temporary file; this thread waits for that before exiting.
+    """
+    while os.getppid() == parent_pid:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    while _WORKER["busy"]:
+        time.sleep(0.01)
+    os._exit(0)
 
 
 def _worker_tick() -> None:
@@ -202,10 +219,13 @@ def _worker_tick() -> None:
 
 def _worker_write(index: int) -> dict[str, Any] | None:
     """Write one shard in a worker process; None if the run was stopped meanwhile."""
+    _WORKER["busy"] = True
     try:
         return write_shard(_WORKER["job"], _WORKER["renderer"], index, _worker_tick)
     except _Stopped:
         return None
+    finally:
+        _WORKER["busy"] = False
 
 
 @contextmanager
