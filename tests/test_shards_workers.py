@@ -5,6 +5,7 @@ The kill -9 / re-run test lives in test_shards_writer.py (it runs `--workers 2`)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -111,10 +112,8 @@ def workers_of(pid: int) -> set[int]:
     """Process ids of the render workers (spawned children) of `pid` (Linux /proc)."""
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):
             found |= {int(p) for p in (task / "children").read_text().split()}
-        except OSError:
-            pass
     return {p for p in found if b"spawn_main" in _cmdline(p)}  # not the resource tracker
 
 
