@@ -97,12 +97,13 @@ def prepare_category(
     """Hoist the per-category work (choice table, parameter variants) out of the image loop."""
     variants = None
     if settings.scheme == "fractaldb":
-        variants = np.stack(
-            [
-                variant_maps(category, settings, category_index, v)
-                for v in range(settings.num_variants)
-            ]
-        )
+        # Row v of `scales` is 1 except factor (v - 1) % F at coefficient (v - 1) // F, so
+        # variants[v] equals variant_maps(..., v) exactly (multiplying by 1.0 is exact).
+        nf = len(settings.factors)
+        scales = np.ones((settings.num_variants, 6))
+        v = np.arange(1, settings.num_variants)
+        scales[v, (v - 1) // nf] = np.asarray(settings.factors)[(v - 1) % nf]
+        variants = category.maps[None, :, :] * scales[:, None, :]
     return PreparedCategory(category, category_index, choice_table(category.probs), variants)
 
 
