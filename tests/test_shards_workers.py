@@ -20,7 +20,7 @@ import pytest
 from fractaldb.search import search_categories
 from fractaldb.settings import RenderSettings
 from shards.presets import Layout
-from shards.tario import file_sha256
+from shards.tario import file_sha256, member_info, ustar_header, write_tar
 from shards.writer import write_shards
 
 SETTINGS = RenderSettings(image_size=32, points=2000, mode="patch", color="gray", seed=5)
@@ -181,3 +181,28 @@ def test_workers_stop_when_the_parent_is_killed(cats, tmp_path):
         time.sleep(0.05)
     assert not any(alive(p) for p in workers), "orphaned workers kept rendering"
     assert not leftovers(out)  # each dropped its unfinished shard
+
+
+def test_tar_writer_gives_tarfiles_bytes(tmp_path):
+    import io
+    import random
+    import tarfile
+
+    for name, size in [("a.png", 0), ("c000001_i000002.png", 3000), ("x" * 100, 8**11 - 1)]:
+        assert ustar_header(name, size) == member_info(name, size).tobuf(tarfile.USTAR_FORMAT)
+    with pytest.raises(ValueError):
+        ustar_header("y" * 101, 1)
+    rng = random.Random(0)
+    for n in (0, 1, 7, 40):
+        members = [
+            (f"k{i:04d}.{ext}", rng.randbytes(rng.randrange(0, 3000)))
+            for i in range(n)
+            for ext in ("png", "cls")
+        ]
+        sha, size = write_tar(tmp_path / "a.tar", members)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data in members:
+                tar.addfile(member_info(name, len(data)), io.BytesIO(data))
+        assert (tmp_path / "a.tar").read_bytes() == buf.getvalue()
+        assert (sha, size) == (file_sha256(tmp_path / "a.tar"), len(buf.getvalue()))
