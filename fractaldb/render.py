@@ -152,4 +152,10 @@ def render_instance(
     Returns uint8 HxW (gray) or HxWx3 RGB. The same arguments give the same bytes on any
     machine, in any process or thread. Loops over many images should use a `Renderer`.
     """
-    return Renderer(categories, settings).render(category, instance)
+    if not 0 <= category < len(categories):
+        raise IndexError(f"category {category} out of range [0, {len(categories)})")
+    # One image: only its own variant is computed, not the category's whole variant table.
+    prepared = PreparedCategory(
+        categories[category], category, choice_table(categories[category].probs), None
+    )
+    return render_plan(plan_instance(prepared, settings, instance), settings)
