@@ -7,7 +7,7 @@ included, so it needs enough images per worker to mean anything);
 loading = read + OpenCV decode (as stored: gray stays one channel; also reported decoded to
 RGB) + RandomResizedCrop 224 + tensor with one data-loader worker per core; on-the-fly = the same transform on images rendered in one worker. Usage:
 
-    uv run python benchmarks/shards.py [--images 2000] [--generate-images 16000] [--seconds 3]
+    uv run python benchmarks/shards.py [--images 2000] [--generate-images 32000] [--seconds 3]
         [--generate-only] [--json]
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000, help="images to load")
     parser.add_argument(
-        "--generate-images", type=int, default=16000, help="images to generate (per run)"
+        "--generate-images", type=int, default=32000, help="images to generate (per run)"
     )
     parser.add_argument("--generate-only", action="store_true", help="skip loading, on-the-fly")
     parser.add_argument("--image-size", type=int, default=256)
@@ -66,19 +67,28 @@ def main(argv: list[str] | None = None) -> None:
     layout = Layout(instances_per_category=per_cat, samples_per_shard=250, format="png")
     n_images = per_cat * len(cats)
 
-    def generate_rate(workers: int) -> tuple[float, int]:
-        """Images/s of a fresh `write_shards` run with `workers` processes; bytes on disk."""
+    def cpu_seconds() -> float:
+        """CPU time of this process and its finished children (the worker processes)."""
+        own, kids = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def generate_rate(workers: int) -> tuple[float, float, int]:
+        """(images/s, CPU ms/image, bytes on disk) of a fresh run with `workers` processes."""
         with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             write_shards(cats, settings, gen_layout, tmp, workers=workers, progress=False)
             rate = gen_images / (time.perf_counter() - t0)
-            return rate, sum(p.stat().st_size for p in Path(tmp).glob("fractaldb-*.tar"))
+            cpu_ms = (cpu_seconds() - c0) / gen_images * 1e3
+            return rate, cpu_ms, sum(p.stat().st_size for p in Path(tmp).glob("fractaldb-*.tar"))
 
     # A warm-up run loads the compiled kernels into this process, as any real `render` has.
     with tempfile.TemporaryDirectory() as tmp:
         write_shards(cats, settings, Layout(instances_per_category=1), tmp, progress=False)
-    gen_one, _ = generate_rate(1)
-    gen_rate, disk = generate_rate(cores)
+    gen_one, cpu_one, _ = generate_rate(1)
+    gen_rate, cpu_all, disk = generate_rate(cores)
     result = {
         "machine": describe_machine(),
         "cores": cores,
@@ -88,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         "generate_images_per_s_one_worker": gen_one,
         "generate_images_per_s_per_core": gen_rate / cores,
         "generate_scaling": gen_rate / gen_one,
+        # CPU time per image (worker start-up included): equal figures mean the processes
+        # add no per-image work, whatever the load; the scaling needs a quiet machine.
+        "generate_cpu_ms_per_image_one_worker": cpu_one,
+        "generate_cpu_ms_per_image_all_cores": cpu_all,
         "bytes_per_image": disk / gen_images,
         "fractaldb_1k_estimate_minutes": FRACTALDB_1K_IMAGES / gen_rate / 60,
         "fractaldb_1k_estimate_gb": disk / gen_images * FRACTALDB_1K_IMAGES / 1e9,
@@ -105,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {k:38s} {result[k]:8.2f}  (floor {floor}, {mark})")
     print(f"  {'generate_images_per_s_one_worker':38s} "
           f"{result['generate_images_per_s_one_worker']:8.0f}  ({gen_images} images per run)")  # fmt: skip
+    print(f"  CPU ms/image: {cpu_one:.2f} with one worker, {cpu_all:.2f} with {cores}")
     if "load_rgb_images_per_s_per_core" in result:
         print(f"  {'load_rgb_images_per_s_per_core':38s} "
               f"{result['load_rgb_images_per_s_per_core']:8.0f}"
