@@ -330,7 +330,8 @@ def write_shards(
 ) -> RenderReport:
     """Write this node's shards of the dataset into `out`, skipping complete ones.
 
-    When every shard is done (always, for a single node) the partial manifests are merged
+    `workers` > 1 renders whole shards in that many spawned processes (see the module
+    docstring); 1 renders in this process. When every shard is done (always, for a single node) the partial manifests are merged
     into manifest.json and _info.json.
     """
     if num_nodes < 1 or not 0 <= node_rank < num_nodes:
