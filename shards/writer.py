@@ -190,6 +190,8 @@ _WORKER: dict[str, Any] = {}
 def _worker_init(job: ShardJob, stop: Any, counter: Any, parent_pid: int) -> None:
     """Set up one worker process: the categories arrive here, once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
+    if hasattr(signal, "pthread_sigmask"):  # blocked while the parent started us
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _WORKER.update(
         job=job,
         renderer=Renderer(job.categories, job.settings),
@@ -235,16 +237,19 @@ def _worker_write(index: int) -> dict[str, Any] | None:
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore Ctrl-C while worker processes start, so they inherit the ignored signal."""
-    if threading.current_thread() is not threading.main_thread():
+def _sigint_blocked() -> Iterator[None]:
+    """Hold back Ctrl-C while worker processes start: they inherit the blocked signal (and
+    ignore it from their initializer on), and the parent gets it, not loses it, right after."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _write_in_processes(
@@ -269,8 +274,9 @@ def _write_in_processes(
             on_record(result)
 
     try:
-        with _sigint_ignored():  # the first `workers` submissions start the processes
-            futures = [pool.submit(_worker_write, k) for k in todo]
+        with _sigint_blocked():  # the first `workers` submissions start the processes
+            futures = [pool.submit(_worker_write, k) for k in todo[:workers]]
+        futures += [pool.submit(_worker_write, k) for k in todo[workers:]]
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, PROGRESS_SECONDS, return_when=FIRST_COMPLETED)
