@@ -99,7 +99,8 @@ def resolve_settings(preset, overrides: dict[str, Any]):
     type=int,
     default=CORES,
     show_default=True,
-    help="Render threads on this node (the output does not depend on it).",
+    help="Render processes on this node, each writing whole shards (the output does not "
+    "depend on it).",
 )
 @click.option("--num-nodes", type=int, help="Nodes sharing the job (default: from Slurm, else 1).")
 @click.option("--node-rank", type=int, help="This node's rank (default: from Slurm, else 0).")

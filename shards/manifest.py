@@ -23,7 +23,9 @@ MANIFEST = "manifest.json"
 INFO = "_info.json"
 CATEGORIES = "categories.json"
 PARTIAL_GLOB = "manifest.node-*.json"
-FORMAT_VERSION = 1
+# 2: per-image seeds from integer hashes (fractaldb.seeding.hash_seed), unfiltered RLE PNGs,
+#    no per-sample .json; 1: SeedSequence seeds, OpenCV's default PNG filter, .json members.
+FORMAT_VERSION = 2
 SPLIT = "train"
 
 
@@ -64,13 +66,13 @@ def dataset_header(
     """Return the part of the manifest that determines every byte of every shard."""
     n = num_categories * layout["instances_per_category"]
     spec = {
+        "format_version": FORMAT_VERSION,
         "categories_sha256": categories_sha256,
         "num_categories": num_categories,
         "settings": settings,
         "layout": layout,
     }
     return {
-        "format_version": FORMAT_VERSION,
         "name": name,
         "dataset_id": hashlib.sha256(canonical_json(spec)).hexdigest(),
         **spec,
@@ -119,7 +121,13 @@ def check_same_dataset(out: Path, header: dict[str, Any]) -> dict[str, dict[str,
         if h.get("dataset_id") != header["dataset_id"]:
             diff = [
                 k
-                for k in ("categories_sha256", "num_categories", "settings", "layout")
+                for k in (
+                    "format_version",
+                    "categories_sha256",
+                    "num_categories",
+                    "settings",
+                    "layout",
+                )
                 if h.get(k) != header[k]
             ]
             raise FractalDBError(

@@ -121,6 +121,7 @@ def regenerate_samples(
     from tqdm import tqdm
 
     from fractaldb.categories import load_categories
+    from fractaldb.render import Renderer
     from fractaldb.settings import RenderSettings
     from shards.layout import sample_key, shard_name
     from shards.presets import Layout
@@ -135,6 +136,7 @@ def regenerate_samples(
             "the dataset's categories.json"
         )
     settings = RenderSettings.from_dict(manifest["settings"])
+    renderer = Renderer(categories, settings)  # its per-category cache is safe to share
     layout = Layout(**manifest["layout"])
     per_shard = layout.samples_per_shard
     by_shard: dict[int, list[int]] = defaultdict(list)
@@ -150,7 +152,7 @@ def regenerate_samples(
 
     def check(job: tuple[str, tuple[int, int], dict[str, bytes]]) -> Mismatch | None:
         name, cell, stored = job
-        problem = compare_sample(stored, sample_members(categories, settings, layout, cell))
+        problem = compare_sample(stored, sample_members(renderer, layout, cell))
         return None if problem is None else Mismatch(name, sample_key(*cell), problem)
 
     bar = tqdm(total=len(jobs), unit="img", desc="regenerate", disable=not progress)

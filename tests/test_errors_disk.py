@@ -106,7 +106,7 @@ def test_full_disk_during_render_leaves_nothing_partial(tmp_path, cats, monkeypa
     monkeypatch.setattr(shards.tario, "write_tar", fill_up_on_second_shard)
     out = tmp_path / "shards"
     res = invoke(*RENDER, "--categories", str(cats), "--out", str(out), "--workers", "1")
-    assert_one_line_error(res, str(out), "No space left", "free space", "re-run")
+    assert_one_line_error(res, str(out), "No space left", "free disk space", "re-run")
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
     # only the shard written before the disk filled up stands under a final name
     first = Path(calls[0]).name  # the atomic writer's temporary: ".NAME.RANDOM.tmp"

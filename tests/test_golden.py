@@ -30,13 +30,13 @@ from shards.writer import write_shards
 # changes the bytes users get: it requires a format-version bump (see the module docstring).
 GOLDEN: dict[str, str] = {
     "categories": "edd348b066e112037d284a461fa0d9b3212834d9ad76a3fe9584cfbe3e2077fb",
-    "render-point-gray-fractaldb": "bb01d233b7640bdde6148398b1a439ca4da9d28f2bd9b467383f22d4ad160d6d",
-    "render-patch-gray-fractaldb": "89d6e578989fe2bf76bb33247f5be5ec2fc2481062f9da63ff36e00c19b44dba",
-    "render-patch-color-fractaldb": "0b127a43b1a11713e1f8f438267a3e162ea1ddec49a274e47d1253da2fcb3898",
-    "render-point-hue-jitter": "df87f25c6e2d51db384d56c890484dc58aaba5e8e1a40471b6c31ca1623fd368",
-    "render-patch-hue-jitter": "628eafb498651ecc39f5d922e7c238fa6ea0d43149bc9ba3580d5a5b2f6cabdc",
-    "render-patch-color-jitter": "5231a3f76e6057b886f3cf7eb3fc88f7926714461a9a0a1cb412ac5c8890a727",
-    "shard-000000.tar": "273416ba63ce7dd101e695592a82b4fbdb66f4bad9253822c6856e76ae55b425",
+    "render-point-gray-fractaldb": "c22dda3b9be62783ef2c41dfd9c4a1f85b1f240310ffe084a75b2d2d61f5aa8e",
+    "render-patch-gray-fractaldb": "c5f660796996d88e302d5f34a8e2ec077aac85f613d1b60fc5860382ab8de45f",
+    "render-patch-color-fractaldb": "2be5e1e4f0a118c0c09a865bfd993a45566a274bc700f1d5aeec41f162aaf919",
+    "render-point-hue-jitter": "03c5936bbc3e83e379c27fdb44698b7ca3f3d71eff32dd6cf72bcd33a2c5c5a5",
+    "render-patch-hue-jitter": "5e4b00e3f2dd0d62c27b6986c29e0fd82dceadedb564e64d4d4a39aaa908b528",
+    "render-patch-color-jitter": "d559f7325fe723cdacb8d6f7be5cad3fe42920e7efe0cd82afe0a8bcb6f61b16",
+    "shard-000000.tar": "861770b2f058dfeca3b9f4b418c76b1faf550b680c84b17b754e882bb755bd97",
 }
 # ---- end of GOLDEN TABLE ------------------------------------------------------------------
 

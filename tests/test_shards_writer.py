@@ -77,16 +77,17 @@ def test_reference_layout(reference, cats):
         members = tar.getmembers()
         assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in members)
         names = [m.name for m in members]
-        assert [n.split(".", 1)[1] for n in names[:3]] == ["png", "cls", "json"]
+        assert [n.split(".", 1)[1] for n in names[:4]] == ["png", "cls", "png", "cls"]
         for m in members:
-            if m.name.endswith(".json"):
-                meta = json.loads(tar.extractfile(m).read())
-                key = m.name.split(".")[0]
-                assert key == f"c{meta['category']:06d}_i{meta['instance']:06d}"
-                assert {"variant", "flip", "seed"} <= set(meta)
-                seen.add((meta["category"], meta["instance"]))
+            key, ext = m.name.split(".")
+            if ext == "cls":  # the key names the sample; the label is its category
+                category, instance = int(key[1:7]), int(key[9:])
+                assert key == f"c{category:06d}_i{instance:06d}"
+                assert int(tar.extractfile(m).read()) == category
+                seen.add((category, instance))
     assert len(seen) == 10 and len({c for c, _ in seen}) > 1  # interleaved categories
     assert not list(reference.glob("*.tmp"))
+    assert manifest["format_version"] == 2
 
 
 def test_same_bytes_for_workers_and_node_splits(reference, cats, tmp_path):
@@ -149,11 +150,11 @@ def _change_one_image(shard: Path) -> str:
     """Rewrite `shard` with one sample's pixels changed; return that sample's key."""
     with tarfile.open(shard) as tar:
         members = [(m.name, tar.extractfile(m).read()) for m in tar]
-    name, data = members[3]  # the second sample's image (members go image, cls, json)
+    name, data = members[2]  # the second sample's image (members go image, cls)
     assert name.endswith(".png")
     image = decode_image(data, None)
     image[5:9, 5:9] = 255 - image[5:9, 5:9]
-    members[3] = (name, encode_image(image, "png", 1))
+    members[2] = (name, encode_image(image, "png", 1))
     write_tar(shard, members)
     return name.split(".")[0]
 
