@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -73,18 +75,23 @@ def patch_mask(rng: np.random.Generator) -> np.ndarray:
     return np.array([(bits >> i) & 1 for i in range(9)], dtype=np.uint8).reshape(3, 3)
 
 
+def instance_color(rng: np.random.Generator) -> np.ndarray:
+    """Draw the RGB colour (uint8, 3) of a "color"-mode instance from its colour stream."""
+    # One random colour per instance, bright enough to be seen (AAAI 2022 colour fractals).
+    hsv = np.array(
+        [[[rng.integers(0, 180), rng.integers(128, 256), rng.integers(128, 256)]]],
+        dtype=np.uint8,
+    )
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
+
+
 def _colorize(hits: np.ndarray, settings: RenderSettings, rng: np.random.Generator) -> np.ndarray:
     """Turn a hit image into the final uint8 image (gray HxW or RGB HxWx3)."""
     on = hits > 0
     if settings.color == "gray":
         return on.astype(np.uint8) * np.uint8(GRAY_VALUE)
     if settings.color == "color":
-        # One random colour per instance, bright enough to be seen (AAAI 2022 colour fractals).
-        hsv = np.array(
-            [[[rng.integers(0, 180), rng.integers(128, 256), rng.integers(128, 256)]]],
-            dtype=np.uint8,
-        )
-        rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
+        rgb = instance_color(rng)
         return on[..., None].astype(np.uint8) * rgb[None, None, :]
     # "hue": hit density to hue over a random shift, random saturation and value
     # (Anderson & Farrell 2022).
@@ -119,25 +126,51 @@ def render_system(
     return _colorize(hits, settings, color_rng)
 
 
+@dataclass(frozen=True)
+class InstanceInputs:
+    """Everything one (category, instance) render draws on: the CPU and GPU renderers share it."""
+
+    maps: np.ndarray  # (N, 6) affine coefficients of the instance's parameter variant
+    probs: np.ndarray  # (N,) map probabilities
+    points_seed: int  # seed of the chaos game's point stream
+    mask_rng: np.random.Generator  # draws the patch mask
+    color_rng: np.random.Generator  # draws the colour
+    flip: int  # bit 0: up-down, bit 1: left-right
+
+
+def instance_inputs(
+    category: Category, category_index: int, instance: int, settings: RenderSettings
+) -> InstanceInputs:
+    """Derive the parameters and random streams of one instance (no rendering)."""
+    meta = instance_meta(settings, instance)
+    maps = variant_maps(category, settings, category_index, meta["variant"])
+    key = (settings.seed, category_index, meta["variant"], meta["render"])
+    return InstanceInputs(
+        maps=maps,
+        probs=category.probs,
+        points_seed=derive_seed(key[0], TAG_POINTS, *key[1:]),
+        mask_rng=derive_rng(key[0], TAG_MASK, *key[1:]),
+        color_rng=derive_rng(key[0], TAG_COLOR, *key[1:]),
+        flip=meta["flip"],
+    )
+
+
 def render_category_instance(
     category: Category, category_index: int, instance: int, settings: RenderSettings
 ) -> np.ndarray:
     """Render instance `instance` of one category; see `render_instance`."""
-    meta = instance_meta(settings, instance)
-    maps = variant_maps(category, settings, category_index, meta["variant"])
-    key = (settings.seed, category_index, meta["variant"], meta["render"])
+    inputs = instance_inputs(category, category_index, instance, settings)
     image = render_system(
-        maps,
-        category.probs,
+        inputs.maps,
+        inputs.probs,
         settings,
-        points_seed=derive_seed(key[0], TAG_POINTS, *key[1:]),
-        mask_rng=derive_rng(key[0], TAG_MASK, *key[1:]),
-        color_rng=derive_rng(key[0], TAG_COLOR, *key[1:]),
+        points_seed=inputs.points_seed,
+        mask_rng=inputs.mask_rng,
+        color_rng=inputs.color_rng,
     )
-    flip = meta["flip"]
-    if flip & 1:
+    if inputs.flip & 1:
         image = image[::-1]
-    if flip & 2:
+    if inputs.flip & 2:
         image = image[:, ::-1]
     return np.ascontiguousarray(image)
 
