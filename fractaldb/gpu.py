@@ -260,7 +260,7 @@ if cuda is not None:
             shared_box[3] = -math.inf
         cuda.syncthreads()
         # Thread t's stream: the image's state advanced by a per-thread odd multiple.
-        state = states[b] ^ (np.uint64(t + 1) * np.uint64(0x9E3779B97F4A7C15))
+        state = states[b] ^ _wrapmul(np.uint64(t + 1), np.uint64(0x9E3779B97F4A7C15))
         if state == np.uint64(0):
             state = np.uint64(1)
         state, r = _xorshift(state)

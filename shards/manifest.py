@@ -174,7 +174,13 @@ def finalize(out: str | os.PathLike) -> dict[str, Any]:
             f"fix: run (or re-run) every node's `fractaldb render ... --out {out}`, then finalize"
         )
     shards = [records[f] for f in wanted]
-    manifest = {**header, "package_version": package_version(), "shards": shards}
+    manifest = {
+        **header,
+        "package_version": package_version(),
+        # Where the pixels were rendered (GPU records name their device; CPU ones do not).
+        "render_devices": sorted({r.get("device", "cpu") for r in shards}),
+        "shards": shards,
+    }
     atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=1).encode())
     atomic_write_bytes(out / INFO, json.dumps(info_json(header, shards), indent=1).encode())
     for p in glob.glob(str(out / PARTIAL_GLOB)):

@@ -88,11 +88,17 @@ def encode_image(image: np.ndarray, fmt: str, quality: int) -> bytes:
 
 
 def sample_members(
-    categories: CategorySet, settings: RenderSettings, layout: Layout, cell: tuple[int, int]
+    categories: CategorySet,
+    settings: RenderSettings,
+    layout: Layout,
+    cell: tuple[int, int],
+    image: np.ndarray | None = None,
 ) -> list[tuple[str, bytes]]:
-    """Render and encode one sample; return its tar members (image, .cls, .json) in order."""
+    """Render (unless `image` is given: rendered elsewhere, e.g. on the GPU) and encode one
+    sample; return its tar members (image, .cls, .json) in order."""
     category, instance = cell
-    image = render_instance(categories, category, instance, settings)
+    if image is None:
+        image = render_instance(categories, category, instance, settings)
     key = sample_key(category, instance)
     meta = {
         "category": category,

@@ -1,0 +1,155 @@
+"""`fractaldb render --device cuda`: render shards on the GPU, encode and write them on the CPU.
+
+The GPU renders in the exact mode (fractaldb.gpu), whose images equal the CPU renderer's byte
+for byte, so the shards are byte-identical to CPU-rendered ones and share their dataset id:
+CPU and GPU nodes may even fill one folder together. Encoding (the CPU's share of the work)
+runs in a thread pool (OpenCV releases the GIL); everything else (manifest records, skipping
+of complete shards, atomic tar writes, finalisation) goes through shards.writer's helpers.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fractaldb.categories import CategorySet
+from fractaldb.errors import FractalDBError
+from fractaldb.settings import RenderSettings
+from shards.layout import TMP_SUFFIX, shard_name
+from shards.manifest import CATEGORIES, check_same_dataset, dataset_header, finalize, write_partial
+from shards.presets import Layout
+from shards.tario import write_tar
+from shards.writer import RenderReport, _shard_ok, ordered_map, sample_members, shard_cells
+
+
+def gpu_device_name() -> str:
+    """Name of the GPU Numba renders on, as recorded in shard records ("cuda:0 NVIDIA ...")."""
+    from numba import cuda
+
+    from fractaldb.gpu import SIMULATOR
+
+    if SIMULATOR:
+        return "cuda:0 Numba CUDA simulator"
+    dev = cuda.get_current_device()
+    name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+    return f"cuda:{dev.id} {name}"
+
+
+def write_shards_gpu(
+    categories: CategorySet,
+    settings: RenderSettings,
+    layout: Layout,
+    out: str | os.PathLike,
+    *,
+    name: str = "fractaldb",
+    workers: int = 1,
+    num_nodes: int = 1,
+    node_rank: int = 0,
+    progress: bool = True,
+    batch_size: int = 1024,
+) -> RenderReport:
+    """`shards.writer.write_shards` with the images rendered on the GPU (exact mode).
+
+    Each shard record also names the device (`"device": "cuda:0 ..."`); `workers` threads
+    encode the images.
+    """
+    from fractaldb.gpu import render_batch_to_host, require_cuda
+
+    require_cuda("--device cuda")
+    if num_nodes < 1 or not 0 <= node_rank < num_nodes:
+        raise FractalDBError(
+            f"node rank {node_rank} is not in [0, {num_nodes}); fix: pass --num-nodes K "
+            "--node-rank R with 0 <= R < K"
+        )
+    device = gpu_device_name()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = dataset_header(
+        name, categories.sha256, len(categories), settings.to_dict(), layout.to_dict()
+    )
+    known = check_same_dataset(out, header)
+    cat_path = out / CATEGORIES
+    if cat_path.is_file():
+        from fractaldb.categories import load_categories
+
+        if load_categories(cat_path).sha256 != categories.sha256:
+            raise FractalDBError(
+                f"{str(cat_path)!r} holds another category set; fix: choose a new --out folder "
+                "or delete it"
+            )
+    elif node_rank == 0:
+        categories.save(cat_path)
+
+    owned = list(range(node_rank, header["num_shards"], num_nodes))
+    for k in owned:  # stale temporaries of an interrupted run (only this node writes them)
+        tmp = out / (shard_name(k) + TMP_SUFFIX)
+        if tmp.exists():
+            tmp.unlink()
+    done = {
+        k: known[shard_name(k)]
+        for k in owned
+        if _shard_ok(out / shard_name(k), known.get(shard_name(k)))
+    }
+    todo = [k for k in owned if k not in done]
+    write_partial(out, header, node_rank, num_nodes, list(done.values()))
+    cells = {k: shard_cells(k, len(categories), settings, layout) for k in todo}
+    bar = tqdm(
+        total=sum(len(c) for c in cells.values()),
+        unit="img",
+        desc=f"render (GPU) node {node_rank}/{num_nodes}" if num_nodes > 1 else "render (GPU)",
+        disable=not progress,
+        smoothing=0.05,
+    )
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        for k in todo:
+            members: list[tuple[str, bytes]] = []
+            for start in range(0, len(cells[k]), batch_size):
+                batch = cells[k][start : start + batch_size]
+                images = render_batch_to_host(categories, batch, settings, "exact")
+                encoded = ordered_map(
+                    lambda item: sample_members(categories, settings, layout, *item),
+                    zip(batch, images, strict=True),
+                    pool,
+                    window=8 * max(1, workers),
+                )
+                for sample in encoded:
+                    members.extend(sample)
+                    bar.update(1)
+            final = out / shard_name(k)
+            tmp = out / (shard_name(k) + TMP_SUFFIX)
+            sha, size = write_tar(tmp, members)
+            os.replace(tmp, final)
+            done[k] = {
+                "index": k,
+                "filename": final.name,
+                "num_samples": len(cells[k]),
+                "bytes": size,
+                "sha256": sha,
+                "device": device,
+            }
+            write_partial(out, header, node_rank, num_nodes, list(done.values()))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    try:
+        manifest = finalize(out)
+    except FractalDBError:
+        if num_nodes == 1:
+            raise
+        manifest = None  # other nodes are still writing; the last one to finish finalizes
+    return RenderReport(
+        out=out,
+        num_shards=header["num_shards"],
+        owned=len(owned),
+        skipped=len(owned) - len(todo),
+        written=len(todo),
+        samples_written=sum(len(cells[k]) for k in todo),
+        finalized=manifest is not None,
+        manifest=manifest,
+    )
