@@ -398,22 +398,29 @@ def _launch_1d(total: int) -> tuple[int, int]:
 
 
 def render_prepared(
-    prep: PreparedBatch, settings: RenderSettings, gpu_mode: str = "exact", counts: bool = False
+    prep: PreparedBatch,
+    settings: RenderSettings,
+    gpu_mode: str = "exact",
+    counts: bool = False,
+    stream: Any = 0,
 ) -> Any:
     """Render a prepared batch; return a device array (B, H, W) gray, (B, H, W, 3) colour, or
-    (B, H, W) uint32 stamped and flipped hit counts with `counts` (hue is coloured from them)."""
+    (B, H, W) uint32 stamped and flipped hit counts with `counts` (hue is coloured from them).
+
+    Everything is queued on `stream` (e.g. torch's current stream via cuda.external_stream).
+    """
     check_gpu_settings(settings, gpu_mode, on_device=False)
     n, size = len(prep.states), settings.image_size
     count = settings.color == "hue"
     # Fast mode's threads add counts atomically, which CUDA offers for 32-bit words only.
     wide = count or gpu_mode == "fast"
-    hits = cuda.device_array((n, size, size), dtype=np.uint32 if wide else np.uint8)
+    hits = cuda.device_array((n, size, size), dtype=np.uint32 if wide else np.uint8, stream=stream)
     blocks, threads = _launch_1d(hits.size)
-    _zero_kernel[blocks, threads](hits.reshape(hits.size))
+    _zero_kernel[blocks, threads, stream](hits.reshape(hits.size))
     args = (
-        cuda.to_device(prep.coef),
-        cuda.to_device(prep.tables),
-        cuda.to_device(prep.states),
+        cuda.to_device(prep.coef, stream=stream),
+        cuda.to_device(prep.tables, stream=stream),
+        cuda.to_device(prep.states, stream=stream),
         np.int64(settings.points),
         np.int64(max(warmup_steps(settings.points), 1)),
         np.float64(settings.pad * size),
@@ -422,19 +429,17 @@ def render_prepared(
     )
     if gpu_mode == "exact":
         per_block = 32 if SIMULATOR else 64
-        _exact_kernel[-(-n // per_block), per_block](*args)
+        _exact_kernel[-(-n // per_block), per_block, stream](*args)
     else:
-        _fast_kernel[n, 16 if SIMULATOR else FAST_THREADS](*args)
-    if counts:
-        out = cuda.device_array((n, size, size, 1), dtype=np.uint32)
-    else:
-        out = cuda.device_array((n, size, size, settings.channels), dtype=np.uint8)
+        _fast_kernel[n, 16 if SIMULATOR else FAST_THREADS, stream](*args)
+    shape = (n, size, size, 1 if counts else settings.channels)
+    out = cuda.device_array(shape, dtype=np.uint32 if counts else np.uint8, stream=stream)
     blocks, threads = _launch_1d(n * size * size)
-    _finish_kernel[blocks, threads](
+    _finish_kernel[blocks, threads, stream](
         hits,
-        cuda.to_device(prep.masks),
-        cuda.to_device(prep.colors),
-        cuda.to_device(prep.flips),
+        cuda.to_device(prep.masks, stream=stream),
+        cuda.to_device(prep.colors, stream=stream),
+        cuda.to_device(prep.flips, stream=stream),
         settings.mode == "patch",
         0 if counts else (1 if settings.color == "gray" else 2),
         out,
@@ -447,12 +452,14 @@ def render_batch(
     cells: Sequence[tuple[int, int]],
     settings: RenderSettings,
     gpu_mode: str = "exact",
+    stream: Any = 0,
 ) -> Any:
     """Render (category, instance) cells on the GPU into a uint8 device array: (B, H, W) gray
     or (B, H, W, 3) RGB, each image equal to `render_instance` in exact mode."""
     require_cuda("GPU rendering")
     check_gpu_settings(settings, gpu_mode, on_device=True)
-    return render_prepared(prepare_batch(categories, cells, settings), settings, gpu_mode)
+    prep = prepare_batch(categories, cells, settings)
+    return render_prepared(prep, settings, gpu_mode, stream=stream)
 
 
 def render_batch_to_host(

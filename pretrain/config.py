@@ -31,6 +31,12 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "on_the_fly": None,
     # --on-the-fly only: the render settings (a `fractaldb render` preset) and the grid size
     "render_preset": "fractaldb-1k",
+    # render settings over the preset's (image_size, points, mode, color, scheme, ...)
+    "render": {},
+    # where to render: auto = on the GPU when training on CUDA (fractaldb[cuda]), else in
+    # loader workers; gpu_mode: exact (the CPU's pixels) or fast (same distribution)
+    "render_device": "auto",
+    "gpu_mode": "exact",
     "instances_per_category": None,
     "samples_per_epoch": None,
     "workers": 8,
@@ -69,7 +75,17 @@ ENGINE_DEFAULTS: dict[str, Any] = {
 
 # Keys that may differ between a run and its resumption without changing the result.
 RESUME_MUTABLE_KEYS = frozenset(
-    {"data", "val_data", "on_the_fly", "workers", "device", "log_every", "save_every", "compile"}
+    {
+        "data",
+        "val_data",
+        "on_the_fly",
+        "workers",
+        "device",
+        "log_every",
+        "save_every",
+        "compile",
+        "render_device",  # exact GPU renders are the CPU's pixels
+    }
 )
 
 
