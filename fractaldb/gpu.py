@@ -73,12 +73,13 @@ def cuda_available() -> bool:
         return False
 
 
-def require_cuda(what: str = "--device cuda") -> None:
+def require_cuda(what: str = "--device cuda", alternative: str | None = "--device cpu") -> None:
     """Raise a one-line FractalDBError if CUDA kernels cannot run here."""
     if not cuda_available():
+        other = f", or use {alternative}" if alternative else ""
         raise FractalDBError(
             f"{what}: no CUDA GPU is available to Numba; fix: run on a machine with an NVIDIA "
-            "GPU and driver with `pip install fractaldb[cuda]`, or use --device cpu"
+            f"GPU and driver, with `pip install fractaldb[cuda]`{other}"
         )
 
 
@@ -456,7 +457,7 @@ def render_batch(
 ) -> Any:
     """Render (category, instance) cells on the GPU into a uint8 device array: (B, H, W) gray
     or (B, H, W, 3) RGB, each image equal to `render_instance` in exact mode."""
-    require_cuda("GPU rendering")
+    require_cuda("GPU rendering", alternative="the CPU renderer")
     check_gpu_settings(settings, gpu_mode, on_device=True)
     prep = prepare_batch(categories, cells, settings)
     return render_prepared(prep, settings, gpu_mode, stream=stream)
@@ -470,7 +471,7 @@ def render_batch_to_host(
 ) -> list[np.ndarray]:
     """Render cells on the GPU and return host images as `render_instance` does (all colours:
     hue is coloured on the CPU from the GPU's hit counts)."""
-    require_cuda("GPU rendering")
+    require_cuda("GPU rendering", alternative="the CPU renderer")
     check_gpu_settings(settings, gpu_mode, on_device=False)
     prep = prepare_batch(categories, cells, settings)
     if settings.color != "hue":

@@ -84,7 +84,7 @@ class GpuOnTheFlyData(OnTheFlyData):
         from fractaldb.gpu import check_gpu_settings, require_cuda
 
         super().__init__(*args, **kwargs)
-        require_cuda("--render-device cuda")
+        require_cuda("--render-device cuda", alternative="--render-device cpu")
         check_gpu_settings(self.settings, self.gpu_mode, on_device=True)
         self.cfg = cfg
 

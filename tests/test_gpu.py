@@ -221,3 +221,35 @@ def test_exact_kernel_compiles_for_a_real_gpu_without_fma():
     fma_exact, mul_exact, fma_fast = map(int, res.stdout.split())
     assert fma_exact == 0 and mul_exact > 0
     assert fma_fast > 0  # NVVM contracts a * b + c even without fastmath
+
+
+def load_benchmark(monkeypatch):
+    """benchmarks/render_gpu.py as the module `render_gpu` (its CPU workers unpickle it)."""
+    path = Path(__file__).parents[1] / "benchmarks" / "render_gpu.py"
+    spec = importlib.util.spec_from_file_location("render_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "render_gpu", bench)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_render_gpu_benchmark_runs_in_the_simulator(monkeypatch, capsys):
+    """benchmarks/render_gpu.py --json with tiny settings (figures meaningless here)."""
+    bench = load_benchmark(monkeypatch)
+    tiny = ["--image-size", "16", "--points", "200", "--categories", "4", "--batch", "4",
+            "--seconds", "0", "--cpu-images", "4", "--sample", "4", "--json"]  # fmt: skip
+    assert bench.main(tiny) == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rep["simulator"] is True and rep["sample_images"] == 4
+    assert rep["pixel_equal_fraction"] == 1.0 and rep["images_equal"] == 4
+    for key in ("gpu_images_per_s", "gpu_fast_images_per_s", "cpu_images_per_s_all_cores",
+                "ratio", "fractaldb_1k_seconds"):  # fmt: skip
+        assert rep[key] > 0
+
+
+def test_render_gpu_benchmark_without_cuda_is_one_line(monkeypatch, capsys):
+    bench = load_benchmark(monkeypatch)
+    monkeypatch.setattr(gpu, "cuda_available", lambda: False)
+    assert bench.main(["--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no CUDA GPU" in err[0]
