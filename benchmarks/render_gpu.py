@@ -38,6 +38,7 @@ from fractaldb.errors import FractalDBError  # noqa: E402
 from fractaldb.machine import describe_machine  # noqa: E402
 from fractaldb.settings import RenderSettings  # noqa: E402
 
+TRAIN_MODELS = "supervised:deit_tiny_patch16_224,mae:vit_base_patch16_224"
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -167,7 +168,7 @@ def _train_throughput_module():
 
 def onthefly_training(cats: CategorySet, args: argparse.Namespace) -> list[dict[str, Any]]:
     """onthefly_gpu_images_per_s and onthefly_ratio (on-the-fly / synthetic) per model, with
-    train_throughput.py's engine runs (compiled, bf16, 224 px)."""
+    train_throughput.py's engine runs (on a GPU: compiled, bf16, 224 px)."""
     import contextlib
     import io
     import tempfile
@@ -177,13 +178,18 @@ def onthefly_training(cats: CategorySet, args: argparse.Namespace) -> list[dict[
 
     tt = _train_throughput_module()
     results = []
-    jobs = [("supervised", "deit_tiny_patch16_224"), ("mae", "vit_base_patch16_224")]
+    jobs = [tuple(job.split(":", 1)) for job in args.train_models.split(",")]
     with tempfile.TemporaryDirectory(prefix="fdb-otf-") as tmp:
         path = Path(tmp) / "categories.json"
         cats.save(path)
         for task_name, model in jobs:
-            targs = tt.parse_args(["--device", "cuda", "--compile", "--batch-size",
-                                   str(args.train_batch), "--steps", str(args.train_steps)])  # fmt: skip
+            on_gpu = args.train_device.startswith("cuda")
+            targs = tt.parse_args([
+                "--device", args.train_device, "--img-size", str(args.train_img_size),
+                "--batch-size", str(args.train_batch), "--steps", str(args.train_steps),
+                "--warmup", str(args.train_warmup), "--workers", "0",
+                *(["--compile"] if on_gpu else ["--amp", "none"]),
+            ])  # fmt: skip
             targs.num_classes = len(cats)
             synthetic = tt.measure(task_name, model, "synthetic", targs, None)
             if task_name == "mae":
@@ -245,8 +251,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpu-images", type=int, default=None, help="[8 per core]")
     p.add_argument("--sample", type=int, default=1000, help="images compared pixel by pixel")
     p.add_argument("--train", action="store_true", help="also on-the-fly training throughput")
-    p.add_argument("--train-batch", type=int, default=256)
-    p.add_argument("--train-steps", type=int, default=30)
+    p.add_argument("--train-batch", type=int, default=256, help="global batch (--train)")
+    p.add_argument("--train-steps", type=int, default=30, help="measured steps (--train)")
+    p.add_argument("--train-warmup", type=int, default=10, help="unmeasured steps (--train)")
+    p.add_argument("--train-img-size", type=int, default=224, help="model input (--train)")
+    p.add_argument("--train-device", default="cuda", help="training device (--train)")
+    p.add_argument("--train-models", default=TRAIN_MODELS, help="TASK:MODEL,... (--train)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     return p.parse_args(argv)
 

@@ -68,7 +68,12 @@ def cuda_available() -> bool:
     if cuda is None:
         return False
     try:
-        return bool(cuda.is_available())
+        if SIMULATOR:
+            return bool(cuda.is_available())
+        from numba.cuda.cudadrv import nvvm
+
+        # A driver without the NVVM compiler (numba without the `cuda` extra) cannot compile.
+        return bool(cuda.is_available()) and nvvm.is_available()
     except Exception:  # a broken driver install reads as "no GPU"
         return False
 
