@@ -189,6 +189,7 @@ def onthefly_training(cats: CategorySet, args: argparse.Namespace) -> list[dict[
                 "--batch-size", str(args.train_batch), "--steps", str(args.train_steps),
                 "--warmup", str(args.train_warmup), "--workers", "0",
                 *(["--compile"] if on_gpu else ["--amp", "none"]),
+                *[a for kv in args.train_model_arg for a in ("--model-arg", kv)],
             ])  # fmt: skip
             targs.num_classes = len(cats)
             synthetic = tt.measure(task_name, model, "synthetic", targs, None)
@@ -257,6 +258,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-img-size", type=int, default=224, help="model input (--train)")
     p.add_argument("--train-device", default="cuda", help="training device (--train)")
     p.add_argument("--train-models", default=TRAIN_MODELS, help="TASK:MODEL,... (--train)")
+    p.add_argument("--train-model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="timm model argument for --train (repeatable)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON line")
     return p.parse_args(argv)
 

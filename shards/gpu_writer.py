@@ -16,13 +16,20 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fractaldb.categories import CategorySet
-from fractaldb.errors import FractalDBError
 from fractaldb.settings import RenderSettings
 from shards.layout import TMP_SUFFIX, shard_name
-from shards.manifest import CATEGORIES, check_same_dataset, dataset_header, finalize, write_partial
+from shards.manifest import write_partial
 from shards.presets import Layout
 from shards.tario import write_tar
-from shards.writer import RenderReport, _shard_ok, ordered_map, sample_members, shard_cells
+from shards.writer import (
+    RenderReport,
+    _shard_ok,
+    close_output,
+    open_output,
+    ordered_map,
+    sample_members,
+    shard_cells,
+)
 
 
 def gpu_device_name() -> str:
@@ -59,35 +66,11 @@ def write_shards_gpu(
     from fractaldb.gpu import render_batch_to_host, require_cuda
 
     require_cuda("--device cuda")
-    if num_nodes < 1 or not 0 <= node_rank < num_nodes:
-        raise FractalDBError(
-            f"node rank {node_rank} is not in [0, {num_nodes}); fix: pass --num-nodes K "
-            "--node-rank R with 0 <= R < K"
-        )
     device = gpu_device_name()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    header = dataset_header(
-        name, categories.sha256, len(categories), settings.to_dict(), layout.to_dict()
+    header, known, owned = open_output(
+        categories, settings, layout, out, name, num_nodes, node_rank
     )
-    known = check_same_dataset(out, header)
-    cat_path = out / CATEGORIES
-    if cat_path.is_file():
-        from fractaldb.categories import load_categories
-
-        if load_categories(cat_path).sha256 != categories.sha256:
-            raise FractalDBError(
-                f"{str(cat_path)!r} holds another category set; fix: choose a new --out folder "
-                "or delete it"
-            )
-    elif node_rank == 0:
-        categories.save(cat_path)
-
-    owned = list(range(node_rank, header["num_shards"], num_nodes))
-    for k in owned:  # stale temporaries of an interrupted run (only this node writes them)
-        tmp = out / (shard_name(k) + TMP_SUFFIX)
-        if tmp.exists():
-            tmp.unlink()
     done = {
         k: known[shard_name(k)]
         for k in owned
@@ -137,19 +120,4 @@ def write_shards_gpu(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    try:
-        manifest = finalize(out)
-    except FractalDBError:
-        if num_nodes == 1:
-            raise
-        manifest = None  # other nodes are still writing; the last one to finish finalizes
-    return RenderReport(
-        out=out,
-        num_shards=header["num_shards"],
-        owned=len(owned),
-        skipped=len(owned) - len(todo),
-        written=len(todo),
-        samples_written=sum(len(cells[k]) for k in todo),
-        finalized=manifest is not None,
-        manifest=manifest,
-    )
+    return close_output(out, header, owned, cells, num_nodes)

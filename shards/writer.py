@@ -136,29 +136,25 @@ def _shard_ok(path: Path, record: dict[str, Any] | None) -> bool:
     return file_sha256(path) == record["sha256"]
 
 
-def write_shards(
+def open_output(
     categories: CategorySet,
     settings: RenderSettings,
     layout: Layout,
-    out: str | os.PathLike,
-    *,
-    name: str = "fractaldb",
-    workers: int = 1,
-    num_nodes: int = 1,
-    node_rank: int = 0,
-    progress: bool = True,
-) -> RenderReport:
-    """Write this node's shards of the dataset into `out`, skipping complete ones.
+    out: Path,
+    name: str,
+    num_nodes: int,
+    node_rank: int,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[int]]:
+    """Check and prepare the output folder; return (header, known shard records, owned shards).
 
-    When every shard is done (always, for a single node) the partial manifests are merged
-    into manifest.json and _info.json.
+    Refuses another dataset's folder, saves the categories (node 0) and removes this node's
+    stale temporaries.
     """
     if num_nodes < 1 or not 0 <= node_rank < num_nodes:
         raise FractalDBError(
             f"node rank {node_rank} is not in [0, {num_nodes}); fix: pass --num-nodes K "
             "--node-rank R with 0 <= R < K"
         )
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     header = dataset_header(
         name, categories.sha256, len(categories), settings.to_dict(), layout.to_dict()
@@ -181,6 +177,58 @@ def write_shards(
         tmp = out / (shard_name(k) + TMP_SUFFIX)
         if tmp.exists():
             tmp.unlink()
+    return header, known, owned
+
+
+def close_output(
+    out: Path,
+    header: dict[str, Any],
+    owned: list[int],
+    cells: dict[int, list[tuple[int, int]]],
+    num_nodes: int,
+) -> RenderReport:
+    """Finalize the dataset if every shard is done; report what this call wrote (`cells`)."""
+    manifest = None
+    if num_nodes == 1:
+        manifest = finalize(out)
+    else:
+        try:
+            manifest = finalize(out)
+        except FractalDBError:
+            manifest = None  # other nodes are still writing; the last one to finish finalizes
+    return RenderReport(
+        out=out,
+        num_shards=header["num_shards"],
+        owned=len(owned),
+        skipped=len(owned) - len(cells),
+        written=len(cells),
+        samples_written=sum(len(c) for c in cells.values()),
+        finalized=manifest is not None,
+        manifest=manifest,
+    )
+
+
+def write_shards(
+    categories: CategorySet,
+    settings: RenderSettings,
+    layout: Layout,
+    out: str | os.PathLike,
+    *,
+    name: str = "fractaldb",
+    workers: int = 1,
+    num_nodes: int = 1,
+    node_rank: int = 0,
+    progress: bool = True,
+) -> RenderReport:
+    """Write this node's shards of the dataset into `out`, skipping complete ones.
+
+    When every shard is done (always, for a single node) the partial manifests are merged
+    into manifest.json and _info.json.
+    """
+    out = Path(out)
+    header, known, owned = open_output(
+        categories, settings, layout, out, name, num_nodes, node_rank
+    )
 
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
@@ -230,21 +278,4 @@ def write_shards(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    manifest = None
-    if num_nodes == 1:
-        manifest = finalize(out)
-    else:
-        try:
-            manifest = finalize(out)
-        except FractalDBError:
-            manifest = None  # other nodes are still writing; the last one to finish finalizes
-    return RenderReport(
-        out=out,
-        num_shards=header["num_shards"],
-        owned=len(owned),
-        skipped=len(owned) - len(todo),
-        written=len(todo),
-        samples_written=sum(len(cells[k]) for k in todo),
-        finalized=manifest is not None,
-        manifest=manifest,
-    )
+    return close_output(out, header, owned, cells, num_nodes)
