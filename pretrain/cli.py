@@ -35,6 +35,8 @@ _OVERRIDES = {
     "save_every": "save_every",
     "samples_per_epoch": "samples_per_epoch",
     "max_bad_samples": "max_bad_samples",
+    "render_device": "render_device",
+    "gpu_mode": "gpu_mode",
     # mae only
     "mask_ratio": "mask_ratio",
     "decoder_dim": "decoder_dim",
@@ -61,7 +63,8 @@ def common_options(f: Callable) -> Callable:
             "--on-the-fly",
             "on_the_fly",
             metavar="CATEGORIES_JSON",
-            help="Render training images in the loader workers instead of reading shards.",
+            help="Render training images instead of reading shards: on the GPU when training "
+            "on CUDA (fractaldb[cuda]), else in loader workers.",
         ),
         click.option(
             "--out",
@@ -169,6 +172,57 @@ def startup_notice(command: str, opts: dict[str, Any]) -> None:
     )
 
 
+# --on-the-fly render options -> render setting (merged into the config's `render` dict).
+RENDER_OPTIONS = {
+    "image_size": "image_size",
+    "points": "points",
+    "render_mode": "mode",
+    "color": "color",
+    "scheme": "scheme",
+}
+
+
+def render_options(f: Callable) -> Callable:
+    """--on-the-fly options: render settings over the preset's, and where to render."""
+    opts = [
+        click.option(
+            "--image-size",
+            type=int,
+            help="--on-the-fly: rendered image side (the model input is --img-size).",
+        ),
+        click.option("--points", type=int, help="--on-the-fly: chaos-game points per image."),
+        click.option(
+            "--mode",
+            "render_mode",
+            type=click.Choice(["point", "patch"]),
+            help="--on-the-fly: point or 3x3 patch stamps.",
+        ),
+        click.option(
+            "--color", type=click.Choice(["gray", "color", "hue"]), help="--on-the-fly: colouring."
+        ),
+        click.option(
+            "--scheme",
+            type=click.Choice(["fractaldb", "jitter", "none"]),
+            help="--on-the-fly: how instances of a category differ.",
+        ),
+        click.option(
+            "--render-device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            help="--on-the-fly: render on the GPU in the training process (cuda; needs "
+            "fractaldb[cuda]) or in loader workers (cpu); auto = cuda when training on CUDA.",
+        ),
+        click.option(
+            "--gpu-mode",
+            type=click.Choice(["exact", "fast"]),
+            help="--on-the-fly on the GPU: exact (the CPU renderer's pixels) or fast (many "
+            "chains per image: same distribution, other pixels).",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
     """Resolve recipe + --set + explicit options into the run's configuration."""
     from pretrain.config import parse_key_values, resolve_config
@@ -182,12 +236,18 @@ def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
     cfg["model_args"].update(model_args)
     from pretrain.augment import resolve_augment
 
-    # recorded resolved, so a resume on another machine keeps the same data path
+    # recorded resolved, so a resume on another machine keeps the same data path; batches
+    # rendered on the GPU are augmented where they are
+    gpu_rendered = cfg.get("on_the_fly") and cfg.get("render_device") == "cuda"
+    if cfg["augment"] == "auto" and gpu_rendered:
+        cfg["augment"] = "device"
     cfg["augment"] = resolve_augment(cfg["augment"], cfg["device"])
     if cfg.get("on_the_fly") and not cfg.get("render_preset"):
         from pretrain.config import ONTHEFLY_PRESET
 
         cfg["render_preset"] = ONTHEFLY_PRESET  # recorded: config.yaml says what was rendered
+    render = {key: opts[o] for o, key in RENDER_OPTIONS.items() if opts.get(o) is not None}
+    cfg["render"] = {**cfg["render"], **render}
     return cfg
 
 
@@ -226,6 +286,7 @@ def pretrain() -> None:
 
 @pretrain.command()
 @common_options
+@render_options
 def supervised(**opts: Any) -> None:
     """Supervised classification pre-training (DeiT recipe) on fractal categories.
 
@@ -236,6 +297,9 @@ def supervised(**opts: Any) -> None:
           --data data/fdb1k --val-data data/fdb1k-val --out runs/deit-tiny
       # a 2-layer ViT at 32 px on CPU, in seconds
       fractaldb pretrain supervised --recipe tiny-cpu --data synthetic:10 --out runs/tiny
+      # straight from the GPU renderer (no loader workers, no disk), 128 px renders
+      fractaldb pretrain supervised --recipe deit-tiny-fractaldb \\
+          --on-the-fly categories.json --image-size 128 --points 50000 --out runs/otf
       # override anything; continue an interrupted run exactly
       fractaldb pretrain supervised --recipe deit-tiny-fractaldb --data data/fdb1k \\
           --batch-size 2048 --blr 5e-4 --set mixup=0.5 --out runs/a --resume auto
@@ -255,6 +319,7 @@ MAE_DEFAULT_RECIPE = "mae-vit-tiny-fractal"
 
 @pretrain.command()
 @common_options
+@render_options
 @click.option(
     "--mask-ratio",
     type=float,

@@ -32,6 +32,12 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     # --on-the-fly only: the render settings (a `fractaldb render` preset; ONTHEFLY_PRESET
     # when not given) and the grid size; left empty for runs that read shards
     "render_preset": None,
+    # render settings over the preset's (image_size, points, mode, color, scheme, ...)
+    "render": {},
+    # where to render: auto = on the GPU when training on CUDA (fractaldb[cuda]), else in
+    # loader workers; gpu_mode: exact (the CPU's pixels) or fast (same distribution)
+    "render_device": "auto",
+    "gpu_mode": "exact",
     "instances_per_category": None,
     "samples_per_epoch": None,
     "workers": 8,
@@ -90,6 +96,7 @@ RESUME_MUTABLE_KEYS = frozenset(
         "save_every",
         "compile",
         "max_bad_samples",
+        "render_device",  # exact GPU renders are the CPU's pixels
     }
 )
 

@@ -102,6 +102,13 @@ def resolve_settings(preset, overrides: dict[str, Any]):
     help="Render processes on this node, each writing whole shards (the output does not "
     "depend on it).",
 )
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Render on the CPU or on the GPU (needs fractaldb[cuda]; the same bytes).",
+)
 @click.option("--num-nodes", type=int, help="Nodes sharing the job (default: from Slurm, else 1).")
 @click.option("--node-rank", type=int, help="This node's rank (default: from Slurm, else 0).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -115,6 +122,7 @@ def render(
     quality: int | None,
     samples_per_shard: int | None,
     workers: int,
+    device: str,
     num_nodes: int | None,
     node_rank: int | None,
     quiet: bool,
@@ -129,8 +137,10 @@ def render(
       fractaldb render --categories cats.json --instances-per-category 100 \\
           --image-size 128 --points 20000 --format webp --out data/small
       sbatch --array=0-15 examples/slurm/render_array.sbatch   # 16 nodes, one folder
-    Re-running the same command skips complete shards and regenerates missing or damaged
-    ones; a multi-node run ends with `fractaldb shards finalize OUT` (done automatically by
+      fractaldb render --preset fractaldb-1k --categories cats.json --device cuda
+    With --device cuda the GPU renders (exact mode: byte-identical shards) and --workers
+    threads encode. Re-running the same command skips complete shards and regenerates missing
+    or damaged ones; a multi-node run ends with `fractaldb shards finalize OUT` (done automatically by
     the last node to finish).
     """
     from fractaldb.categories import load_categories
@@ -162,6 +172,13 @@ def render(
     if workers < 1:
         raise FractalDBError(f"--workers must be >= 1, got {workers}")
 
+    writer = write_shards
+    if device == "cuda":
+        from fractaldb.gpu import require_cuda
+        from shards.gpu_writer import write_shards_gpu
+
+        require_cuda("--device cuda")  # before any search or rendering
+        writer = write_shards_gpu
     out_dir = Path(out) if out else Path("data") / preset.name
     categories = load_categories(categories_path) if categories_path is not None else None
     then = "; then re-run the same command (it keeps the complete shards)"
@@ -175,7 +192,7 @@ def render(
             categories = run_search(preset.search, workers, quiet)
         t0 = time.perf_counter()
         # a failed write (full disk...) leaves no temporary behind: the atomic writer removes it
-        report = write_shards(
+        report = writer(
             categories,
             settings,
             layout,

@@ -202,6 +202,8 @@ def finalize(out: str | os.PathLike) -> dict[str, Any]:
         **header,
         "package_version": package_version(),
         "dependency_versions": dependency_versions(),
+        # Where the pixels were rendered (GPU records name their device; CPU ones do not).
+        "render_devices": sorted({r.get("device", "cpu") for r in shards}),
         "shards": shards,
     }
     write_bytes_atomically(out / MANIFEST, json.dumps(manifest, indent=1).encode())

@@ -135,12 +135,28 @@ def sample_members(
     instance's variant, render and flip follow from `fractaldb.instances.instance_meta`.
     """
     category, instance = cell
-    image = renderer.render(category, instance)
+    return encode_members(layout, cell, renderer.render(category, instance))
+
+
+def encode_members(
+    layout: Layout, cell: tuple[int, int], image: np.ndarray
+) -> list[tuple[str, bytes]]:
+    """Encode one rendered sample (here or on the GPU) into its tar members (image, .cls)."""
+    category, instance = cell
     key = sample_key(category, instance)
     return [
         (f"{key}.{layout.format}", encode_image(image, layout.format, layout.quality)),
         (f"{key}.cls", str(category).encode()),
     ]
+
+
+def shard_write_failed(final: Path, exc: OSError) -> FractalDBError:
+    """The one-line error for a shard that could not be written (full disk, read-only...)."""
+    return FractalDBError(
+        f"cannot write shard {final.name} in {str(final.parent)!r} ({exc.strerror or exc}); fix: "
+        "free disk space or choose a writable --out folder, then re-run the same command "
+        "(complete shards are kept)"
+    )
 
 
 def write_shard(
@@ -164,11 +180,7 @@ def write_shard(
         # the atomic writer removes its temporary on any failure: no partial shard is left
         sha, size = write_tar_atomically(final, members())
     except OSError as exc:
-        raise FractalDBError(
-            f"cannot write shard {final.name} in {job.out!r} ({exc.strerror or exc}); fix: free "
-            "disk space or choose a writable --out folder, then re-run the same command "
-            "(complete shards are kept)"
-        ) from None
+        raise shard_write_failed(final, exc) from None
     return {
         "index": index,
         "filename": final.name,
@@ -320,30 +332,27 @@ def _shard_ok(path: Path, record: dict[str, Any] | None) -> bool:
     return file_sha256(path) == record["sha256"]
 
 
-def write_shards(
+def open_output(
     categories: CategorySet,
     settings: RenderSettings,
     layout: Layout,
-    out: str | os.PathLike,
-    *,
-    name: str = "fractaldb",
+    out: Path,
+    name: str,
+    num_nodes: int,
+    node_rank: int,
     workers: int = 1,
-    num_nodes: int = 1,
-    node_rank: int = 0,
-    progress: bool = True,
-) -> RenderReport:
-    """Write this node's shards of the dataset into `out`, skipping complete ones.
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]], list[int], list[int]]:
+    """Check and prepare the output folder; return (header, complete shard records by index,
+    owned shards, shards still to write).
 
-    `workers` > 1 renders whole shards in that many spawned processes (see the module
-    docstring); 1 renders in this process. When every shard is done (always, for a single node) the partial manifests are merged
-    into manifest.json and _info.json.
+    Refuses another dataset's folder, saves the categories (node 0), removes this node's stale
+    temporaries and checks the hashes of the shards already there.
     """
     if num_nodes < 1 or not 0 <= node_rank < num_nodes:
         raise FractalDBError(
             f"node rank {node_rank} is not in [0, {num_nodes}); fix: pass --num-nodes K "
             "--node-rank R with 0 <= R < K"
         )
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     header = dataset_header(
         name, categories.sha256, len(categories), settings.to_dict(), layout.to_dict()
@@ -368,7 +377,6 @@ def write_shards(
         out / partial_name(node_rank, num_nodes),
         *([cat_path] if node_rank == 0 else []),
     )
-
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashing releases the GIL
         checks = ordered_map(
             lambda k: _shard_ok(out / shard_name(k), known.get(shard_name(k))),
@@ -379,6 +387,57 @@ def write_shards(
         done = {k: known[shard_name(k)] for k, ok in zip(owned, checks, strict=True) if ok}
     todo = [k for k in owned if k not in done]
     write_partial(out, header, node_rank, num_nodes, list(done.values()))
+    return header, done, owned, todo
+
+
+def close_output(
+    out: Path, header: dict[str, Any], owned: list[int], todo: list[int], num_nodes: int
+) -> RenderReport:
+    """Finalize the dataset if every shard is done; report what this call wrote (`todo`)."""
+    manifest = None
+    if num_nodes == 1:
+        manifest = finalize(out)
+    else:
+        try:
+            manifest = finalize(out)
+        except FractalDBError:
+            manifest = None  # other nodes are still writing; the last one to finish finalizes
+    n_samples = header["num_samples"]
+    per_shard = header["layout"]["samples_per_shard"]
+    return RenderReport(
+        out=out,
+        num_shards=header["num_shards"],
+        owned=len(owned),
+        skipped=len(owned) - len(todo),
+        written=len(todo),
+        samples_written=sum(len(shard_range(k, n_samples, per_shard)) for k in todo),
+        finalized=manifest is not None,
+        manifest=manifest,
+    )
+
+
+def write_shards(
+    categories: CategorySet,
+    settings: RenderSettings,
+    layout: Layout,
+    out: str | os.PathLike,
+    *,
+    name: str = "fractaldb",
+    workers: int = 1,
+    num_nodes: int = 1,
+    node_rank: int = 0,
+    progress: bool = True,
+) -> RenderReport:
+    """Write this node's shards of the dataset into `out`, skipping complete ones.
+
+    `workers` > 1 renders whole shards in that many spawned processes (see the module
+    docstring); 1 renders in this process. When every shard is done (always, for a single
+    node) the partial manifests are merged into manifest.json and _info.json.
+    """
+    out = Path(out)
+    header, done, owned, todo = open_output(
+        categories, settings, layout, out, name, num_nodes, node_rank, workers
+    )
     n_samples = len(categories) * layout.instances_per_category
     todo_samples = sum(len(shard_range(k, n_samples, layout.samples_per_shard)) for k in todo)
 
@@ -400,22 +459,4 @@ def write_shards(
             renderer = Renderer(categories, settings)
             for k in todo:
                 on_record(write_shard(job, renderer, k, lambda: bar.update(1)))
-
-    manifest = None
-    if num_nodes == 1:
-        manifest = finalize(out)
-    else:
-        try:
-            manifest = finalize(out)
-        except FractalDBError:
-            manifest = None  # other nodes are still writing; the last one to finish finalizes
-    return RenderReport(
-        out=out,
-        num_shards=header["num_shards"],
-        owned=len(owned),
-        skipped=len(owned) - len(todo),
-        written=len(todo),
-        samples_written=todo_samples,
-        finalized=manifest is not None,
-        manifest=manifest,
-    )
+    return close_output(out, header, owned, todo, num_nodes)

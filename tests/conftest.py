@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# GPU kernels run in Numba's CUDA simulator (on the CPU) unless the caller chose otherwise;
+# this must be set before anything imports numba.cuda.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 import pytest
 
