@@ -16,7 +16,7 @@ def run_finetune(opts: dict[str, Any]) -> None:
     from pretrain.engine import train
 
     from .config import finetune_config
-    from .datasets import DATASETS, build_datasets, fingerprint
+    from .datasets import DATASETS, build_datasets, fingerprint, train_probe
     from .task import FinetuneTask
 
     if opts["dataset"] not in DATASETS:  # before anything slow
@@ -58,6 +58,9 @@ def run_finetune(opts: dict[str, Any]) -> None:
             samples_per_epoch=cfg["samples_per_epoch"],
         )
         task.data, task.dataset_sha256 = ds, data.manifest_sha256
+        task.train_probe = train_probe(
+            ds.train, task.eval_transform(cfg), cfg["train_eval_samples"]
+        )
         train(cfg, task, data, opts["out"], resume=opts.get("resume"))
         if info.is_main:
             click.echo(f"results: {opts['out']}/results.json")
