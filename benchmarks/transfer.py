@@ -15,7 +15,8 @@ images (sorted by path) are held out for validation (cifar10 500, flowers12 15, 
 20 % unless given). Archives are extracted to a temporary folder, never into OUT.
 
 The model is timm's vit_tiny_patch16_224 with patch 8, pre-trained at 64 px (64 tokens): the
-cpu budget uses 4 of its 12 blocks, the gpu budget all 12, the smoke budget a 1-block toy.
+cpu budget uses 4 of its 12 blocks at width 96 (3 heads), the gpu budget the full model, the
+smoke budget a 1-block toy.
 Fine-tuning runs at each dataset's resolution (cpu: 64 px for both sets, so CIFAR's 32 px
 photos are upsampled and a token covers 4x4 photo pixels as with patch 4 at 32 px; gpu:
 flowers at 112 px, position embeddings resampled from the 8x8 pre-training grid).
@@ -130,7 +131,7 @@ RENDER: dict[str, tuple[str, list[str]]] = {
 _SMOKE_FT = FineTune(32, 1, 16, 5e-4, 0, (*_LIGHT_AUG, "drop_path=0", "color_jitter=0"), 64)
 # flowers: 540 training photos; batch 32 gives 16 steps an epoch
 _CPU_FLOWERS = FineTune(
-    64, 10, 32, 5e-4, 1, (*_LIGHT_AUG, "drop_path=0", "train_eval_samples=180"), None, 15
+    64, 6, 32, 5e-4, 1, (*_LIGHT_AUG, "drop_path=0", "train_eval_samples=180"), None, 15
 )
 _GPU_FLOWERS = FineTune(112, 40, 64, 5e-4, 3, (*_GPU_AUG, "reprob=0.25"), None, 15)
 
@@ -165,30 +166,31 @@ BUDGETS: dict[str, Budget] = {
         search_sets=("min_fill=0.1",),
         pre_samples_per_epoch=64,
     ),
-    # 2 CPU cores, sized for flowers12 with 3 fine-tuning seeds in about an hour: 32
-    # categories x 100 images per sampler (a 100-category set stayed at chance loss for the
-    # first epochs on this budget), a 4-block ViT at 64 px / patch 8 pre-trained for 6 epochs
-    # (MAE 12), then 10 epochs over the 540 training flowers per fine-tune
+    # 2 CPU cores shared with other work, sized for flowers12 with 3 fine-tuning seeds in
+    # about an hour: 32 categories x 100 images per sampler (a 100-category set stayed at
+    # chance loss for the first epochs on the former cifar budget), a narrow 4-block ViT
+    # (width 96, 3 heads) at 64 px / patch 8 pre-trained for 5 epochs (MAE 10), then 6 epochs
+    # over the 540 training flowers per fine-tune
     "cpu": Budget(
         categories=32,
         instances=100,
         render_size=64,
         points=4000,
         img_size=64,
-        model_args=("patch_size=8", "depth=4"),
+        model_args=("patch_size=8", "depth=4", "embed_dim=96", "num_heads=3"),
         samplers=("fractaldb", "sigma"),
         mae_sampler="sigma",
         device="cpu",
         amp="none",
         workers=1,
-        pre_epochs=6,
+        pre_epochs=5,
         pre_batch=64,
         pre_lr=1e-3,
         pre_warmup=1,
         pre_sets=(*_LIGHT_AUG, "drop_path=0"),
-        mae_epochs=12,
+        mae_epochs=10,
         mae_lr=1.5e-3,
-        mae_decoder=(128, 2, 4),
+        mae_decoder=(64, 2, 2),
         finetune={
             "cifar10": FineTune(64, 4, 128, 5e-4, 1, (*_LIGHT_AUG, "drop_path=0"), 6000, 500),
             "flowers12": _CPU_FLOWERS,
