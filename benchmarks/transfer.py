@@ -584,7 +584,14 @@ def machine_line(b: Budget) -> str:
     return device
 
 
-def summary(budget: str, dss: list[Downstream], tables: dict, ft_seeds, log, minutes) -> str:
+def summary(
+    budget: str,
+    dss: list[Downstream],
+    tables: dict[str, list[dict]],
+    ft_seeds: list[int],
+    log: list[str],
+    minutes: float,
+) -> str:
     """Markdown: what was run (budget, seeds, machine, commands) and a table per dataset."""
     lines = [
         "# Transfer from fractal pre-training",

@@ -194,7 +194,9 @@ def _overlay(ax: Any, image: np.ndarray, heat: np.ndarray) -> None:
     ax.axis("off")
 
 
-def draw_rollout(views, shown, rollouts, path: Path) -> Path:
+def draw_rollout(
+    views: list[Inspected], shown: list[np.ndarray], rollouts: list[torch.Tensor], path: Path
+) -> Path:
     """Rows: images; columns: the image, then each run's attention rollout over it."""
     import matplotlib.pyplot as plt
 
@@ -213,7 +215,9 @@ def draw_rollout(views, shown, rollouts, path: Path) -> Path:
     return _save(fig, path)
 
 
-def draw_heads(views, shown, last_maps, path: Path) -> Path:
+def draw_heads(
+    views: list[Inspected], shown: list[np.ndarray], last_maps: list[torch.Tensor], path: Path
+) -> Path:
     """Rows: (image, run); columns: the last layer's class-token attention of each head."""
     import matplotlib.pyplot as plt
 
@@ -229,7 +233,7 @@ def draw_heads(views, shown, last_maps, path: Path) -> Path:
             ax = axes[r, h]
             ax.axis("off")
             if h < attn.shape[1]:
-                heat = A.token_map(attn[i : i + 1, h][:, None].mean(1), v.prefix, v.grid)[0]
+                heat = A.token_map(attn[i : i + 1, h], v.prefix, v.grid)[0]
                 _overlay(ax, shown[j][i], heat.numpy())
             if r == 0:
                 ax.set_title(f"head {h}", fontsize=7)
@@ -240,7 +244,7 @@ def draw_heads(views, shown, last_maps, path: Path) -> Path:
     return _save(fig, path)
 
 
-def draw_distances(views, distances, path: Path) -> Path:
+def draw_distances(views: list[Inspected], distances: list[torch.Tensor], path: Path) -> Path:
     """One panel per run: mean attention distance (px) of every head against the layer."""
     import matplotlib.pyplot as plt
 
@@ -274,7 +278,7 @@ def similarity_mosaic(sim: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def draw_positions(views, sims, path: Path) -> Path:
+def draw_positions(views: list[Inspected], sims: list[torch.Tensor | None], path: Path) -> Path:
     """One panel per run: cosine similarity of each patch's position embedding to the others."""
     import matplotlib.pyplot as plt
 
