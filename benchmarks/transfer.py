@@ -561,7 +561,7 @@ def chart(tables: dict[str, list[dict]], path: Path) -> Path:
     ax.set_xticks(x, datasets)
     ax.set_ylabel("val top-1 (%), last epoch")
     ax.set_ylim(0, 100)
-    ax.legend(title="init", fontsize=7)
+    ax.legend(title="init", fontsize=7, title_fontsize=7, ncol=2, loc="upper left")
     fig.tight_layout()
     try:
         return replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))

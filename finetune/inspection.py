@@ -1,9 +1,9 @@
 """`fractaldb inspect`: pictures of what a ViT learned, runs side by side in columns.
 
 Attention maps come from timm's own `timm.utils.AttentionExtract` (forward hooks on each
-block's `attn_drop`, which sees the softmax output once fused attention is switched off with
-`timm.layers.set_fused_attn(False)` and each Attention's `fused_attn` flag); layer outputs for
-CKA from the model's `forward_intermediates`. The numbers are finetune.attention's.
+block's `attn_drop`, which sees the softmax output once each Attention's `fused_attn` flag is
+off); layer outputs for CKA from the model's `forward_intermediates`. The numbers are
+finetune.attention's.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ def load_vit(
 ) -> Inspected:
     """Build the run's (or --model's) timm model with non-fused attention and load its weights."""
     import timm
-    from timm.layers import set_fused_attn
 
     from .weights import _read_weights, load_state_into
 
@@ -85,7 +84,6 @@ def load_vit(
     args.update(model_args or {})
     for key in ("num_classes", "img_size", "drop_path_rate", "pretrained"):
         args.pop(key, None)
-    set_fused_attn(False)  # attention probabilities exist only on the non-fused path
     try:
         kwargs = {"img_size": size} if size else {}
         model = timm.create_model(name, num_classes=0, **kwargs, **args)
@@ -103,6 +101,8 @@ def load_vit(
             f"{name} has no ViT attention blocks to inspect; fix: pass a timm ViT/DeiT run"
         )
     for module in model.modules():
+        # attention probabilities exist only on the non-fused path; the per-module flag (rather
+        # than timm.layers.set_fused_attn) leaves other models of this process as they are
         if hasattr(module, "fused_attn"):
             module.fused_attn = False
     load_state_into(model, _read_weights(weights), str(source), echo=lambda line: None)
