@@ -187,10 +187,13 @@ def _save(fig: Any, path: Path) -> Path:
         plt.close(fig)
 
 
-def _overlay(ax: Any, image: np.ndarray, heat: np.ndarray) -> None:
+def _overlay(ax: Any, image: np.ndarray, heat: np.ndarray, vmax: float) -> None:
+    """The image under its heat map; one colour scale (0 to vmax) per figure, so that a nearly
+    uniform map looks flat instead of being stretched to full contrast."""
     ax.imshow(image)
     h, w = image.shape[:2]
-    ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, w, h, 0), interpolation="bilinear")
+    ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, w, h, 0), interpolation="bilinear",
+              vmin=0.0, vmax=vmax)  # fmt: skip
     ax.axis("off")
 
 
@@ -201,12 +204,13 @@ def draw_rollout(
     import matplotlib.pyplot as plt
 
     n, cols = len(shown[0]), 1 + len(views)
+    vmax = max(float(r.max()) for r in rollouts)
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(shown[0][i])
         axes[i, 0].axis("off")
         for j, (v, roll) in enumerate(zip(views, rollouts, strict=True)):
-            _overlay(axes[i, j + 1], shown[j][i], roll[i].numpy())
+            _overlay(axes[i, j + 1], shown[j][i], roll[i].numpy(), vmax)
             if i == 0:
                 axes[0, j + 1].set_title(v.label, fontsize=7)
     axes[0, 0].set_title("image", fontsize=7)
@@ -224,17 +228,22 @@ def draw_heads(
     heads = max(m.shape[1] for m in last_maps)
     n = len(shown[0])
     rows = [(i, j) for i in range(n) for j in range(len(views))]
+    maps = {
+        (i, j, h): A.token_map(last_maps[j][i : i + 1, h], views[j].prefix, views[j].grid)[0]
+        for i, j in rows
+        for h in range(last_maps[j].shape[1])
+    }
+    vmax = max(float(m.max()) for m in maps.values())
     fig, axes = plt.subplots(
         len(rows), heads, figsize=(1.3 * heads + 0.4, 1.3 * len(rows)), squeeze=False
     )
     for r, (i, j) in enumerate(rows):
-        v, attn = views[j], last_maps[j]
+        v = views[j]
         for h in range(heads):
             ax = axes[r, h]
             ax.axis("off")
-            if h < attn.shape[1]:
-                heat = A.token_map(attn[i : i + 1, h], v.prefix, v.grid)[0]
-                _overlay(ax, shown[j][i], heat.numpy())
+            if (i, j, h) in maps:
+                _overlay(ax, shown[j][i], maps[(i, j, h)].numpy(), vmax)
             if r == 0:
                 ax.set_title(f"head {h}", fontsize=7)
         axes[r, 0].text(-0.1, 0.5, v.label, fontsize=6, rotation=90, va="center", ha="right",
@@ -251,13 +260,16 @@ def draw_distances(views: list[Inspected], distances: list[torch.Tensor], path: 
     fig, axes = plt.subplots(
         1, len(views), figsize=(2.4 * len(views), 2.2), squeeze=False, sharey=True
     )
-    top = max(float(d.max()) for d in distances) * 1.1 + 1e-6
+    top = max(max(float(d.max()) for d in distances), max(v.img_size for v in views) / 2) * 1.1
     for ax, v, d in zip(axes[0], views, distances, strict=True):
         layers, heads = d.shape
         for h in range(heads):
             ax.scatter(np.arange(1, layers + 1), d[:, h].numpy(), s=8, label=f"head {h}")
+        # what attention spread evenly over all patches would give
+        uniform = float(A.patch_distances(v.grid, v.patch).mean())
+        ax.axhline(uniform, color="gray", linestyle="--", linewidth=0.8)
         ax.set_title(v.label, fontsize=7)
-        ax.set_xlabel("layer", fontsize=7)
+        ax.set_xlabel("layer (dashed: uniform attention)", fontsize=7)
         ax.set_ylim(0, top)
         ax.set_xticks(np.arange(1, layers + 1))
         ax.tick_params(labelsize=6)

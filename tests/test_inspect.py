@@ -180,3 +180,19 @@ def test_inspect_errors_are_one_line(runs, images, tmp_path):
         main, ["inspect", str(runs["vit"]), "--cka", "--images", str(images), "--out", "o"]
     )
     assert_one_line_error(r, "exactly two")
+
+
+def test_extracted_attention_equals_softmax_of_the_first_block(runs, images):
+    from finetune.inspection import find_images, load_vit, to_batch
+
+    v, maps = tiny_attention(runs["vit"], images)
+    x, _ = to_batch(load_vit(str(runs["vit"])), find_images(images, 3))
+    model = v.model
+    with torch.no_grad():
+        tokens = model.norm_pre(model._pos_embed(model.patch_embed(x)))
+        attn = model.blocks[0].attn
+        b, n, d = tokens.shape
+        qkv = attn.qkv(model.blocks[0].norm1(tokens)).reshape(b, n, 3, attn.num_heads, -1)
+        q, k, _ = qkv.permute(2, 0, 3, 1, 4)
+        expected = (attn.q_norm(q) * attn.scale @ attn.k_norm(k).transpose(-2, -1)).softmax(-1)
+    assert torch.allclose(maps[0], expected, atol=1e-5)
