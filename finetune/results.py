@@ -6,8 +6,9 @@ manifest_hash (the pre-training data's, from its RUN/metrics.jsonl), weights_sha
 missing, unexpected, dropped_head, resampled, ...}, recipe, recipe_source, linear_probe,
 trainable_tensors, epochs (planned), batch_size, lr, normalize, config ("config.yaml"),
 epochs_done, best {epoch, top1, top5}, last {epoch, top1, top5},
-history [{epoch, top1, top5, loss, train_loss[, ema_top1]}]. Accuracies are percentages on the
-test split (fewer than 5 classes: "top5" is top-k over all classes).
+history [{epoch, top1, top5, loss, train_loss[, train_top1][, ema_top1]}]. Accuracies are
+percentages on the test split, train_top1 on a fixed subset of the training images under the
+evaluation transform (fewer than 5 classes: "top5" is top-k over all classes).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def run_finetune(opts: dict[str, Any]) -> None:
     from pretrain.runfolder import remove_if_failed_early
 
     from .config import finetune_config
-    from .datasets import DATASETS, build_datasets, fingerprint
+    from .datasets import DATASETS, build_datasets, fingerprint, train_probe
     from .task import FinetuneTask
 
     if opts["dataset"] not in DATASETS:  # before anything slow
@@ -65,6 +65,9 @@ def run_finetune(opts: dict[str, Any]) -> None:
             max_bad_samples=cfg["max_bad_samples"],
         )
         task.data, task.dataset_sha256 = ds, data.manifest_sha256
+        task.train_probe = train_probe(
+            ds.train, task.eval_transform(cfg), cfg["train_eval_samples"]
+        )
         with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):
             train(cfg, task, data, opts["out"], resume=opts.get("resume"))
         if info.is_main:

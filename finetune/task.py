@@ -32,6 +32,8 @@ class FinetuneTask(SupervisedTask):
         "linear_probe": False,
         "val_split": None,
         "val_per_class": None,
+        # train top-1 each epoch on this many training images under the evaluation transform
+        "train_eval_samples": 512,
     }
 
     def __init__(
@@ -47,6 +49,7 @@ class FinetuneTask(SupervisedTask):
         self.results: dict[str, Any] | None = None
         self.init_summary: dict[str, Any] = {}
         self.trainable: list[str] = []
+        self.train_probe: Any = None  # fixed training images, evaluation transform (run.py)
 
     def train_transform(self, cfg: dict[str, Any]) -> Any:
         """PIL chain in the workers (--augment cpu), or, on the device path, only decode and
@@ -70,6 +73,24 @@ class FinetuneTask(SupervisedTask):
         else:
             self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
         return model
+
+    def on_epoch_end(self, epoch: int, model: nn.Module, out_dir: Path) -> dict[str, float]:
+        """Top-1 on the fixed training subset under the evaluation transform (every rank takes
+        its strided share; the sums are reduced over ranks)."""
+        if self.train_probe is None or len(self.train_probe) == 0:
+            return {}
+        import torch
+        from torch.utils.data import DataLoader
+
+        rank, world = D.get_rank(), D.get_world_size()
+        share = list(range(rank, len(self.train_probe), world))
+        loader = DataLoader(self.train_probe, batch_size=self.cfg["batch_size"], sampler=share)
+        device = next(model.parameters()).device
+        model.eval()
+        with torch.no_grad():
+            metrics = self.evaluate(model, loader, device)
+        model.train()
+        return {"train_top1": metrics["val_top1"]}
 
     def _new_results(self) -> dict[str, Any]:
         from pretrain.engine import plan_batch
@@ -111,6 +132,8 @@ class FinetuneTask(SupervisedTask):
             "loss": metrics["val_loss"],
             "train_loss": metrics["loss"],
         }
+        if "train_top1" in metrics:
+            row["train_top1"] = metrics["train_top1"]
         if "val_ema_top1" in metrics:
             row["ema_top1"] = metrics["val_ema_top1"]
         record_epoch(self.results, epoch + 1, row)

@@ -21,6 +21,7 @@ LAZY_SUBCOMMANDS: dict[str, str] = {
     "pretrain": "pretrain.cli:pretrain",
     "finetune": "finetune.cli:finetune",
     "report": "finetune.cli:report",
+    "inspect": "finetune.inspect_cli:inspect",
 }
 
 
