@@ -180,7 +180,10 @@ def test_workers_stop_when_the_parent_is_killed(cats, tmp_path):
     while any(alive(p) for p in workers) and time.time() < deadline:
         time.sleep(0.05)
     assert not any(alive(p) for p in workers), "orphaned workers kept rendering"
-    assert not leftovers(out)  # each dropped its unfinished shard
+    # each dropped its unfinished shard; the parent, killed mid-write, may leave only the
+    # temporary of its own partial manifest, which the next run removes (open_output)
+    left = leftovers(out)
+    assert all(name.startswith(".manifest.node-") for name in left), left
 
 
 def test_tar_writer_gives_tarfiles_bytes(tmp_path):
