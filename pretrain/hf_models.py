@@ -128,7 +128,15 @@ def save_hf_folder(model: HFClassifier, folder: Path) -> Path:
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.model.save_pretrained(str(tmp), safe_serialization=True)
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the engine prints one line per export
+    try:
+        model.model.save_pretrained(str(tmp), safe_serialization=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     old = folder.with_name(f".{folder.name}.old")
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
