@@ -95,23 +95,25 @@ BUDGETS: dict[str, Budget] = {
         ft_lr=5e-4,
         workers=0,
     ),
-    # about an hour on 2 CPU cores shared with ~10 other training processes
+    # ~40 minutes on 2 CPU cores shared with ~10 other training processes (~1-6 images/s per
+    # model): the full CvT-13 and DeiT-Tiny train at ~1-2 images/s there, so this budget keeps
+    # their widths and shortens them (CvT-13 layout with depth [1, 2, 3]; DeiT-Tiny with 4 blocks)
     "cpu": Budget(
         categories=16,
         instances=64,
         render_size=64,
         img_size=32,
-        deit_args=("patch_size=8",),
-        cvt_args=(),
+        deit_args=("patch_size=8", "depth=4"),
+        cvt_args=("depth=[1,2,3]",),
         teacher="resnet18",
         teacher_args=(),
-        pre_epochs=4,
+        pre_epochs=2,
         pre_samples=512,
         pre_batch=64,
         pre_lr=1e-3,
-        ft_epochs=4,
+        ft_epochs=2,
         ft_batch=60,
-        ft_lr=5e-4,
+        ft_lr=1e-3,
         workers=1,
     ),
 }
@@ -147,7 +149,7 @@ def pretrain_steps(b: Budget, out: Path, seed: int, log: list[str]) -> dict[str,
         T.run_step(["pretrain", "supervised", "--recipe", "deit-tiny-fractaldb", "--data",
                     str(shards), *model_opts(model, args), "--epochs", str(b.pre_epochs),
                     "--samples-per-epoch", str(b.pre_samples), "--batch-size", str(b.pre_batch), "--lr", str(b.pre_lr),
-                    "--set", "warmup_epochs=1", *T.sets(_LIGHT), *common(b, seed),
+                    "--set", "warmup_epochs=0", *T.sets(_LIGHT), *common(b, seed),
                     "--out", str(run)], run / "model.safetensors", log)  # fmt: skip
         runs[arm] = run
     return runs
@@ -195,7 +197,7 @@ def finetune_steps(
             T.run_step(["finetune", "--dataset", "folder", "--data-root", str(root),
                         "--val-per-class", str(vpc), "--recipe", "adamw-cifar", *opts,
                         "--epochs", str(b.ft_epochs), "--batch-size", str(b.ft_batch),
-                        "--lr", str(b.ft_lr), "--set", "warmup_epochs=1", *T.sets(_LIGHT),
+                        "--lr", str(b.ft_lr), "--set", "warmup_epochs=0", *T.sets(_LIGHT),
                         *common(b, seed), "--out", str(run)], run / "model.safetensors", log)  # fmt: skip
     finally:
         if tmp:
@@ -226,6 +228,49 @@ def row(arm: str, run: Path) -> dict:
         "last_top1": res["last"]["top1"],
         "train_images_per_s": sum(ips) / len(ips) if ips else None,
     }
+
+
+FULL_SIZE = {
+    "DeiT-Tiny (patch 8 at 32 px)": (DEIT, {"patch_size": 8}),
+    "distilled DeiT-Tiny (patch 8)": (DEIT_DISTILLED, {"patch_size": 8}),
+    "CvT-13": (CVT, {}),
+    "ResNet-18": ("resnet18", {}),
+}
+
+
+def full_size_throughput(img_size: int, batch: int = 32, steps: int = 3) -> list[dict]:
+    """Parameters and training images/s (AdamW step, best of `steps`, synthetic tensors) of the
+    full-size models in this process, one after another: compare them as ratios."""
+    import torch
+
+    from pretrain.models import create_model
+
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, 3, img_size, img_size), torch.randint(0, 12, (batch,))
+    out = []
+    for label, (name, args) in FULL_SIZE.items():
+        model = create_model(name, img_size=img_size, num_classes=12, **args)
+        opt = torch.optim.AdamW(model.parameters())
+        best = float("inf")
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            logits = model(x)
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            torch.nn.functional.cross_entropy(logits, y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            best = min(best, time.perf_counter() - t0)
+        params = sum(p.numel() for p in model.parameters())
+        out.append({"model": label, "params_m": params / 1e6, "train_images_per_s": batch / best})
+    return out
+
+
+def throughput_table(rows: list[dict], img_size: int) -> str:
+    """Markdown table of full_size_throughput rows."""
+    lines = [f"| full-size model at {img_size} px | params (M) | train img/s |", "|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['params_m']:.2f} | {r['train_images_per_s']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def table(rows: list[dict]) -> str:
@@ -268,19 +313,22 @@ def main(argv: list[str] | None = None) -> int:
     from fractaldb.machine import describe_machine
 
     rows = [row(arm, run) for arm, run in runs.items()]
+    speed = full_size_throughput(b.img_size)
     text = (
         f"# ViT family on fractals (issue 17)\n\nbudget `{args.budget}`, seed {args.seed}, "
         f"data {args.tar.name} (last {args.val_per_class} photos per class held out), machine: "
         f"{describe_machine()}; images/s measured under whatever load the machine had.\n\n"
         + table(rows)
+        + "\n"
+        + throughput_table(speed, b.img_size)
         + "\nCommands:\n\n```\n"
         + "\n".join(log)
         + "\n```\n"
     )
     (out / "summary.md").write_text(text)
-    print(table(rows), end="")
+    print(table(rows) + "\n" + throughput_table(speed, b.img_size), end="")
     if args.json:
-        print(json.dumps({"budget": args.budget, "rows": rows}))
+        print(json.dumps({"budget": args.budget, "rows": rows, "full_size": speed}))
     print(f"# done in {(time.time() - start) / 60:.1f} min: {out / 'summary.md'}")
     return 0
 
