@@ -70,6 +70,7 @@ class Budget:
     pre_batch: int
     pre_lr: float
     ft_epochs: int
+    ft_samples: int | None  # photos per fine-tuning epoch (None: the whole training part)
     ft_batch: int
     ft_lr: float
     workers: int
@@ -91,6 +92,7 @@ BUDGETS: dict[str, Budget] = {
         pre_batch=8,
         pre_lr=1e-3,
         ft_epochs=1,
+        ft_samples=None,
         ft_batch=8,
         ft_lr=5e-4,
         workers=0,
@@ -112,6 +114,7 @@ BUDGETS: dict[str, Budget] = {
         pre_batch=64,
         pre_lr=1e-3,
         ft_epochs=2,
+        ft_samples=240,
         ft_batch=60,
         ft_lr=1e-3,
         workers=1,
@@ -192,11 +195,12 @@ def finetune_steps(
                 t.extractall(tmp, filter="data")
         found = sorted(Path(tmp).glob("**/train")) if tmp else []
         root = found[0] if found else Path("<extracted tar>/train")
+        common_ft = ["--samples-per-epoch", str(b.ft_samples)] if b.ft_samples else []
         for arm, opts in arms.items():
             run = runs[arm]
             T.run_step(["finetune", "--dataset", "folder", "--data-root", str(root),
                         "--val-per-class", str(vpc), "--recipe", "adamw-cifar", *opts,
-                        "--epochs", str(b.ft_epochs), "--batch-size", str(b.ft_batch),
+                        "--epochs", str(b.ft_epochs), *common_ft, "--batch-size", str(b.ft_batch),
                         "--lr", str(b.ft_lr), "--set", "warmup_epochs=0", *T.sets(_LIGHT),
                         *common(b, seed), "--out", str(run)], run / "model.safetensors", log)  # fmt: skip
     finally:
