@@ -14,7 +14,6 @@ average the class and distillation heads, as DeiT does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fractaldb.errors import FractalDBError
+
+from .weights import _sha256
 
 KINDS = ("none", "hard", "soft")
 
@@ -56,14 +57,6 @@ def distillation_loss(
     return (1.0 - alpha) * base_loss + alpha * term, term
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
 def _teacher_files(source: str) -> tuple[Path, Path | None]:
     """(weights file, its run folder or None) of a --teacher RUN|FILE."""
     path = Path(source)
@@ -93,7 +86,7 @@ def describe_teacher(source: str) -> dict[str, Any]:
     info: dict[str, Any] = {
         "source": str(source),
         "weights": str(weights),
-        "sha256": _sha256(weights),
+        "sha256": "sha256:" + _sha256(weights),
         "model": meta["architecture"],
         "model_args": meta.get("model_args") or {},
         "num_classes": meta.get("num_classes"),
