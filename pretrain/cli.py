@@ -72,7 +72,11 @@ def common_options(f: Callable) -> Callable:
             help="Shipped recipe name or a YAML file (e.g. an old "
             "RUN/config.yaml); explicit options override it.",
         ),
-        click.option("--model", help="timm model name, e.g. deit_tiny_patch16_224."),
+        click.option(
+            "--model",
+            help="timm model name, e.g. deit_tiny_patch16_224, or a Hugging Face model: "
+            "hf:cvt-13, hf:cvt-21 (needs fractaldb[hf]).",
+        ),
         click.option(
             "--model-arg",
             "model_arg",
@@ -184,6 +188,10 @@ def supervised(**opts: Any) -> None:
           --data shards/fdb1k --val-data shards/fdb1k-val --out runs/deit-tiny
       # a 2-layer ViT at 32 px on CPU, in seconds
       fractaldb pretrain supervised --recipe tiny-cpu --data synthetic:10 --out runs/tiny
+      # CvT-13 from Hugging Face transformers (pip install 'fractaldb[hf]'); RUN/hf loads
+      # with CvtForImageClassification.from_pretrained
+      fractaldb pretrain supervised --recipe deit-tiny-fractaldb --model hf:cvt-13 \\
+          --data shards/fdb1k --out runs/cvt13
       # override anything; continue an interrupted run exactly
       fractaldb pretrain supervised --recipe deit-tiny-fractaldb --data shards/fdb1k \\
           --batch-size 2048 --blr 5e-4 --set mixup=0.5 --out runs/a --resume auto
