@@ -202,6 +202,7 @@ def finetune_steps(
                         "--val-per-class", str(vpc), "--recipe", "adamw-cifar", *opts,
                         "--epochs", str(b.ft_epochs), *common_ft, "--batch-size", str(b.ft_batch),
                         "--lr", str(b.ft_lr), "--set", "warmup_epochs=0", *T.sets(_LIGHT),
+                        "--set", f"eval_every={b.ft_epochs}",
                         *common(b, seed), "--out", str(run)], run / "model.safetensors", log)  # fmt: skip
     finally:
         if tmp:
