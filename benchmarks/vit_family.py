@@ -263,31 +263,39 @@ FULL_SIZE = {
 }
 
 
-def full_size_throughput(img_size: int, batch: int = 32, steps: int = 3) -> list[dict]:
-    """Parameters and training images/s (AdamW step, best of `steps`, synthetic tensors) of the
-    full-size models in this process, one after another: compare them as ratios."""
+def full_size_throughput(img_size: int, batch: int = 32, rounds: int = 4) -> list[dict]:
+    """Parameters and training images/s (AdamW step on synthetic tensors, best step) of the
+    full-size models in this process. The models take turns, one step each per round, so that a
+    change in the machine's load hits them alike: compare them as ratios."""
     import torch
 
     from pretrain.models import create_model
 
     torch.manual_seed(0)
     x, y = torch.randn(batch, 3, img_size, img_size), torch.randint(0, 12, (batch,))
-    out = []
-    for label, (name, args) in FULL_SIZE.items():
-        model = create_model(name, img_size=img_size, num_classes=12, **args)
-        opt = torch.optim.AdamW(model.parameters())
-        best = float("inf")
-        for _ in range(steps):
+    models = {
+        label: create_model(name, img_size=img_size, num_classes=12, **args)
+        for label, (name, args) in FULL_SIZE.items()
+    }
+    optims = {label: torch.optim.AdamW(m.parameters()) for label, m in models.items()}
+    best = dict.fromkeys(models, float("inf"))
+    for _ in range(rounds):  # the first round also warms up allocators and kernels
+        for label, model in models.items():
             t0 = time.perf_counter()
             logits = model(x)
             logits = logits[0] if isinstance(logits, tuple) else logits
             torch.nn.functional.cross_entropy(logits, y).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            best = min(best, time.perf_counter() - t0)
-        params = sum(p.numel() for p in model.parameters())
-        out.append({"model": label, "params_m": params / 1e6, "train_images_per_s": batch / best})
-    return out
+            optims[label].step()
+            optims[label].zero_grad(set_to_none=True)
+            best[label] = min(best[label], time.perf_counter() - t0)
+    return [
+        {
+            "model": label,
+            "params_m": sum(p.numel() for p in m.parameters()) / 1e6,
+            "train_images_per_s": batch / best[label],
+        }
+        for label, m in models.items()
+    ]
 
 
 def throughput_table(rows: list[dict], img_size: int) -> str:
