@@ -39,10 +39,10 @@ DEFAULT_TAR = REPO.parent / "shared" / "data" / "flowers12-train-jpg.tar.gz"
 
 
 def _transfer():
-    """benchmarks/transfer_cifar10.py as a module (its run_step/extract/sets helpers); loaded by
-    path so that benchmarks/ never goes on sys.path (benchmarks/shards.py would shadow shards)."""
+    """benchmarks/transfer.py as a module (its Step/run_steps/sets helpers); loaded by path so
+    that benchmarks/ never goes on sys.path (benchmarks/shards.py would shadow shards)."""
     spec = importlib.util.spec_from_file_location(
-        "transfer_cifar10", Path(__file__).with_name("transfer_cifar10.py")
+        "transfer", Path(__file__).with_name("transfer.py")
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
@@ -51,6 +51,13 @@ def _transfer():
 
 
 T = _transfer()
+
+
+def run_step(args: list[str], done: Path | None, log: list[str]) -> None:
+    """Run `fractaldb ARGS` (transfer.py's restartable step) unless `done` exists; log it."""
+    step = T.Step(args[0], args, done)
+    log.append(step.shown)
+    T.run_steps([step])
 
 
 @dataclass(frozen=True)
@@ -160,16 +167,16 @@ def pretrain_steps(b: Budget, out: Path, seed: int, log: list[str]) -> dict[str,
     data.mkdir(parents=True, exist_ok=True)
     cats = data / f"fractaldb-{b.categories}.json"
     shards = data / f"fractaldb-{b.categories}x{b.instances}-{b.render_size}px"
-    T.run_step(["search", "-k", str(b.categories), "--sampler", "fractaldb", "--seed", "1",
+    run_step(["search", "-k", str(b.categories), "--sampler", "fractaldb", "--seed", "1",
                 "--out", str(cats)], cats, log)  # fmt: skip
-    T.run_step(["render", "--preset", "quickstart", "--categories", str(cats),
+    run_step(["render", "--preset", "quickstart", "--categories", str(cats),
                 "--instances-per-category", str(b.instances), "--image-size", str(b.render_size),
                 "--points", "4000", "--mode", "point", "--color", "gray", "--seed", str(seed),
                 "--quiet", "--out", str(shards)], shards / "manifest.json", log)  # fmt: skip
     runs = {}
     for arm, model, args in (("cvt", CVT, b.cvt_args), ("deit", DEIT, b.deit_args)):
         run = out / "pretrain" / f"{arm}-fdb"
-        T.run_step(["pretrain", "supervised", "--recipe", "deit-tiny-fractaldb", "--data",
+        run_step(["pretrain", "supervised", "--recipe", "deit-tiny-fractaldb", "--data",
                     str(shards), *model_opts(model, args), "--epochs", str(b.pre_epochs),
                     "--samples-per-epoch", str(b.pre_samples), "--batch-size", str(b.pre_batch), "--lr", str(b.pre_lr),
                     "--set", "warmup_epochs=0", *T.sets(_LIGHT), *common(b, seed),
@@ -218,7 +225,7 @@ def finetune_steps(
         common_ft = ["--samples-per-epoch", str(b.ft_samples)] if b.ft_samples else []
         for arm, opts in arms.items():
             run = runs[arm]
-            T.run_step(["finetune", "--dataset", "folder", "--data-root", str(root),
+            run_step(["finetune", "--dataset", "folder", "--data-root", str(root),
                         "--val-per-class", str(vpc), "--recipe", "adamw-cifar", *opts,
                         "--epochs", str(b.ft_epochs), *common_ft, "--batch-size", str(b.ft_batch),
                         "--lr", str(b.ft_lr), "--set", "warmup_epochs=0", *T.sets(_LIGHT),

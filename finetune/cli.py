@@ -27,10 +27,11 @@ Examples:
   # multi-GPU: --batch-size stays the GLOBAL batch
   torchrun --nproc-per-node 8 --no-python fractaldb finetune --dataset cifar10 ...
 \b
---init: a pre-training run folder (RUN/model.safetensors; model, model args and mean/std come
-from RUN/config.yaml), a .safetensors or .pt/.pth file, 'timm' (timm's own weights for
---model, needs the hub) or 'scratch'.
-Recipes: deit-cifar-sgd (default), adamw-cifar, mae-finetune, deit-distill, or a recipe .yaml.
+--init: a pre-training run folder (RUN/model.safetensors; model, model args, image size and
+mean/std come from RUN/config.yaml unless given), a .safetensors or .pt/.pth file, 'timm'
+(timm's own weights for --model, needs the hub) or 'scratch'.
+Recipes: deit-cifar-sgd (default), adamw-cifar, mae-finetune, deit-distill, finetune-cpu (about
+a minute on a laptop CPU for the quick-start run), or a path to a recipe .yaml.
 --teacher/--distillation: DeiT's hard (average of the class head's cross-entropy and the
 distillation head's against the teacher's argmax) or soft (KL at tau, weight alpha) loss; the
 teacher runs in eval mode on the same augmented batch; evaluation averages the two heads.
@@ -101,6 +102,9 @@ def finetune(**opts) -> None:
       fractaldb finetune --dataset folder --data-root photos/train --val-per-class 50 \\
           --init runs/mae-tiny --recipe mae-finetune --linear-probe --out runs/probe
     """
+    from pretrain.cli import startup_notice
+
+    startup_notice("finetune", opts)
     from .run import run_finetune
 
     run_finetune(opts)
@@ -118,14 +122,25 @@ Examples:
 @click.option("--out-md", type=click.Path(), default=None, help="Also write the table here.")
 @click.option("--out-png", type=click.Path(), default=None, help="Write a bar chart PNG here.")
 def report(runs: tuple[str, ...], out_md: str | None, out_png: str | None) -> None:
-    """Compare fine-tuning runs: markdown table of top-1/top-5 by init source and dataset."""
-    from .report import bar_chart, load_run, markdown_table
-    from .results import write_text_atomic
+    """Compare fine-tuning runs: markdown table of top-1/top-5 by init source and dataset.
 
-    loaded = [load_run(r) for r in runs]
+    Folders without results.json (pre-training runs in the same runs/ folder) are skipped
+    with a note.
+    """
+    from fractaldb.atomic import write_text_atomically
+    from fractaldb.errors import check_writable, writing_to
+
+    from .report import bar_chart, load_runs, markdown_table
+
+    for path, what in ((out_md, "table"), (out_png, "chart")):
+        if path:
+            check_writable(path, what)
+    loaded = load_runs(list(runs), note=lambda line: click.echo(line, err=True))
     table = markdown_table(loaded)
     click.echo(table, nl=False)
     if out_md:
-        write_text_atomic(out_md, table)
+        with writing_to(out_md, "table"):
+            write_text_atomically(out_md, table)
     if out_png:
-        click.echo(f"chart: {bar_chart(loaded, out_png)}")
+        with writing_to(out_png, "chart"):
+            click.echo(f"chart: {bar_chart(loaded, out_png)}")

@@ -2,7 +2,7 @@
 
 Recipes are the engine's flat YAML files (shipped ones in finetune/recipes/); explicit options
 override them, and a pre-training run given as --init supplies the model, its architecture
-arguments and its input normalisation unless they are set explicitly.
+arguments, its image size and its input normalisation unless they are set explicitly.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 from fractaldb.errors import FractalDBError
 
 from .distill import check_distillation, describe_teacher
-from .weights import resolve_init
+from .weights import _read_weights, resolve_init
 
 DEFAULT_RECIPE = "deit-cifar-sgd"
 # constructor arguments that belong to the fine-tune, not to the pre-trained architecture
-_NOT_ARCH = {"num_classes", "img_size", "drop_path_rate", "drop_rate", "pretrained"}
+# (in_chans: downstream photos are RGB; gray-pretrained kernels are adapted when loaded)
+_NOT_ARCH = {"num_classes", "img_size", "drop_path_rate", "drop_rate", "pretrained", "in_chans"}
 # option name -> task config key, applied when given
 _TASK_OPTIONS = ("dataset", "init", "val_split", "val_per_class", "teacher", "distillation")
 
@@ -65,6 +66,9 @@ def finetune_config(task: Any, opts: dict[str, Any]) -> tuple[dict[str, Any], st
     pre_name, pre_args = pretrain_model(init["config"])
     cfg["model"] = cfg["model"] or pre_name
     if not cfg["model"]:
+        if init["weights"] is not None:
+            # a corrupt or foreign file is the real problem: say that, not "no --model"
+            _read_weights(Path(init["weights"]))
         raise FractalDBError(
             f"no --model given and none recorded by --init {cfg['init']}; fix: --model NAME"
         )
@@ -76,11 +80,16 @@ def finetune_config(task: Any, opts: dict[str, Any]) -> tuple[dict[str, Any], st
         cfg["model_args"] = {**cfg["model_args"], **arch, **cli_args}
     explicit = set(parse_key_values(opts.get("sets") or (), "--set"))
     pre = init["config"] or {}
+    if pre.get("img_size") and opts.get("img_size") is None and "img_size" not in explicit:
+        # the pre-trained position embeddings were learned at this size
+        cfg["img_size"] = int(pre["img_size"])
     if pre.get("mean") is not None and pre.get("std") is not None:
-        # inputs must be normalised as in pre-training
+        # inputs must be normalised as in pre-training (a gray run's one value for every channel)
+        channels = int(cfg["model_args"].get("in_chans", 3))
         for key in ("mean", "std"):
             if key not in explicit:
-                cfg[key] = list(pre[key])
+                values = list(pre[key])
+                cfg[key] = values * channels if len(values) == 1 else values
     check_distillation(cfg["distillation"], cfg["teacher"])
     cfg["teacher_info"] = describe_teacher(cfg["teacher"]) if cfg["teacher"] else None
     if cfg["linear_probe"]:

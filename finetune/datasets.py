@@ -173,8 +173,13 @@ def _image_folder(path: Path, transform: Callable | None, flag: str) -> Any:
 
     if not path.is_dir():
         raise FractalDBError(f"{flag} {path} is not a folder; fix: pass a folder of class folders")
+    from torchvision.datasets.folder import default_loader
+
+    from shards.badsamples import NamedImageLoader
+
     try:
-        return ImageFolder(str(path), transform=transform)
+        # an unreadable image is named, skipped and counted (shards/badsamples.py)
+        return ImageFolder(str(path), transform=transform, loader=NamedImageLoader(default_loader))
     except (FileNotFoundError, RuntimeError) as err:
         raise FractalDBError(
             f"cannot read image folder {path} ({err}); fix: use the layout ROOT/CLASS/IMAGE.jpg"
@@ -227,6 +232,38 @@ def _folder(root: Path, train_tf, eval_tf, test_root, val_split, val_per_class) 
     return DownstreamData(
         "folder", Subset(train, train_idx), Subset(test_full, test_idx), list(train.classes), splits
     )
+
+
+def with_transform(ds: Any, transform: Callable | None) -> Any:
+    """A shallow copy of `ds` (a torchvision set, or a Subset/ConcatDataset of them) whose
+    images go through `transform`; the original keeps its own."""
+    import copy
+
+    from torch.utils.data import ConcatDataset, Subset
+
+    if isinstance(ds, Subset):
+        return Subset(with_transform(ds.dataset, transform), ds.indices)
+    if isinstance(ds, ConcatDataset):
+        return ConcatDataset([with_transform(part, transform) for part in ds.datasets])
+    twin = copy.copy(ds)
+    twin.transform = transform
+    if hasattr(twin, "transforms"):  # VisionDataset applies `transforms`, built from transform
+        from torchvision.datasets.vision import StandardTransform
+
+        twin.transforms = StandardTransform(transform, getattr(ds, "target_transform", None))
+    return twin
+
+
+def train_probe(train: Any, eval_transform: Callable | None, samples: int) -> Any:
+    """A fixed subset of the training set (`samples` images evenly spaced over it, the same
+    every epoch and run) under the evaluation transform: accuracy on it is the train accuracy
+    that can be compared with the validation accuracy."""
+    from torch.utils.data import Subset
+
+    n = len(train)
+    count = max(0, min(int(samples), n))
+    indices = [i * n // count for i in range(count)] if count else []
+    return Subset(with_transform(train, eval_transform), indices)
 
 
 def _sample_ids(ds: Any) -> list[Any]:

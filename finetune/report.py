@@ -48,6 +48,27 @@ def load_run(run: str | os.PathLike) -> dict[str, Any]:
     return results
 
 
+def load_runs(runs: list[str], note: Any = print) -> list[dict[str, Any]]:
+    """Read the results of every fine-tuning run among `runs` (e.g. `runs/*`): folders without
+    results.json (pre-training runs, runs not evaluated yet) are skipped with a note."""
+    loaded, skipped = [], []
+    for run in runs:
+        path = Path(run)
+        if path.is_dir() and not (path / RESULTS_NAME).is_file():
+            skipped.append(path)
+            continue
+        loaded.append(load_run(path))
+    if not loaded:
+        raise FractalDBError(
+            f"no {RESULTS_NAME} in {', '.join(map(str, skipped[:3]))}"
+            f"{' ...' if len(skipped) > 3 else ''} (pre-training runs, or no epoch evaluated yet); "
+            "fix: pass `fractaldb finetune` run folders"
+        )
+    for path in skipped:
+        note(f"note: skipped {path}: no {RESULTS_NAME} (not a fine-tuning run, or no epoch done)")
+    return loaded
+
+
 def init_label(results: dict[str, Any]) -> str:
     """Short name of the init source: 'scratch', 'timm', a run folder or weights file name."""
     init = results.get("init") or {}

@@ -6,8 +6,9 @@ manifest_hash (the pre-training data's, from its RUN/metrics.jsonl), weights_sha
 missing, unexpected, dropped_head, resampled, ...}, recipe, recipe_source, linear_probe,
 trainable_tensors, epochs (planned), batch_size, lr, normalize, config ("config.yaml"),
 epochs_done, best {epoch, top1, top5}, last {epoch, top1, top5},
-history [{epoch, top1, top5, loss, train_loss[, ema_top1]}]. Accuracies are percentages on the
-test split (fewer than 5 classes: "top5" is top-k over all classes).
+history [{epoch, top1, top5, loss, train_loss[, train_top1][, ema_top1]}]. Accuracies are
+percentages on the test split, train_top1 on a fixed subset of the training images under the
+evaluation transform (fewer than 5 classes: "top5" is top-k over all classes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fractaldb.atomic import replace_atomically
+from fractaldb.atomic import write_text_atomically
 
 SCHEMA_VERSION = 1
 RESULTS_NAME = "results.json"
@@ -46,14 +47,9 @@ def record_epoch(results: dict[str, Any], epoch: int, metrics: dict[str, float])
     return results
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text through a temporary file and os.replace, so a crash never leaves half a file."""
-    replace_atomically(path, lambda tmp: tmp.write_text(text))
-
-
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (temporary file + os.replace)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """Write JSON atomically and durably (fractaldb.atomic)."""
+    write_text_atomically(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def write_results(run: str | os.PathLike, results: dict[str, Any]) -> Path:

@@ -10,13 +10,16 @@ import click
 
 def run_finetune(opts: dict[str, Any]) -> None:
     """Fine-tune as described by the command's options (see finetune.cli)."""
+    from fractaldb.errors import check_writable, writing_to
     from pretrain import distributed as D
+    from pretrain.augment import on_device
     from pretrain.config import dump_config
     from pretrain.data import DatasetData
     from pretrain.engine import train
+    from pretrain.runfolder import remove_if_failed_early
 
     from .config import finetune_config
-    from .datasets import DATASETS, build_datasets, fingerprint
+    from .datasets import DATASETS, build_datasets, fingerprint, train_probe
     from .task import FinetuneTask
 
     if opts["dataset"] not in DATASETS:  # before anything slow
@@ -25,6 +28,7 @@ def run_finetune(opts: dict[str, Any]) -> None:
     if opts.get("print_config"):
         click.echo(dump_config(cfg), nl=False)
         return
+    check_writable(opts["out"], "run folder")
     try:
         info = D.init_distributed(cfg["device"])
         task = FinetuneTask(recipe=recipe)
@@ -56,9 +60,16 @@ def run_finetune(opts: dict[str, Any]) -> None:
             fingerprint(ds),
             workers=cfg["workers"],
             samples_per_epoch=cfg["samples_per_epoch"],
+            # the device path's workers only decode: nothing random to reseed per epoch
+            persistent_workers=on_device(cfg),
+            max_bad_samples=cfg["max_bad_samples"],
         )
         task.data, task.dataset_sha256 = ds, data.manifest_sha256
-        train(cfg, task, data, opts["out"], resume=opts.get("resume"))
+        task.train_probe = train_probe(
+            ds.train, task.eval_transform(cfg), cfg["train_eval_samples"]
+        )
+        with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):
+            train(cfg, task, data, opts["out"], resume=opts.get("resume"))
         if info.is_main:
             click.echo(f"results: {opts['out']}/results.json")
     finally:

@@ -12,6 +12,7 @@ from torch import nn
 
 from fractaldb.errors import FractalDBError
 from pretrain import distributed as D
+from pretrain.augment import PhotoToUint8, on_device
 from pretrain.supervised import SupervisedTask
 
 from .datasets import DownstreamData
@@ -41,6 +42,8 @@ class FinetuneTask(SupervisedTask):
         "distillation_tau": 1.0,
         # the teacher's identity and top-1, recorded when the run is configured
         "teacher_info": None,
+        # train top-1 each epoch on this many training images under the evaluation transform
+        "train_eval_samples": 512,
     }
 
     def __init__(
@@ -57,6 +60,7 @@ class FinetuneTask(SupervisedTask):
         self.init_summary: dict[str, Any] = {}
         self.trainable: list[str] = []
         self.distiller: Distiller | None = None
+        self.train_probe: Any = None  # fixed training images, evaluation transform (run.py)
 
     def setup(self, cfg: dict[str, Any], num_classes: int | None) -> None:
         """The supervised task's setup, plus the frozen teacher when distilling."""
@@ -72,6 +76,14 @@ class FinetuneTask(SupervisedTask):
                     "(or another timm *_distilled_* model)"
                 )
             self.distiller = Distiller(cfg, num_classes)
+
+    def train_transform(self, cfg: dict[str, Any]) -> Any:
+        """PIL chain in the workers (--augment cpu), or, on the device path, only decode and
+        size the photos in the workers (uint8) and augment whole batches on the device."""
+        if on_device(cfg):
+            super().train_transform(cfg)  # validates the settings for the batched path
+            return PhotoToUint8(int(cfg["img_size"]))
+        return super().train_transform(cfg)
 
     def build_model(self) -> nn.Module:
         """The timm model with a fresh head, initialised from --init (frozen but for the head
@@ -95,10 +107,26 @@ class FinetuneTask(SupervisedTask):
         """The supervised step, or DeiT's distillation loss on the same mixed batch."""
         if self.distiller is None:
             return super().train_step(model, batch)
-        images, labels = batch[0], batch[1]
-        if self.mixup_fn is not None:
-            images, labels = self.mixup_fn(images, labels)
+        images, labels = batch[0], batch[1]  # mixed already (Task.augment)
         return self.distiller.loss(images, model(images), labels, self.criterion)
+
+    def on_epoch_end(self, epoch: int, model: nn.Module, out_dir: Path) -> dict[str, float]:
+        """Top-1 on the fixed training subset under the evaluation transform (every rank takes
+        its strided share; the sums are reduced over ranks)."""
+        if self.train_probe is None or len(self.train_probe) == 0:
+            return {}
+        import torch
+        from torch.utils.data import DataLoader
+
+        rank, world = D.get_rank(), D.get_world_size()
+        share = list(range(rank, len(self.train_probe), world))
+        loader = DataLoader(self.train_probe, batch_size=self.cfg["batch_size"], sampler=share)
+        device = next(model.parameters()).device
+        model.eval()
+        with torch.no_grad():
+            metrics = self.evaluate(model, loader, device)
+        model.train()
+        return {"train_top1": metrics["val_top1"]}
 
     def _new_results(self) -> dict[str, Any]:
         from pretrain.engine import plan_batch
@@ -142,6 +170,8 @@ class FinetuneTask(SupervisedTask):
             "loss": metrics["val_loss"],
             "train_loss": metrics["loss"],
         }
+        if "train_top1" in metrics:
+            row["train_top1"] = metrics["train_top1"]
         if "val_ema_top1" in metrics:
             row["ema_top1"] = metrics["val_ema_top1"]
         record_epoch(self.results, epoch + 1, row)

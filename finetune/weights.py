@@ -188,7 +188,8 @@ def _match_prefix_tokens(value: Any, src: int, dst: int) -> tuple[Any, str]:
 
 
 def _adapt(key: str, value: Any, target: Any, model: Any) -> tuple[Any, str | None]:
-    """Resample pos_embed / patch-embed kernels to the target shape; return (tensor, note)."""
+    """Resample pos_embed / patch-embed kernels (size and input channels) to the target shape;
+    return (tensor, note)."""
     from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
     if key.endswith("pos_embed") and value.ndim == 3 and value.shape[-1] == target.shape[-1]:
@@ -214,12 +215,39 @@ def _adapt(key: str, value: Any, target: Any, model: Any) -> tuple[Any, str | No
     if (
         key.endswith("patch_embed.proj.weight")
         and value.ndim == 4
-        and value.shape[:2] == target.shape[:2]
+        and value.shape[0] == target.shape[0]
     ):
-        new = list(target.shape[-2:])
-        resampled = resample_patch_embed(value.float(), new).to(value.dtype)
-        return resampled, f"{key}: resampled kernel {tuple(value.shape[-2:])} -> {tuple(new)}"
+        notes = []
+        if value.shape[1] != target.shape[1]:
+            value, note = _adapt_channels(key, value, target.shape[1])
+            notes.append(note)
+        if value.shape[-2:] != target.shape[-2:]:
+            new = list(target.shape[-2:])
+            old_kernel = tuple(value.shape[-2:])
+            value = resample_patch_embed(value.float(), new).to(value.dtype)
+            notes.append(f"{key}: resampled kernel {old_kernel} -> {tuple(new)}")
+        return value, "; ".join(notes) or None
     return value, None
+
+
+def _adapt_channels(key: str, value: Any, channels: int) -> tuple[Any, str]:
+    """timm's adapt_input_conv: e.g. gray-pretrained (in_chans=1) kernels for an RGB model are
+    repeated over the three channels and scaled by 1/3, so a gray image gives the same output."""
+    from timm.models import adapt_input_conv
+
+    try:
+        adapted = adapt_input_conv(channels, value, base_chans=value.shape[1])
+    except TypeError as err:  # timm < 1.0.31 adapts only from 3-channel weights
+        raise FractalDBError(
+            f"{key} was pre-trained on {value.shape[1]} channel(s) and the model takes "
+            f"{channels}; adapting them needs timm >= 1.0.31 (adapt_input_conv base_chans); "
+            "fix: pip install -U timm"
+        ) from err
+    how = " (gray kernels repeated over RGB, scaled by 1/3)" if value.shape[1] == 1 else ""
+    return adapted, (
+        f"{key}: adapted {value.shape[1]} -> {channels} input channels with timm's "
+        f"adapt_input_conv{how}"
+    )
 
 
 def load_state_into(

@@ -124,9 +124,30 @@ def load_categories(path: str | os.PathLike) -> CategorySet:
             "`fractaldb search --num-categories K --out categories.json`"
         )
     try:
-        return CategorySet.from_json(json.loads(path.read_text()))
+        categories = CategorySet.from_json(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise FractalDBError(
             f"categories file {str(path)!r} is malformed ({type(exc).__name__}: {exc}); "
             "regenerate it with `fractaldb search`"
         ) from None
+    refuse_divergent(categories, str(path))
+    return categories
+
+
+def refuse_divergent(categories: CategorySet, source: str) -> None:
+    """Raise a one-line error naming the categories whose attractor is unbounded.
+
+    Such a system renders into a near-empty image (its points fly off the frame); search
+    rejects them, so they come from hand-edited or foreign files.
+    """
+    from fractaldb.ifs import divergent_categories
+
+    bad = divergent_categories(categories)
+    if bad:
+        shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise FractalDBError(
+            f"categories file {source!r}: {len(bad)} categor{'y' if len(bad) == 1 else 'ies'} "
+            f"diverge (maps that expand, so the attractor is unbounded and renders empty): "
+            f"index {shown}; fix: remove or rescale them, or regenerate the file with "
+            "`fractaldb search` (which rejects divergent systems)"
+        )

@@ -10,6 +10,8 @@ import importlib
 
 import click
 
+from fractaldb.errors import OUTPUT_ERRNOS, output_error
+
 # name -> "module:attribute"; the module must not import torch at import time.
 LAZY_SUBCOMMANDS: dict[str, str] = {
     "search": "fractaldb.commands:search",
@@ -19,7 +21,22 @@ LAZY_SUBCOMMANDS: dict[str, str] = {
     "pretrain": "pretrain.cli:pretrain",
     "finetune": "finetune.cli:finetune",
     "report": "finetune.cli:report",
+    "inspect": "finetune.inspect_cli:inspect",
 }
+
+
+class SubcommandImportError(click.ClickException):
+    """A subcommand whose module fails to import (e.g. a broken torch install): exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, name: str, module: str, error: ImportError) -> None:
+        first = (str(error).splitlines() or [""])[0]
+        super().__init__(
+            f"`fractaldb {name}` cannot start: importing {module} raised "
+            f"{type(error).__name__}: {first}; fix: repair the installation "
+            "(e.g. `uv sync` or `pip install --force-reinstall fractaldb`)"
+        )
 
 
 class LazyGroup(click.Group):
@@ -30,15 +47,43 @@ class LazyGroup(click.Group):
         return sorted(set(super().list_commands(ctx)) | set(LAZY_SUBCOMMANDS))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        """Return the subcommand, importing its module on first use."""
+        """Return the subcommand, importing its module on first use; an import error inside
+        it is reported as such, not as "No such command"."""
         if cmd_name in LAZY_SUBCOMMANDS:
             module_name, attr = LAZY_SUBCOMMANDS[cmd_name].split(":")
             try:
                 module = importlib.import_module(module_name)
-                return getattr(module, attr)
-            except (ImportError, AttributeError):
-                return None
+            except ImportError as error:
+                raise SubcommandImportError(cmd_name, module_name, error) from error
+            return getattr(module, attr)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List subcommands in --help; one that cannot be imported is listed with its error."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        rows = []
+        for name in names:
+            try:
+                cmd = self.get_command(ctx, name)
+            except SubcommandImportError as error:
+                rows.append((name, f"(unavailable: {error.message})"))
+                continue
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _close_progress_bars() -> None:
+    """Close progress bars a failure left open, so the error starts a line of its own."""
+    import sys
+
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is not None:
+        for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+            bar.close()
 
 
 class OneLineErrorGroup(LazyGroup):
@@ -55,11 +100,19 @@ class OneLineErrorGroup(LazyGroup):
             click.echo("Aborted.", err=True)
             sys.exit(130)
         except click.ClickException as exc:
+            _close_progress_bars()
             msg = " ".join(exc.format_message().split())
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
                 msg += f" (see `{exc.ctx.command_path} --help`)"
             click.echo(f"Error: {msg}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a full or read-only disk no command anticipated
+            if exc.errno not in OUTPUT_ERRNOS:
+                raise
+            _close_progress_bars()
+            where = exc.filename if exc.filename is not None else "the output folder"
+            click.echo(f"Error: {output_error(exc, where).format_message()}", err=True)
+            sys.exit(2)
         sys.exit(rc if isinstance(rc, int) else 0)
 
 
@@ -74,7 +127,7 @@ def main() -> None:
     Typical pipeline:
       fractaldb search --num-categories 1000 --out categories.json
       fractaldb preview --categories categories.json --out preview.png
-      fractaldb render --preset fractaldb-1k --categories categories.json --out shards/
-      fractaldb pretrain supervised --data shards/ --model deit_tiny_patch16_224 --out runs/deit
+      fractaldb render --preset fractaldb-1k --categories categories.json --out data/fdb1k
+      fractaldb pretrain supervised --data data/fdb1k --model deit_tiny_patch16_224 --out runs/deit
       fractaldb finetune --dataset cifar10 --data-root data/ --init runs/deit --out runs/c10
     """

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from fractaldb.errors import FractalDBError
+from fractaldb.errors import FractalDBError, check_writable, writing_to
 from fractaldb.options import parse_key_values
 
 
@@ -74,10 +74,12 @@ def search(num_categories, sampler, seed, workers, sampler_args, out) -> None:
     import os
 
     settings = parse_key_values(sampler_args, "--set")
+    check_writable(out, "categories file")
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
     cats = run_search(num_categories, sampler, seed, workers, settings)
-    cats.save(out)
+    with writing_to(out, "categories file"):
+        cats.save(out)
     s = cats.search_stats
     click.echo(
         f"wrote {len(cats)} categories to {out} in {time.perf_counter() - t0:.1f}s "
@@ -121,17 +123,23 @@ def preview(categories, out, num_categories, first_category, instances, tile, **
     from fractaldb.settings import RenderSettings
 
     cats = load_categories(categories)
+    check_writable(out, "preview")
     try:
         inst = [int(i) for i in instances.split(",")]
     except ValueError:
         raise FractalDBError(
-            f"--instances must be comma-separated integers, got {instances!r}"
+            f"--instances must be comma-separated integers, got {instances!r}; fix: e.g. 0,1,2,3"
         ) from None
+    if any(i < 0 for i in inst):
+        raise FractalDBError(
+            f"--instances {instances}: instance indices start at 0; fix: e.g. --instances 0,1,2,3"
+        )
     ids = list(range(first_category, min(first_category + num_categories, len(cats))))
     if not ids:
         raise FractalDBError(
             f"--first-category {first_category} is past the {len(cats)} categories"
         )
     sheet = contact_sheet(cats, RenderSettings(**render), ids, inst, tile=tile)
-    save_image(out, sheet)
+    with writing_to(out, "preview"):
+        save_image(out, sheet)
     click.echo(f"wrote {out} ({len(ids)} categories x {len(inst)} instances)")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fractaldb.errors import FractalDBError
 from fractaldb.render import draw_points
 
 SAMPLERS = ("fractaldb", "sigma")
@@ -23,6 +24,17 @@ class FractalDBSampler:
     n_max: int = 7
     param_range: float = 1.0
     min_fill: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check_int(self, "n_min", 1)
+        _check_int(self, "n_max", 1)
+        _check_number(self, "param_range", 0.0, strict=True)
+        _check_number(self, "min_fill", 0.0, upper=1.0)
+        if self.n_min > self.n_max:
+            raise FractalDBError(
+                f"sampler setting n_min={self.n_min} is larger than n_max={self.n_max}; "
+                f"fix: --set n_min=N --set n_max=M with N <= M"
+            )
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Draw one system: (maps (N, 6), probs (N,))."""
@@ -48,6 +60,36 @@ class SigmaSampler:
     sigma_max: float | None = None
     min_fill: float = 0.0
 
+    def __post_init__(self) -> None:
+        choices = self.n_choices
+        if (
+            isinstance(choices, (str, bytes))
+            or not hasattr(choices, "__iter__")
+            or not choices
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in choices)
+        ):
+            raise FractalDBError(
+                f"sampler setting n_choices must be a list of positive integers, got "
+                f"{choices!r}; fix: e.g. --set n_choices=[2,3,4]"
+            )
+        for name in ("sigma_lo", "sigma_hi"):
+            _check_number(self, name, 0.0)
+        for name in ("sigma_min", "sigma_max"):
+            if getattr(self, name) is not None:
+                _check_number(self, name, 0.0)
+        _check_number(self, "min_fill", 0.0, upper=1.0)
+        for lo, hi in (("sigma_lo", "sigma_hi"), ("sigma_min", "sigma_max")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a > b:
+                raise FractalDBError(
+                    f"sampler setting {lo}={a} is larger than {hi}={b}; "
+                    f"fix: --set {lo}=X --set {hi}=Y with X <= Y"
+                )
+        if (self.sigma_min is None) != (self.sigma_max is None):
+            raise FractalDBError(
+                "sampler settings sigma_min and sigma_max go together; fix: set both or neither"
+            )
+
     def sigma_band(self, n: int) -> tuple[float, float]:
         """The interval the sigma factor of an N-map system is drawn from."""
         if self.sigma_min is not None and self.sigma_max is not None:
@@ -70,6 +112,34 @@ class SigmaSampler:
             maps[i, :4] = a.ravel()
             maps[i, 4:] = rng.uniform(-1, 1, size=2)
         return maps, det_probs(maps)
+
+
+def _check_int(sampler: object, name: str, lower: int) -> None:
+    """Refuse a sampler setting that is not an integer >= lower (one line naming it)."""
+    value = getattr(sampler, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < lower:
+        raise FractalDBError(
+            f"sampler setting {name} must be an integer >= {lower}, got {value!r}; "
+            f"fix: e.g. --set {name}={getattr(type(sampler), name)}"
+        )
+
+
+def _check_number(
+    sampler: object, name: str, lower: float, upper: float | None = None, strict: bool = False
+) -> None:
+    """Refuse a sampler setting that is not a number in range (one line naming it)."""
+    value = getattr(sampler, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    ok = ok and (value > lower if strict else value >= lower)
+    ok = ok and (upper is None or value <= upper)
+    if not ok:
+        bound = f"> {lower}" if strict else f">= {lower}"
+        if upper is not None:
+            bound += f" and <= {upper}"
+        raise FractalDBError(
+            f"sampler setting {name} must be a number {bound}, got {value!r}; "
+            f"fix: e.g. --set {name}={getattr(type(sampler), name)}"
+        )
 
 
 def rotation(angle: float) -> np.ndarray:
@@ -106,8 +176,8 @@ def make_sampler(name: str, **settings: object) -> FractalDBSampler | SigmaSampl
     if name == "fractaldb":
         return FractalDBSampler(**settings)  # type: ignore[arg-type]
     if name == "sigma":
-        if "n_choices" in settings:
-            settings["n_choices"] = tuple(int(n) for n in settings["n_choices"])  # type: ignore[union-attr]
+        if isinstance(settings.get("n_choices"), list):
+            settings["n_choices"] = tuple(settings["n_choices"])
         return SigmaSampler(**settings)  # type: ignore[arg-type]
     raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
@@ -140,3 +210,20 @@ def measure_fill(maps: np.ndarray, probs: np.ndarray, seed: int) -> FillResult:
         maps, probs, FILL_SIZE, FILL_POINTS, seed, pad=FILL_PAD, warmup=FILL_POINTS // 8
     )
     return FillResult(fill_rate=float(np.count_nonzero(hits)) / hits.size, escapes=escapes)
+
+
+# The load-time boundedness check: short, but an expanding system (a map with scale 2, a
+# coefficient of 1e30) leaves the escape box within a few dozen steps of its 8 chains.
+BOUNDED_CHECK_STEPS = 2048
+
+
+def divergent_categories(categories) -> list[int]:
+    """Indices of the categories whose chaos game escapes (no bounded attractor to render)."""
+    bad = []
+    for index, category in enumerate(categories):
+        _, escapes = draw_points(
+            category.maps, category.probs, 8, 8, seed=index, warmup=BOUNDED_CHECK_STEPS
+        )
+        if escapes:
+            bad.append(index)
+    return bad

@@ -30,7 +30,8 @@ def parse_key_values(pairs: tuple[str, ...] | list[str], option: str) -> dict[st
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise FractalDBError(
-                f"{option} expects KEY=VALUE, got {pair!r}; fix: e.g. {option} depth=2"
+                f"{option} expects KEY=VALUE, got {pair!r}; "
+                f"fix: {option} {key.strip() or 'KEY'}=VALUE"
             )
         out[key.strip().replace("-", "_")] = parse_value(value)
     return out

@@ -1,40 +1,58 @@
-"""The renderer's Python API: (category set, category, instance, settings) -> image."""
+"""The renderer's Python API: (category set, category, instance, settings) -> image.
+
+Per-image inputs come from `fractaldb.instances.plan_instance` (pure, shared with other
+backends); `render_plan` turns one plan into pixels with the Numba kernels. `Renderer`
+prepares each category once, for loops over many images of the same set.
+"""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from fractaldb.categories import Category, CategorySet
-from fractaldb.instances import instance_meta, variant_maps
+from fractaldb.categories import CategorySet
+from fractaldb.instances import (
+    GRAY_VALUE,
+    InstancePlan,
+    PreparedCategory,
+    choice_table,
+    plan_instance,
+    prepare_category,
+)
 from fractaldb.kernels import chaos_game, stamp
-from fractaldb.seeding import TAG_COLOR, TAG_MASK, TAG_POINTS, derive_rng, derive_seed
 from fractaldb.settings import RenderSettings
 
-GRAY_VALUE = 127  # FractalDB's grey level
-TABLE_SIZE = 256
-
-
-def choice_table(probs: np.ndarray) -> np.ndarray:
-    """Quantise map probabilities into a 256-entry lookup table (every map gets >= 1 entry)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    probs = probs / probs.sum()
-    counts = np.maximum(np.floor(probs * TABLE_SIZE).astype(np.int64), (probs > 0).astype(np.int64))
-    # Largest remainder first; ties broken by map index, so the table is deterministic.
-    order = np.argsort(-(probs * TABLE_SIZE - np.floor(probs * TABLE_SIZE)), kind="stable")
-    i = 0
-    while counts.sum() < TABLE_SIZE:
-        counts[order[i % len(order)]] += 1
-        i += 1
-    while counts.sum() > TABLE_SIZE:
-        big = int(np.argmax(counts))
-        counts[big] -= 1
-    return np.repeat(np.arange(len(probs), dtype=np.uint8), counts)
+__all__ = [
+    "GRAY_VALUE",
+    "Renderer",
+    "choice_table",
+    "draw_points",
+    "render_instance",
+    "render_plan",
+    "warmup_steps",
+]
 
 
 def warmup_steps(points: int) -> int:
     """Steps per chain (8 chains) of the bounding-box warm-up: about 1/16 of the points."""
     return max(256, points // 128)
+
+
+def _chaos_game(
+    maps: np.ndarray,
+    table: np.ndarray,
+    size: int,
+    points: int,
+    seed: int,
+    pad: float,
+    count: bool,
+    warmup: int,
+) -> tuple[np.ndarray, int]:
+    """Run the kernel into a fresh image; return (hits, escaped chain steps)."""
+    out = np.zeros((size, size), dtype=np.uint32 if count else np.uint8)
+    coef = np.ascontiguousarray(maps, dtype=np.float64)
+    escapes = chaos_game(coef, table, points, np.uint64(seed), out, pad, warmup, count)
+    return out, int(escapes)
 
 
 def draw_points(
@@ -52,94 +70,78 @@ def draw_points(
     The image is binary uint8 (0/1) or, with `count`, uint32 hit counts. `warmup` is the
     number of steps per chain (8 chains) that set the bounding box (default: `warmup_steps`).
     """
-    out = np.zeros((size, size), dtype=np.uint32 if count else np.uint8)
-    coef = np.ascontiguousarray(maps, dtype=np.float64)
-    escapes = chaos_game(
-        coef,
-        choice_table(probs),
-        points,
-        np.uint64(seed),
-        out,
-        pad,
-        warmup_steps(points) if warmup is None else warmup,
-        count,
-    )
-    return out, int(escapes)
+    steps = warmup_steps(points) if warmup is None else warmup
+    return _chaos_game(maps, choice_table(probs), size, points, seed, pad, count, steps)
 
 
-def patch_mask(rng: np.random.Generator) -> np.ndarray:
-    """Draw a random non-empty 3x3 binary mask."""
-    bits = int(rng.integers(1, 512))
-    return np.array([(bits >> i) & 1 for i in range(9)], dtype=np.uint8).reshape(3, 3)
-
-
-def _colorize(hits: np.ndarray, settings: RenderSettings, rng: np.random.Generator) -> np.ndarray:
+def colorize(hits: np.ndarray, settings: RenderSettings, color: tuple[float, ...]) -> np.ndarray:
     """Turn a hit image into the final uint8 image (gray HxW or RGB HxWx3)."""
     on = hits > 0
     if settings.color == "gray":
-        return on.astype(np.uint8) * np.uint8(GRAY_VALUE)
+        return on.view(np.uint8) * np.uint8(color[0])
     if settings.color == "color":
-        # One random colour per instance, bright enough to be seen (AAAI 2022 colour fractals).
-        hsv = np.array(
-            [[[rng.integers(0, 180), rng.integers(128, 256), rng.integers(128, 256)]]],
-            dtype=np.uint8,
-        )
-        rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
-        return on[..., None].astype(np.uint8) * rgb[None, None, :]
-    # "hue": hit density to hue over a random shift, random saturation and value
+        return on.view(np.uint8)[..., None] * np.array(color, dtype=np.uint8)[None, None, :]
+    # "hue": hit density to hue over the instance's shift, its saturation and value
     # (Anderson & Farrell 2022).
+    shift, sat, val = color
     density = np.log1p(hits.astype(np.float32))
     density /= max(float(density.max()), 1e-6)
-    shift = rng.uniform(0, 180)
     hsv = np.empty(hits.shape + (3,), dtype=np.uint8)
     hsv[..., 0] = ((shift + density * 179.0) % 180).astype(np.uint8)
-    hsv[..., 1] = np.uint8(rng.integers(128, 256))
-    hsv[..., 2] = np.where(on, np.uint8(rng.integers(160, 256)), 0).astype(np.uint8)
+    hsv[..., 1] = np.uint8(sat)
+    hsv[..., 2] = on.view(np.uint8) * np.uint8(val)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
-def render_system(
-    maps: np.ndarray,
-    probs: np.ndarray,
-    settings: RenderSettings,
-    points_seed: int,
-    mask_rng: np.random.Generator,
-    color_rng: np.random.Generator,
-) -> np.ndarray:
-    """Render one IFS under the settings (no flip); the randomness comes from the arguments."""
-    count = settings.color == "hue"
+def render_plan(plan: InstancePlan, settings: RenderSettings) -> np.ndarray:
+    """Render one image from its plan on the CPU; uint8 HxW (gray) or HxWx3 RGB."""
     size = settings.image_size
-    hits, _ = draw_points(
-        maps, probs, size, settings.points, points_seed, settings.pad * size, count=count
+    hits, _ = _chaos_game(
+        plan.maps,
+        plan.table,
+        size,
+        settings.points,
+        plan.points_seed,
+        settings.pad * size,
+        settings.color == "hue",
+        warmup_steps(settings.points),
     )
     if settings.mode == "patch":
         stamped = np.zeros_like(hits)
-        stamp(hits, patch_mask(mask_rng), stamped)
+        stamp(hits, plan.mask, stamped)
         hits = stamped
-    return _colorize(hits, settings, color_rng)
-
-
-def render_category_instance(
-    category: Category, category_index: int, instance: int, settings: RenderSettings
-) -> np.ndarray:
-    """Render instance `instance` of one category; see `render_instance`."""
-    meta = instance_meta(settings, instance)
-    maps = variant_maps(category, settings, category_index, meta["variant"])
-    key = (settings.seed, category_index, meta["variant"], meta["render"])
-    image = render_system(
-        maps,
-        category.probs,
-        settings,
-        points_seed=derive_seed(key[0], TAG_POINTS, *key[1:]),
-        mask_rng=derive_rng(key[0], TAG_MASK, *key[1:]),
-        color_rng=derive_rng(key[0], TAG_COLOR, *key[1:]),
-    )
-    flip = meta["flip"]
-    if flip & 1:
+    image = colorize(hits, settings, plan.color)
+    if plan.flip & 1:
         image = image[::-1]
-    if flip & 2:
+    if plan.flip & 2:
         image = image[:, ::-1]
     return np.ascontiguousarray(image)
+
+
+class Renderer:
+    """Renders images of one category set under one settings, preparing each category once."""
+
+    def __init__(self, categories: CategorySet, settings: RenderSettings) -> None:
+        self.categories, self.settings = categories, settings
+        self._prepared: list[PreparedCategory | None] = [None] * len(categories)
+
+    def prepared(self, category: int) -> PreparedCategory:
+        """Return the prepared category (computed on first use)."""
+        if not 0 <= category < len(self.categories):
+            raise IndexError(f"category {category} out of range [0, {len(self.categories)})")
+        prep = self._prepared[category]
+        if prep is None:
+            prep = prepare_category(self.categories[category], category, self.settings)
+            self._prepared[category] = prep
+        return prep
+
+    def plan(self, category: int, instance: int) -> InstancePlan:
+        """Return the inputs of image (category, instance)."""
+        return plan_instance(self.prepared(category), self.settings, instance)
+
+    def render(self, category: int, instance: int) -> np.ndarray:
+        """Render image (category, instance)."""
+        return render_plan(self.plan(category, instance), self.settings)
 
 
 def render_instance(
@@ -148,8 +150,12 @@ def render_instance(
     """Render one image: a pure function of (category set, category, instance, settings).
 
     Returns uint8 HxW (gray) or HxWx3 RGB. The same arguments give the same bytes on any
-    machine, in any process or thread.
+    machine, in any process or thread. Loops over many images should use a `Renderer`.
     """
     if not 0 <= category < len(categories):
         raise IndexError(f"category {category} out of range [0, {len(categories)})")
-    return render_category_instance(categories[category], category, instance, settings)
+    # One image: only its own variant is computed, not the category's whole variant table.
+    prepared = PreparedCategory(
+        categories[category], category, choice_table(categories[category].probs), None
+    )
+    return render_plan(plan_instance(prepared, settings, instance), settings)

@@ -1,15 +1,20 @@
 """Category search: draw candidate systems, keep those that pass the acceptance test.
 
-Candidate j is a pure function of (seed, j), candidates are judged in parallel threads (the
-kernels release the GIL) and accepted in index order, so the result is the same for any
-number of workers.
+Candidate j is a pure function of (seed, j), candidates are judged in parallel and accepted
+in index order, so the result is the same for any number of workers. Small searches use
+threads (the kernels release the GIL; no start-up cost); large ones use spawned processes,
+each judging runs of 64 candidates, because each candidate's sampling, seeding and fill
+count hold the GIL for about a tenth of its time, which caps threads at a few cores.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import signal
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict
+from functools import partial
 
 import numpy as np
 
@@ -18,12 +23,32 @@ from fractaldb.ifs import FillResult, make_sampler, measure_fill
 from fractaldb.seeding import TAG_FILL, TAG_SEARCH, derive_rng, derive_seed
 
 BATCH = 64
+PROCESS_MIN_CATEGORIES = 64  # searches this large amortise the worker processes' start-up
 
 
 def evaluate_candidate(sampler, seed: int, j: int) -> tuple[np.ndarray, np.ndarray, FillResult]:
     """Draw candidate j and run its acceptance render."""
     maps, probs = sampler.sample(derive_rng(seed, TAG_SEARCH, j))
     return maps, probs, measure_fill(maps, probs, derive_seed(seed, TAG_FILL, j))
+
+
+def evaluate_run(
+    sampler, seed: int, start: int, stop: int
+) -> list[tuple[np.ndarray, np.ndarray, FillResult]]:
+    """Evaluate candidates start..stop-1 (one task of a worker process)."""
+    return [evaluate_candidate(sampler, seed, j) for j in range(start, stop)]
+
+
+def _ignore_sigint() -> None:
+    """Worker processes leave Ctrl-C to the parent, which stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _executor(workers: int, processes: bool) -> Executor:
+    """Spawned worker processes (safe on every OS) or threads."""
+    if processes:
+        return ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_ignore_sigint)
+    return ThreadPoolExecutor(max_workers=workers)
 
 
 def search_categories(
@@ -33,11 +58,13 @@ def search_categories(
     workers: int = 1,
     max_candidates: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    processes: bool | None = None,
     **sampler_settings: object,
 ) -> CategorySet:
     """Find `num_categories` accepted systems; the result does not depend on `workers`.
 
-    `progress(accepted, candidates)` is called after each batch of candidates.
+    `progress(accepted, candidates)` is called after each batch of candidates. `processes`
+    chooses worker processes over threads (default: for >= 64 categories and >= 2 workers).
     """
     if num_categories < 1:
         raise ValueError(f"num_categories must be >= 1, got {num_categories}")
@@ -45,7 +72,10 @@ def search_categories(
     limit = max_candidates if max_candidates is not None else 10_000 * num_categories + 10_000
     accepted: list[Category] = []
     stats = {"candidates": 0, "rejected_fill": 0, "rejected_divergent": 0}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    workers = max(1, workers)
+    if processes is None:
+        processes = workers > 1 and num_categories >= PROCESS_MIN_CATEGORIES
+    with _executor(workers, processes) as pool:
         start = 0
         while len(accepted) < num_categories:
             if start >= limit:
@@ -53,8 +83,14 @@ def search_categories(
                     f"only {len(accepted)} of {num_categories} categories found in {limit} "
                     "candidates; lower min_fill or change the sampler settings"
                 )
-            batch = range(start, min(start + BATCH * max(1, workers), limit))
-            results = pool.map(lambda j: evaluate_candidate(smp, seed, j), batch)
+            batch = range(start, min(start + BATCH * workers, limit))
+            if processes:
+                starts = range(batch.start, batch.stop, BATCH)
+                stops = [min(a + BATCH, batch.stop) for a in starts]
+                chunks = pool.map(partial(evaluate_run, smp, seed), starts, stops)
+                results = (r for chunk in chunks for r in chunk)
+            else:
+                results = pool.map(lambda j: evaluate_candidate(smp, seed, j), batch)
             for maps, probs, fill in results:
                 if len(accepted) == num_categories:
                     break

@@ -36,8 +36,16 @@ class RenderSettings:
     pad: float = field(default=6 / 512)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "factors", tuple(float(f) for f in self.factors))
         problems = []
+        try:
+            if isinstance(self.factors, (str, bytes)):
+                raise TypeError("a string is not a list")
+            object.__setattr__(self, "factors", tuple(float(f) for f in self.factors))
+        except (TypeError, ValueError):
+            raise FractalDBError(
+                f"invalid render settings: factors must be a list of positive numbers, got "
+                f"{self.factors!r}; fix: e.g. --set factors=[0.8,0.9,1.1,1.2]"
+            ) from None
         if not isinstance(self.image_size, int) or not 8 <= self.image_size <= 4096:
             problems.append(f"image_size must be an integer in [8, 4096], got {self.image_size!r}")
         if not isinstance(self.points, int) or self.points < 1:

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fractaldb.atomic import replace_atomically
+from fractaldb.atomic import link_or_copy, replace_atomically
 from fractaldb.errors import FractalDBError
 from pretrain.models import unwrap
+from pretrain.runfolder import write_failure
 
 FORMAT = "fractaldb-checkpoint/1"
 
@@ -91,8 +92,20 @@ def save_checkpoint(
         "manifest_sha256": manifest_sha256,
         "torch_version": str(torch.__version__),
     }
-    replace_atomically(path, lambda tmp: torch.save(state, tmp))
+    try:
+        replace_atomically(path, lambda tmp: torch.save(state, tmp))
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+        raise write_failure("checkpoint", path, path.parent, exc) from exc
     return path
+
+
+def keep_copy(last: Path, keep: Path) -> None:
+    """Keep `last` as `keep` (a periodic checkpoint): a hard link where the file system allows,
+    an atomic copy otherwise; one line if the disk is full."""
+    try:
+        link_or_copy(last, keep)
+    except OSError as exc:
+        raise write_failure("checkpoint", keep, keep.parent, exc) from exc
 
 
 def load_checkpoint(

@@ -25,6 +25,7 @@ _OVERRIDES = {
     "blr": "blr",
     "img_size": "img_size",
     "workers": "workers",
+    "augment": "augment",
     "amp": "amp",
     "compile": "compile",
     "ema": "ema",
@@ -33,6 +34,9 @@ _OVERRIDES = {
     "log_every": "log_every",
     "save_every": "save_every",
     "samples_per_epoch": "samples_per_epoch",
+    "max_bad_samples": "max_bad_samples",
+    "render_device": "render_device",
+    "gpu_mode": "gpu_mode",
     # mae only
     "mask_ratio": "mask_ratio",
     "decoder_dim": "decoder_dim",
@@ -52,14 +56,15 @@ def common_options(f: Callable) -> Callable:
         ),
         click.option(
             "--val-data",
-            help="Held-out shards (other instances of the same "
-            "categories), evaluated every epoch (top-1).",
+            help="Held-out shards (other instances of the same categories), evaluated every "
+            "epoch: top-1/top-5 accuracy (supervised), masked reconstruction loss (MAE).",
         ),
         click.option(
             "--on-the-fly",
             "on_the_fly",
             metavar="CATEGORIES_JSON",
-            help="Render training images in the loader workers instead of reading shards.",
+            help="Render training images instead of reading shards: on the GPU when training "
+            "on CUDA (fractaldb[cuda]), else in loader workers.",
         ),
         click.option(
             "--out",
@@ -97,11 +102,22 @@ def common_options(f: Callable) -> Callable:
         click.option("--img-size", type=int),
         click.option("--workers", type=int, help="Data-loading worker processes per rank."),
         click.option(
+            "--augment",
+            type=click.Choice(["auto", "cpu", "device"]),
+            help="Where training images are augmented: device = whole uint8 batches on the "
+            "training device (workers only decode), cpu = timm's PIL transform in the workers; "
+            "auto = device on CUDA, cpu on CPU.",
+        ),
+        click.option(
             "--amp",
             type=click.Choice(["auto", "bf16", "fp16", "none"]),
             help="Autocast dtype; auto = bf16 on GPU, none on CPU.",
         ),
-        click.option("--compile/--no-compile", default=None, help="torch.compile the model."),
+        click.option(
+            "--compile/--no-compile",
+            default=None,
+            help="torch.compile the model (default: on for CUDA, off on CPU).",
+        ),
         click.option("--ema/--no-ema", default=None, help="Keep an EMA of the weights."),
         click.option("--device", help="auto, cpu, cuda or cuda:N (torchrun: one GPU per rank)."),
         click.option("--seed", type=int),
@@ -118,6 +134,12 @@ def common_options(f: Callable) -> Callable:
         ),
         click.option("--samples-per-epoch", type=int),
         click.option(
+            "--max-bad-samples",
+            type=int,
+            help="Undecodable images (or unreadable shards) skipped and counted per epoch "
+            "before the run stops (recipe default 100; 0 = stop at the first).",
+        ),
+        click.option(
             "--set",
             "sets",
             multiple=True,
@@ -126,6 +148,78 @@ def common_options(f: Callable) -> Callable:
         ),
         click.option(
             "--print-config", is_flag=True, help="Print the resolved configuration and exit."
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def startup_notice(command: str, opts: dict[str, Any]) -> None:
+    """Say at once, on an interactive terminal, that the slow imports are under way.
+
+    torch, torchvision (which pulls in torch._dynamo) and timm take 10-15 s to import on a cold
+    start; without this line the command looks hung. Not printed with --print-config, on
+    ranks other than 0, or when stderr is a pipe or a file (logs keep one line per error).
+    """
+    import os
+    import sys
+
+    if opts.get("print_config") or os.environ.get("RANK", "0") != "0":
+        return
+    if not sys.stderr.isatty():
+        return
+    click.echo(
+        f"fractaldb {command} -> {opts.get('out')}: loading torch and timm, then the data "
+        "(10-20 s on a first start)...",
+        err=True,
+    )
+
+
+# --on-the-fly render options -> render setting (merged into the config's `render` dict).
+RENDER_OPTIONS = {
+    "image_size": "image_size",
+    "points": "points",
+    "render_mode": "mode",
+    "color": "color",
+    "scheme": "scheme",
+}
+
+
+def render_options(f: Callable) -> Callable:
+    """--on-the-fly options: render settings over the preset's, and where to render."""
+    opts = [
+        click.option(
+            "--image-size",
+            type=int,
+            help="--on-the-fly: rendered image side (the model input is --img-size).",
+        ),
+        click.option("--points", type=int, help="--on-the-fly: chaos-game points per image."),
+        click.option(
+            "--mode",
+            "render_mode",
+            type=click.Choice(["point", "patch"]),
+            help="--on-the-fly: point or 3x3 patch stamps.",
+        ),
+        click.option(
+            "--color", type=click.Choice(["gray", "color", "hue"]), help="--on-the-fly: colouring."
+        ),
+        click.option(
+            "--scheme",
+            type=click.Choice(["fractaldb", "jitter", "none"]),
+            help="--on-the-fly: how instances of a category differ.",
+        ),
+        click.option(
+            "--render-device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            help="--on-the-fly: render on the GPU in the training process (cuda; needs "
+            "fractaldb[cuda]) or in loader workers (cpu); auto = cuda when training on CUDA.",
+        ),
+        click.option(
+            "--gpu-mode",
+            type=click.Choice(["exact", "fast"]),
+            help="--on-the-fly on the GPU: exact (the CPU renderer's pixels) or fast (many "
+            "chains per image: same distribution, other pixels).",
         ),
     ]
     for opt in reversed(opts):
@@ -144,23 +238,41 @@ def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
     model_args = parse_key_values(opts.get("model_arg") or (), "--model-arg")
     cfg = resolve_config(task.defaults, opts.get("recipe"), overrides, task.name)
     cfg["model_args"].update(model_args)
+    from pretrain.augment import resolve_augment
+
+    # recorded resolved, so a resume on another machine keeps the same data path; batches
+    # rendered on the GPU are augmented where they are
+    gpu_rendered = cfg.get("on_the_fly") and cfg.get("render_device") == "cuda"
+    if cfg["augment"] == "auto" and gpu_rendered:
+        cfg["augment"] = "device"
+    cfg["augment"] = resolve_augment(cfg["augment"], cfg["device"])
+    if cfg.get("on_the_fly") and not cfg.get("render_preset"):
+        from pretrain.config import ONTHEFLY_PRESET
+
+        cfg["render_preset"] = ONTHEFLY_PRESET  # recorded: config.yaml says what was rendered
+    render = {key: opts[o] for o, key in RENDER_OPTIONS.items() if opts.get(o) is not None}
+    cfg["render"] = {**cfg["render"], **render}
     return cfg
 
 
 def run_task(task: Any, opts: dict[str, Any]) -> None:
     """Resolve the configuration, open the data and run the engine (shared by subcommands)."""
+    from fractaldb.errors import check_writable, writing_to
     from pretrain import distributed as D
     from pretrain.config import dump_config
     from pretrain.engine import train
+    from pretrain.runfolder import remove_if_failed_early
     from pretrain.shards_source import open_shards_source
 
     cfg = build_config(task, opts)
     if opts.get("print_config"):
         click.echo(dump_config(cfg), nl=False)
         return
+    check_writable(opts["out"], "run folder")
     try:
-        data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
-        train(cfg, task, data, opts["out"], resume=opts.get("resume"))
+        with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):
+            data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
+            train(cfg, task, data, opts["out"], resume=opts.get("resume"))
     finally:
         D.cleanup()
 
@@ -178,6 +290,7 @@ def pretrain() -> None:
 
 @pretrain.command()
 @common_options
+@render_options
 def supervised(**opts: Any) -> None:
     """Supervised classification pre-training (DeiT recipe) on fractal categories.
 
@@ -185,25 +298,28 @@ def supervised(**opts: Any) -> None:
     Examples:
       # the AAAI 2022 DeiT-Tiny recipe on rendered shards, with a held-out set
       fractaldb pretrain supervised --recipe deit-tiny-fractaldb \\
-          --data shards/fdb1k --val-data shards/fdb1k-val --out runs/deit-tiny
+          --data data/fdb1k --val-data data/fdb1k-val --out runs/deit-tiny
       # a 2-layer ViT at 32 px on CPU, in seconds
       fractaldb pretrain supervised --recipe tiny-cpu --data synthetic:10 --out runs/tiny
       # CvT-13 from Hugging Face transformers (pip install 'fractaldb[hf]'); RUN/hf loads
       # with CvtForImageClassification.from_pretrained
       fractaldb pretrain supervised --recipe deit-tiny-fractaldb --model hf:cvt-13 \\
           --data shards/fdb1k --out runs/cvt13
+      # straight from the GPU renderer (no loader workers, no disk), 128 px renders
+      fractaldb pretrain supervised --recipe deit-tiny-fractaldb \\
+          --on-the-fly categories.json --image-size 128 --points 50000 --out runs/otf
       # override anything; continue an interrupted run exactly
-      fractaldb pretrain supervised --recipe deit-tiny-fractaldb --data shards/fdb1k \\
+      fractaldb pretrain supervised --recipe deit-tiny-fractaldb --data data/fdb1k \\
           --batch-size 2048 --blr 5e-4 --set mixup=0.5 --out runs/a --resume auto
     """
-    from pretrain.supervised import SupervisedTask
-
-    task = SupervisedTask()
     if not opts.get("recipe") and not opts.get("model"):
         raise FractalDBError(
             "no model; fix: --recipe deit-tiny-fractaldb (or tiny-cpu) or --model NAME"
         )
-    run_task(task, opts)
+    startup_notice("pretrain supervised", opts)
+    from pretrain.supervised import SupervisedTask
+
+    run_task(SupervisedTask(), opts)
 
 
 MAE_DEFAULT_RECIPE = "mae-vit-tiny-fractal"
@@ -211,6 +327,7 @@ MAE_DEFAULT_RECIPE = "mae-vit-tiny-fractal"
 
 @pretrain.command()
 @common_options
+@render_options
 @click.option(
     "--mask-ratio",
     type=float,
@@ -236,16 +353,17 @@ def mae(**opts: Any) -> None:
     \b
     Examples:
       # MAE ViT-Tiny on rendered shards (He et al. 2022 values scaled to a tiny encoder)
-      fractaldb pretrain mae --data shards/fdb1k --val-data shards/fdb1k-val --out runs/mae-t
+      fractaldb pretrain mae --data data/fdb1k --val-data data/fdb1k-val --out runs/mae-t
       # ViT-Small, 8 GPUs, straight from the renderer
       torchrun --nproc-per-node 8 --no-python fractaldb pretrain mae \\
           --recipe mae-vit-small-fractal --on-the-fly categories.json --out runs/mae-s
       # a 2-layer MAE at 32 px on CPU, in seconds
       fractaldb pretrain mae --recipe mae-tiny-cpu --data synthetic --out runs/mae-cpu
       # continue an interrupted run exactly (same settings), overriding the recipe
-      fractaldb pretrain mae --data shards/fdb1k --mask-ratio 0.6 --decoder-depth 2 \\
+      fractaldb pretrain mae --data data/fdb1k --mask-ratio 0.6 --decoder-depth 2 \\
           --no-norm-pix-loss --out runs/mae-t2 --resume auto
     """
+    startup_notice("pretrain mae", opts)
     from pretrain.mae_task import MAETask
 
     if not opts.get("recipe"):

@@ -29,11 +29,22 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "data": None,
     "val_data": None,
     "on_the_fly": None,
-    # --on-the-fly only: the render settings (a `fractaldb render` preset) and the grid size
-    "render_preset": "fractaldb-1k",
+    # --on-the-fly only: the render settings (a `fractaldb render` preset; ONTHEFLY_PRESET
+    # when not given) and the grid size; left empty for runs that read shards
+    "render_preset": None,
+    # render settings over the preset's (image_size, points, mode, color, scheme, ...)
+    "render": {},
+    # where to render: auto = on the GPU when training on CUDA (fractaldb[cuda]), else in
+    # loader workers; gpu_mode: exact (the CPU's pixels) or fast (same distribution)
+    "render_device": "auto",
+    "gpu_mode": "exact",
     "instances_per_category": None,
     "samples_per_epoch": None,
     "workers": 8,
+    # where training images are augmented: `device` (uint8 batches from the loader, augmented
+    # on the training device by the task, pretrain/augment.py), `cpu` (timm's PIL transform in
+    # the loader workers), or `auto` (device on CUDA, cpu otherwise; see README)
+    "augment": "auto",
     # batch and learning rate: batch_size is GLOBAL (all ranks, all accumulation steps)
     "batch_size": 1024,
     "micro_batch": None,
@@ -56,7 +67,8 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     # numerics
     "amp": "auto",
     "clip_grad": None,
-    "compile": False,
+    # None: on for CUDA, off on CPU (--compile / --no-compile force it)
+    "compile": None,
     "ema": False,
     "ema_decay": 0.9998,
     # run control
@@ -65,11 +77,27 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "log_every": 50,
     "save_every": 10,
     "eval_every": 1,
+    # undecodable samples (or unreadable shards) skipped per epoch before the run stops
+    "max_bad_samples": 100,
 }
+
+# The render settings of --on-the-fly runs that name no render_preset.
+ONTHEFLY_PRESET = "fractaldb-1k"
 
 # Keys that may differ between a run and its resumption without changing the result.
 RESUME_MUTABLE_KEYS = frozenset(
-    {"data", "val_data", "on_the_fly", "workers", "device", "log_every", "save_every", "compile"}
+    {
+        "data",
+        "val_data",
+        "on_the_fly",
+        "workers",
+        "device",
+        "log_every",
+        "save_every",
+        "compile",
+        "max_bad_samples",
+        "render_device",  # exact GPU renders are the CPU's pixels
+    }
 )
 
 
@@ -163,12 +191,116 @@ def resolve_config(
         if isinstance(defaults.get(k), float) and isinstance(v, int) and not isinstance(v, bool):
             cfg[k] = float(v)
     cfg["model_args"] = dict(cfg.get("model_args") or {})
+    check_ranges(cfg)
     return cfg
 
 
+def _auto_augment_name(policy: str) -> str:
+    """The name of timm's augmentation policy family for an auto_augment string."""
+    if policy.startswith("rand"):
+        return "RandAugment"
+    if policy.startswith("augmix"):
+        return "AugMix"
+    return "AutoAugment"
+
+
+def effective_color_jitter(cfg: dict[str, Any]) -> float:
+    """The colour jitter strength that actually runs.
+
+    timm's create_transform (and so DeiT's training script) drops colour jitter whenever an
+    auto_augment policy is set, unless the policy name contains '3a' (3-Augment); every
+    augmentation path (PIL or device) applies this rule, so the recipes mean the same thing.
+    """
+    jitter = cfg.get("color_jitter")
+    policy = cfg.get("auto_augment")
+    if not jitter or (policy and "3a" not in str(policy)):
+        return 0.0
+    return float(jitter)
+
+
+def config_notes(cfg: dict[str, Any]) -> dict[str, str]:
+    """Notes on keys whose value is not what runs (shown in config.yaml and the log)."""
+    notes = {}
+    if cfg.get("color_jitter") and not effective_color_jitter(cfg):
+        name = _auto_augment_name(str(cfg["auto_augment"]))
+        notes["color_jitter"] = f"off: {name} replaces it, as in timm and DeiT"
+    return notes
+
+
+def describe_value(cfg: dict[str, Any], key: str) -> str:
+    """A key's value for the log, with its note if what runs differs, e.g. `0.4 (off: ...)`."""
+    note = config_notes(cfg).get(key)
+    return f"{cfg[key]} ({note})" if note else str(cfg[key])
+
+
+# key -> (smallest allowed value, whether the smallest is excluded, whether None is allowed)
+_RANGES: dict[str, tuple[float, bool, bool]] = {
+    "epochs": (1, False, False),
+    "batch_size": (1, False, False),
+    "micro_batch": (1, False, True),
+    "lr": (0, True, True),
+    "blr": (0, True, False),
+    "lr_base_size": (0, True, False),
+    "img_size": (8, False, False),
+    "workers": (0, False, False),
+    "warmup_epochs": (0, False, False),
+    "weight_decay": (0, False, False),
+    "log_every": (1, False, False),
+    "eval_every": (1, False, False),
+    "save_every": (0, False, True),
+    "samples_per_epoch": (1, False, True),
+    "max_bad_samples": (0, False, False),
+}
+# keys that have their own command-line option (the others are set with --set KEY=VALUE)
+_OPTION_KEYS = {
+    "epochs",
+    "batch_size",
+    "micro_batch",
+    "lr",
+    "blr",
+    "img_size",
+    "workers",
+    "log_every",
+    "save_every",
+    "samples_per_epoch",
+    "max_bad_samples",
+}
+_INTEGER_KEYS = _RANGES.keys() - {"lr", "blr", "weight_decay"}
+
+
+def check_ranges(cfg: dict[str, Any]) -> None:
+    """Refuse out-of-range numbers (epochs 0, a negative lr...) with one line naming the key."""
+    for key, (low, exclusive, nullable) in _RANGES.items():
+        if key not in cfg or (nullable and cfg[key] is None):
+            continue
+        value = cfg[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and key in _INTEGER_KEYS:
+            number = float(value).is_integer()
+        ok = number and (value > low if exclusive else value >= low)
+        if not ok:
+            flag = f"--{key.replace('_', '-')}" if key in _OPTION_KEYS else f"--set {key}="
+            sep = " " if key in _OPTION_KEYS else ""
+            kind = "an integer" if key in _INTEGER_KEYS else "a number"
+            bound = f"> {low:g}" if exclusive else f">= {low:g}"
+            example = {"lr": 1e-3}.get(key) or ENGINE_DEFAULTS.get(key) or max(low, 1)
+            raise FractalDBError(
+                f"{key} must be {kind} {bound}, got {value!r}; fix: e.g. {flag}{sep}{example:g}"
+            )
+
+
 def dump_config(cfg: dict[str, Any]) -> str:
-    """The resolved configuration as YAML (loadable again with --recipe PATH)."""
-    return yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=None, width=100)
+    """The resolved configuration as YAML (loadable again with --recipe PATH); keys whose value
+    does not run as written carry a comment saying what does."""
+    text = yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=None, width=100)
+    notes = config_notes(cfg)
+    if not notes:
+        return text
+    lines = []
+    for line in text.splitlines():
+        key = line.split(":", 1)[0]
+        lines.append(f"{line}  # {notes[key]}" if key in notes and not line[:1].isspace() else line)
+    return "\n".join(lines) + "\n"
 
 
 def _plain(v: Any) -> Any:

@@ -108,12 +108,27 @@ class TensorData:
         return _IndexBatches(self.val_images, self.val_labels, order, batch_size, drop_last=False)
 
 
+class _EpochIndices(torch.utils.data.Sampler):
+    """A sampler whose indices are replaced every epoch (the loader and its workers stay)."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 class DatasetData:
     """A DataSource over map-style datasets (torchvision, ImageFolder, Subset) that return
     (transformed image tensor, label) pairs; batches are collated by a torch DataLoader.
 
     `manifest_sha256` identifies the data (resume refuses other data); `samples_per_epoch`
-    shortens or lengthens an epoch.
+    shortens or lengthens an epoch. `persistent_workers`: one training DataLoader whose workers
+    live for the whole run, its sampler given each epoch's order; only for transforms without
+    randomness (the device path's decode), since reused workers are not reseeded per epoch.
     """
 
     def __init__(
@@ -124,17 +139,27 @@ class DatasetData:
         manifest_sha256: str | None,
         workers: int = 0,
         samples_per_epoch: int | None = None,
+        persistent_workers: bool = False,
+        max_bad_samples: int | None = None,
     ) -> None:
+        from shards.badsamples import BadSamples, SkipUndecodable
+
         if len(train) == 0:
             raise FractalDBError("the training set is empty; fix: check the data folder")
+        # unreadable images are replaced by the next one, counted and named (badsamples.py)
+        self.bad_samples = BadSamples(max_bad_samples)
+        train = SkipUndecodable(train, self.bad_samples)
+        val = None if val is None else SkipUndecodable(val, self.bad_samples)
         self.train, self.val = train, val
         self.num_classes = int(num_classes)
         self.num_samples = int(samples_per_epoch or len(train))
         self.samples_per_epoch = samples_per_epoch
         self.manifest_sha256 = manifest_sha256
         self.workers = int(workers)
+        self.persistent_workers = bool(persistent_workers) and self.workers > 0
+        self._persistent: tuple[int, Any, _EpochIndices] | None = None
 
-    def _loader(self, dataset: Any, indices: list[int], batch_size: int, generator=None):
+    def _loader(self, dataset: Any, indices: Any, batch_size: int, generator=None):
         from torch.utils.data import DataLoader
 
         return DataLoader(
@@ -146,23 +171,37 @@ class DatasetData:
             drop_last=False,
             # Worker seeds derive from this generator: augmentation replays on resume.
             generator=generator,
-            persistent_workers=False,
+            persistent_workers=isinstance(indices, _EpochIndices),
         )
 
     def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
         """Seeded (seed, epoch) shuffle, an equal whole number of batches on every rank."""
+        from shards.badsamples import CheckedLoader
+
         order = epoch_order(
             len(self.train), batch_size, seed, epoch, rank, world_size, self.samples_per_epoch
         )
         order = order[: len(order) // batch_size * batch_size].tolist()
-        g = torch.Generator().manual_seed(epoch_seed(seed, epoch, rank))
-        return self._loader(self.train, order, batch_size, g)
+        if self.persistent_workers:
+            if self._persistent is None or self._persistent[0] != batch_size:
+                sampler = _EpochIndices()
+                loader = self._loader(self.train, sampler, batch_size)
+                self._persistent = (batch_size, loader, sampler)
+            _, loader, sampler = self._persistent
+            sampler.indices = order
+        else:
+            g = torch.Generator().manual_seed(epoch_seed(seed, epoch, rank))
+            loader = self._loader(self.train, order, batch_size, g)
+        return CheckedLoader(loader, self.bad_samples, new_epoch=True)
 
     def val_loader(self, *, batch_size: int, rank: int, world_size: int):
         """Every held-out sample exactly once across ranks (strided split, last batch kept)."""
+        from shards.badsamples import CheckedLoader
+
         if self.val is None:
             return None
-        return self._loader(self.val, list(range(rank, len(self.val), world_size)), batch_size)
+        loader = self._loader(self.val, list(range(rank, len(self.val), world_size)), batch_size)
+        return CheckedLoader(loader, self.bad_samples, new_epoch=False)
 
 
 def synthetic_patterns(

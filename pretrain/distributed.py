@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -96,10 +97,13 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def reduce_sums(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Sum a dict of per-rank totals (counts, loss sums) over all ranks in one collective."""
+def reduce_sums(values: dict[str, Any], device: torch.device) -> dict[str, float]:
+    """Sum a dict of per-rank totals (numbers or device scalars: counts, loss sums) over all
+    ranks in one collective; the one host read happens here, not per batch."""
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    t = torch.stack(
+        [torch.as_tensor(values[k], dtype=torch.float64, device=device).reshape(()) for k in keys]
+    )
     if is_dist():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return dict(zip(keys, t.tolist(), strict=True))

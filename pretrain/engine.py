@@ -2,7 +2,13 @@
 
 `train(cfg, task, data, out_dir)` handles distributed setup, global-batch arithmetic, timm's
 optimizer and per-step scheduler factories, AMP, clipping, EMA, checkpoint/resume, logging
-and export. The task (pretrain/task.py) supplies the model, the loss and the evaluation.
+and export. The task (pretrain/task.py) supplies the model, the batch augmentation on the
+device (Task.augment), the loss and the evaluation.
+
+Pieces, in the order they run: `setup_run` (build everything, resume) -> per epoch
+`train_epoch` (-> `forward_backward` + `optimizer_step` per step, losses read by `StepWindow`
+only at logging steps) -> `end_epoch` (-> `evaluate`) -> `save_run_checkpoint`; finally
+`export_final`. The step never synchronises with the host except at logging steps.
 """
 
 from __future__ import annotations
@@ -10,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -22,9 +27,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fractaldb.atomic import write_text_atomically
 from fractaldb.errors import FractalDBError
 from pretrain import distributed as D
-from pretrain.checkpoint import load_checkpoint, save_checkpoint
+from pretrain.checkpoint import keep_copy, load_checkpoint, save_checkpoint
 from pretrain.config import config_diff, dump_config
 from pretrain.data import epoch_seed
 from pretrain.metrics import RunLogger, WindowMeter
@@ -64,6 +70,27 @@ def plan_batch(cfg: dict[str, Any], world_size: int) -> BatchPlan:
     else:
         lr = float(cfg["blr"]) * gb / float(cfg["lr_base_size"])
     return BatchPlan(gb, world_size, per_rank, micro, per_rank // micro, lr)
+
+
+def check_batch_fits(global_batch: int, num_samples: int) -> None:
+    """Refuse a global batch larger than an epoch's training samples (no step could be taken)."""
+    if num_samples and global_batch > num_samples:
+        fits = 1 << (int(num_samples).bit_length() - 1)  # the largest power of two that fits
+        raise FractalDBError(
+            f"--batch-size {global_batch} is larger than the {num_samples} training samples of "
+            f"an epoch; fix: --batch-size {fits} (or less), or more training data"
+        )
+
+
+def warmup_warning(cfg: dict[str, Any]) -> str | None:
+    """A one-line warning when the learning-rate warm-up lasts as long as the whole run."""
+    warmup, epochs = int(cfg["warmup_epochs"] or 0), int(cfg["epochs"])
+    if warmup > 0 and warmup >= epochs:
+        return (
+            f"warning: warmup_epochs {warmup} is not shorter than the run's {epochs} epochs, so "
+            f"the lr never leaves its warm-up ramp; fix: --set warmup_epochs=N with N < {epochs}"
+        )
+    return None
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -121,8 +148,47 @@ def find_resume(resume: str | None, out_dir: Path) -> Path | None:
     return path
 
 
+# torch optimizers with a fused CUDA kernel (timm passes `fused` through to them)
+FUSED_OPTIMIZERS = frozenset({"adam", "adamw"})
+
+
 class NonFiniteLoss(FractalDBError):
     """Raised (on every rank at once) when the averaged loss is NaN or infinite."""
+
+
+@dataclass
+class Run:
+    """Everything `setup_run` builds for one training run; the loop's pieces share it."""
+
+    cfg: dict[str, Any]
+    task: Task
+    data: DataSource
+    out_dir: Path
+    info: Any
+    plan: BatchPlan
+    model: nn.Module
+    train_model: nn.Module
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    ema: Any
+    logger: RunLogger
+    autocast: Any
+    steps_per_epoch: int
+    epochs: int
+    start_epoch: int = 0
+    global_step: int = 0
+    probe: Any = None
+    say: Any = print
+
+    @property
+    def device(self) -> torch.device:
+        """This rank's device."""
+        return self.info.device
+
+    def lr(self) -> float:
+        """The current (largest) learning rate over the parameter groups."""
+        return max(g["lr"] for g in self.optimizer.param_groups)
 
 
 def train(
@@ -134,17 +200,37 @@ def train(
     resume: str | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) training; returns the last epoch's metrics. See module docstring."""
-    out_dir = Path(out_dir)
+    run = setup_run(cfg, task, data, Path(out_dir), resume)
+    last_metrics: dict[str, Any] = {}
+    try:
+        for epoch in range(run.start_epoch, run.epochs):
+            last_metrics = train_epoch(run, epoch)
+            if run.info.is_main:
+                save_run_checkpoint(run, epoch + 1)
+            D.barrier()
+        export_final(run)
+        D.barrier()
+    finally:
+        run.logger.close()
+    return last_metrics
+
+
+def setup_run(
+    cfg: dict[str, Any], task: Task, data: DataSource, out_dir: Path, resume: str | None
+) -> Run:
+    """Distributed setup, batch plan, model, optimizer, schedule, EMA, resume and logging."""
     info = D.init_distributed(cfg["device"])
     device = info.device
-    main = info.is_main
     say = (
         (lambda *a: tqdm.write(" ".join(str(x) for x in a), file=sys.stdout))
-        if main
+        if info.is_main
         else (lambda *a: None)
     )
-
     plan = plan_batch(cfg, info.world_size)
+    check_batch_fits(plan.global_batch, data.num_samples)
+    warning = warmup_warning(cfg)
+    if warning and info.is_main:
+        tqdm.write(warning, file=sys.stderr)
     task.setup(cfg, data.num_classes)
     task.bind_data(data)
     task.check_batch(plan.micro_batch)
@@ -155,40 +241,19 @@ def train(
         torch.backends.cudnn.benchmark = True
 
     ckpt_path = find_resume(resume, out_dir)
-    if main:
+    if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     D.barrier()
 
     # Same initial weights on every rank (DDP also broadcasts them, but EMA copies first).
     seed_everything(int(cfg["seed"]))
     model = task.build_model().to(device)
+    optimizer = build_optimizer(cfg, model, plan.lr, device)
 
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-
-    opt_kwargs: dict[str, Any] = {}
-    if cfg["opt_eps"] is not None:
-        opt_kwargs["eps"] = float(cfg["opt_eps"])
-    if cfg["opt_betas"] is not None:
-        opt_kwargs["betas"] = tuple(cfg["opt_betas"])
-    optimizer = create_optimizer_v2(
-        model,
-        opt=cfg["opt"],
-        lr=plan.lr,
-        weight_decay=float(cfg["weight_decay"]),
-        momentum=float(cfg["momentum"]),
-        layer_decay=cfg["layer_decay"],
-        **opt_kwargs,
-    )
-
-    start_epoch = 0
     probe = data.train_loader(
-        start_epoch,
-        batch_size=plan.micro_batch,
-        seed=int(cfg["seed"]),
-        rank=info.rank,
+        0, batch_size=plan.micro_batch, seed=int(cfg["seed"]), rank=info.rank,
         world_size=info.world_size,
-    )
+    )  # fmt: skip
     steps_per_epoch = len(probe) // plan.accum_steps
     if steps_per_epoch < 1:
         raise FractalDBError(
@@ -196,6 +261,8 @@ def train(
             "needed for one optimizer step; fix: a smaller --batch-size or more samples per epoch"
         )
     epochs = int(cfg["epochs"])
+    from timm.scheduler import create_scheduler_v2
+
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=cfg["sched"],
@@ -213,247 +280,377 @@ def train(
 
         ema = ModelEmaV3(model, decay=float(cfg["ema_decay"]))
 
-    global_step = 0
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=amp_dtype)
+        if amp_dtype is not None
+        else contextlib.nullcontext()
+    )
+    run = Run(
+        cfg, task, data, out_dir, info, plan, model, model, optimizer, scheduler, scaler, ema,
+        logger=None, autocast=autocast, steps_per_epoch=steps_per_epoch, epochs=epochs,
+        probe=probe, say=say,
+    )  # fmt: skip
     if ckpt_path is not None:
-        ckpt = load_checkpoint(
-            ckpt_path,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scaler=scaler,
-            ema=ema,
-            restore_rng=True,
-        )
-        changed = config_diff(ckpt["config"], cfg)
-        if changed:
-            raise FractalDBError(
-                f"--resume {ckpt_path}: settings differ from the checkpoint's ({', '.join(changed)})"
-                "; fix: resume with the original settings (see RUN/config.yaml) or a new --out"
-            )
-        if ckpt["manifest_sha256"] != data.manifest_sha256:
-            raise FractalDBError(
-                f"--resume {ckpt_path}: the data's manifest hash {data.manifest_sha256} differs "
-                f"from the checkpoint's {ckpt['manifest_sha256']}; fix: use the same --data"
-            )
-        start_epoch = int(ckpt["data_position"]["epoch"])
-        global_step = int(ckpt["global_step"])
-        scheduler.step_update(num_updates=global_step)
-        say(f"resumed from {ckpt_path}: epoch {start_epoch}, step {global_step}")
+        restore_checkpoint(run, ckpt_path)
     elif resume == "auto":
         say(f"no checkpoint in {out_dir}; starting from scratch")
+    run.train_model = wrap_model(model, cfg, info)
+    run.logger = RunLogger(
+        out_dir, info.is_main, resume_step=run.global_step if ckpt_path else None
+    )
+    log_setup(run, amp_dtype)
+    return run
 
-    train_model: nn.Module = model
+
+def build_optimizer(cfg: dict[str, Any], model: nn.Module, lr: float, device: torch.device):
+    """timm's create_optimizer_v2 from the config; the fused CUDA kernel for Adam/AdamW."""
+    from timm.optim import create_optimizer_v2
+
+    opt_kwargs: dict[str, Any] = {}
+    if cfg["opt_eps"] is not None:
+        opt_kwargs["eps"] = float(cfg["opt_eps"])
+    if cfg["opt_betas"] is not None:
+        opt_kwargs["betas"] = tuple(cfg["opt_betas"])
+    if device.type == "cuda" and str(cfg["opt"]).lower() in FUSED_OPTIMIZERS:
+        # one kernel for all parameters instead of a launch per tensor (same arithmetic)
+        opt_kwargs["fused"] = True
+    return create_optimizer_v2(
+        model,
+        opt=cfg["opt"],
+        lr=lr,
+        weight_decay=float(cfg["weight_decay"]),
+        momentum=float(cfg["momentum"]),
+        layer_decay=cfg["layer_decay"],
+        **opt_kwargs,
+    )
+
+
+def use_compile(cfg: dict[str, Any], device: torch.device) -> bool:
+    """`compile` None (the default) means on for CUDA, off on CPU; True/False force it."""
+    return device.type == "cuda" if cfg["compile"] is None else bool(cfg["compile"])
+
+
+def wrap_model(model: nn.Module, cfg: dict[str, Any], info: Any) -> nn.Module:
+    """DDP over ranks, then torch.compile (see use_compile); the wrapped model trains."""
+    wrapped: nn.Module = model
     if info.world_size > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if cfg["compile"]:
-        train_model = torch.compile(train_model)
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if use_compile(cfg, info.device):
+        wrapped = torch.compile(wrapped)
+    return wrapped
 
-    logger = RunLogger(out_dir, main, resume_step=global_step if ckpt_path else None)
+
+def restore_checkpoint(run: Run, ckpt_path: Path) -> None:
+    """Load weights, optimizer, schedule, scaler, EMA and RNG; refuse other settings or data."""
+    ckpt = load_checkpoint(
+        ckpt_path,
+        model=run.model,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        scaler=run.scaler,
+        ema=run.ema,
+        restore_rng=True,
+    )
+    changed = config_diff(ckpt["config"], run.cfg)
+    if changed:
+        raise FractalDBError(
+            f"--resume {ckpt_path}: settings differ from the checkpoint's ({', '.join(changed)})"
+            "; fix: resume with the original settings (see RUN/config.yaml) or a new --out"
+        )
+    if ckpt["manifest_sha256"] != run.data.manifest_sha256:
+        raise FractalDBError(
+            f"--resume {ckpt_path}: the data's manifest hash {run.data.manifest_sha256} differs "
+            f"from the checkpoint's {ckpt['manifest_sha256']}; fix: use the same --data"
+        )
+    run.start_epoch = int(ckpt["data_position"]["epoch"])
+    run.global_step = int(ckpt["global_step"])
+    run.scheduler.step_update(num_updates=run.global_step)
+    run.say(f"resumed from {ckpt_path}: epoch {run.start_epoch}, step {run.global_step}")
+
+
+def log_setup(run: Run, amp_dtype: torch.dtype | None) -> None:
+    """Write RUN/config.yaml, print the resolved settings and log the setup entry."""
+    cfg, plan, info = run.cfg, run.plan, run.info
     setup = {
         "type": "setup",
-        "step": global_step,
+        "step": run.global_step,
         "world_size": info.world_size,
         "global_batch": plan.global_batch,
         "per_rank_batch": plan.per_rank,
         "micro_batch": plan.micro_batch,
         "accum_steps": plan.accum_steps,
         "lr": plan.lr,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": steps_per_epoch * epochs,
+        "steps_per_epoch": run.steps_per_epoch,
+        "total_steps": run.steps_per_epoch * run.epochs,
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "none",
-        "device": str(device),
-        "num_classes": data.num_classes,
-        "manifest_sha256": data.manifest_sha256,
+        "compile": use_compile(cfg, run.device),
+        "device": str(run.device),
+        "num_classes": run.data.num_classes,
+        "manifest_sha256": run.data.manifest_sha256,
     }
-    if main:
-        (out_dir / "config.yaml").write_text(dump_config(cfg))
-        say("resolved configuration (also in " + str(out_dir / "config.yaml") + "):")
-        say(dump_config(cfg).rstrip())
-        lr_src = (
-            "--lr"
-            if cfg["lr"] is not None
-            else (f"blr {cfg['blr']:g} x {plan.global_batch} / {cfg['lr_base_size']}")
-        )
-        say(
-            f"batch: global {plan.global_batch} = {info.world_size} ranks x {plan.per_rank} "
-            f"(micro-batch {plan.micro_batch} x {plan.accum_steps} accumulation steps); "
-            f"lr {plan.lr:.6g} ({lr_src}); {steps_per_epoch} steps/epoch, "
-            f"{steps_per_epoch * epochs} total; amp {setup['amp']}; device {device}"
-        )
-        for line in task.describe():
-            say(line)
-        logger.write(setup)
-
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=amp_dtype)
-        if amp_dtype is not None
-        else contextlib.nullcontext()
+    if not info.is_main:
+        return
+    say = run.say
+    write_text_atomically(run.out_dir / "config.yaml", dump_config(cfg))
+    say("resolved configuration (also in " + str(run.out_dir / "config.yaml") + "):")
+    say(dump_config(cfg).rstrip())
+    lr_src = (
+        "--lr"
+        if cfg["lr"] is not None
+        else (f"blr {cfg['blr']:g} x {plan.global_batch} / {cfg['lr_base_size']}")
     )
-    last_metrics: dict[str, Any] = {}
-    try:
-        for epoch in range(start_epoch, epochs):
-            # Every stream of randomness (mixup, drop-path, loader workers) is a function of
-            # (seed, epoch, rank), so a resumed epoch replays an uninterrupted one exactly.
-            seed_everything(epoch_seed(int(cfg["seed"]), epoch, info.rank))
-            loader = (
-                probe
-                if epoch == 0 and start_epoch == 0
-                else data.train_loader(
-                    epoch,
-                    batch_size=plan.micro_batch,
-                    seed=int(cfg["seed"]),
-                    rank=info.rank,
-                    world_size=info.world_size,
-                )
-            )
-            probe = None
-            epoch_start = time.perf_counter()
-            model.train()
-            window, whole = WindowMeter(), WindowMeter()
-            bar = tqdm(
-                total=steps_per_epoch,
-                desc=f"epoch {epoch + 1}/{epochs}",
-                disable=not main,
-                dynamic_ncols=True,
-                leave=False,
-                file=sys.stderr,
-            )
-            it = iter(loader)
-            for _ in range(steps_per_epoch):
-                data_time = 0.0
-                loss_sum = torch.zeros((), device=device)
-                extras_sum: dict[str, torch.Tensor] = {}
-                images = 0
-                for micro in range(plan.accum_steps):
-                    t0 = time.perf_counter()
-                    try:
-                        batch = to_device(next(it), device)
-                    except StopIteration:
-                        raise FractalDBError(
-                            f"the training loader of epoch {epoch + 1} ended before the "
-                            f"{steps_per_epoch * plan.accum_steps} micro-batches its len() "
-                            "promised; fix: check the shards (`fractaldb shards verify`)"
-                        ) from None
-                    data_time += time.perf_counter() - t0
-                    images += _num_images(batch)
-                    sync = (
-                        train_model.no_sync()
-                        if isinstance(train_model, nn.parallel.DistributedDataParallel)
-                        and micro < plan.accum_steps - 1
-                        else contextlib.nullcontext()
-                    )
-                    with sync:
-                        with autocast:
-                            loss, extras = task.train_step(train_model, batch)
-                        scaled = loss / plan.accum_steps
-                        (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                    loss_sum += loss.detach().float()
-                    for k, v in extras.items():
-                        extras_sum[k] = extras_sum.get(k, 0.0) + torch.as_tensor(v).float()
-                # One collective per step carries the loss and extras; its value also decides,
-                # identically on every rank, whether to stop.
-                keys = sorted(extras_sum)
-                packed = (
-                    torch.stack([loss_sum] + [extras_sum[k].to(device) for k in keys])
-                    / plan.accum_steps
-                )
-                vals = D.all_reduce_mean(packed).tolist()
-                loss_value = vals[0]
-                if not math.isfinite(loss_value):
-                    last = out_dir / "last.pt"
-                    kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint yet"
-                    raise NonFiniteLoss(
-                        f"non-finite loss ({loss_value}) at epoch {epoch + 1}, step "
-                        f"{global_step + 1}; stopped before updating the weights, {kept}; fix: "
-                        "lower --lr/--blr, use --amp bf16 or none, or --set clip_grad=1.0, then "
-                        "--resume auto"
-                    )
-                if scaler is not None:
-                    if cfg["clip_grad"]:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), float(cfg["clip_grad"]))
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    if cfg["clip_grad"]:
-                        nn.utils.clip_grad_norm_(model.parameters(), float(cfg["clip_grad"]))
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                lr = max(g["lr"] for g in optimizer.param_groups)
-                global_step += 1
-                scheduler.step_update(num_updates=global_step)
-                if ema is not None:
-                    ema.update(model, step=global_step)
+    say(
+        f"batch: global {plan.global_batch} = {info.world_size} ranks x {plan.per_rank} "
+        f"(micro-batch {plan.micro_batch} x {plan.accum_steps} accumulation steps); "
+        f"lr {plan.lr:.6g} ({lr_src}); {run.steps_per_epoch} steps/epoch, "
+        f"{run.steps_per_epoch * run.epochs} total; amp {setup['amp']}; device {run.device}; "
+        f"compile {setup['compile']}"
+    )
+    for line in run.task.describe():
+        say(line)
+    run.logger.write(setup)
 
-                step_vals = {"loss": loss_value, **dict(zip(keys, vals[1:], strict=True))}
-                n_img = images * info.world_size
-                window.update(step_vals, n_img, data_time)
-                whole.update(step_vals, n_img, data_time)
-                if main:
-                    s = window.summary()
-                    bar.set_postfix_str(
-                        f"loss {s['loss']:.4f} lr {lr:.3g} {s['images_per_s']:.0f} img/s "
-                        f"data {s['data_time'] * 1e3:.0f} ms",
-                        refresh=False,
-                    )
-                    bar.update(1)
-                if global_step % int(cfg["log_every"]) == 0:
-                    s = window.summary()
-                    logger.write(
-                        {"type": "train", "step": global_step, "epoch": epoch, "lr": lr, **s}
-                    )
-                    window.reset()
-            bar.close()
 
-            s = whole.summary()
-            entry: dict[str, Any] = {
-                "type": "epoch",
-                "step": global_step,
-                "epoch": epoch,
-                "lr": max(g["lr"] for g in optimizer.param_groups),
-                "epoch_time": time.perf_counter() - epoch_start,
-                **s,
-            }
-            last_epoch = epoch + 1 == epochs
-            if last_epoch or (epoch + 1) % int(cfg["eval_every"]) == 0:
-                entry.update(_validate(task, data, model, ema, plan, info, autocast))
-            entry.update(task.on_epoch_end(epoch, model, out_dir) or {})
-            logger.write(entry)
-            task.on_epoch_logged(epoch, entry, out_dir)
-            say(
-                f"epoch {epoch + 1}/{epochs}: "
-                + " ".join(
-                    f"{k} {v:.4g}"
-                    for k, v in entry.items()
-                    if k not in ("type", "step", "epoch") and isinstance(v, (int, float))
-                )
-            )
-            last_metrics = entry
+class StepWindow:
+    """Per-step losses kept on the device between host synchronisations.
+
+    The step itself never waits for the device: losses are stacked here and read (one
+    collective, one copy) only at logging steps and at the end of an epoch, where the
+    non-finite-loss check happens too.
+    """
+
+    def __init__(self) -> None:
+        self.window, self.whole = WindowMeter(), WindowMeter()
+        self.pending: list[tuple[torch.Tensor, int, float]] = []
+        self.keys: list[str] = []
+        self.first_step = 0
+
+    def add(self, packed: torch.Tensor, keys: list[str], images: int, data_time: float) -> None:
+        """Queue one optimizer step's (loss, extras...) device tensor."""
+        self.keys = keys
+        self.pending.append((packed, images, data_time))
+
+    def sync(self, run: Run, epoch: int, step: int) -> None:
+        """Read the queued values (averaged over ranks) into the meters; stop on a NaN/inf."""
+        if not self.pending:
+            return
+        stacked = torch.stack([p for p, _, _ in self.pending])
+        values = D.all_reduce_mean(stacked).tolist()
+        first = step - len(self.pending) + 1
+        for i, (row, (_, images, data_time)) in enumerate(zip(values, self.pending, strict=True)):
+            if not math.isfinite(row[0]):
+                raise non_finite(run, row[0], epoch, first + i, step)
+            vals = {"loss": row[0], **dict(zip(self.keys, row[1:], strict=True))}
+            self.window.update(vals, images, data_time)
+            self.whole.update(vals, images, data_time)
+        self.pending = []
+
+
+def non_finite(run: Run, value: float, epoch: int, bad_step: int, checked_at: int) -> NonFiniteLoss:
+    """The one-line error for a NaN/inf loss found when the window was read at `checked_at`."""
+    last = run.out_dir / "last.pt"
+    kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint yet"
+    when = (
+        "before updating the weights"
+        if bad_step == checked_at
+        else f"at step {checked_at} (losses are read every log_every steps)"
+    )
+    return NonFiniteLoss(
+        f"non-finite loss ({value}) at epoch {epoch + 1}, step {bad_step}; stopped {when}, "
+        f"{kept}; fix: lower --lr/--blr, use --amp bf16 or none, or --set clip_grad=1.0, then "
+        "--resume auto"
+    )
+
+
+def epoch_loader(run: Run, epoch: int) -> Any:
+    """This epoch's training loader (the probe built during setup serves epoch 0)."""
+    if epoch == 0 and run.probe is not None:
+        loader, run.probe = run.probe, None
+        return loader
+    run.probe = None
+    return run.data.train_loader(
+        epoch, batch_size=run.plan.micro_batch, seed=int(run.cfg["seed"]), rank=run.info.rank,
+        world_size=run.info.world_size,
+    )  # fmt: skip
+
+
+def train_epoch(run: Run, epoch: int) -> dict[str, Any]:
+    """One epoch of optimizer steps, then validation, task hooks and the epoch's log entry."""
+    cfg, main = run.cfg, run.info.is_main
+    # Every stream of randomness (augmentation, mixup, drop-path, loader workers) is a function
+    # of (seed, epoch, rank), so a resumed epoch replays an uninterrupted one exactly.
+    seed_everything(epoch_seed(int(cfg["seed"]), epoch, run.info.rank))
+    loader = epoch_loader(run, epoch)
+    epoch_start = time.perf_counter()
+    run.model.train()
+    steps = StepWindow()
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        desc=f"epoch {epoch + 1}/{run.epochs}",
+        disable=not main,
+        dynamic_ncols=True,
+        leave=False,
+        file=sys.stderr,
+    )
+    it = iter(loader)
+    log_every = int(cfg["log_every"])
+    for _ in range(run.steps_per_epoch):
+        packed, keys, images, data_time = forward_backward(run, it, epoch)
+        steps.add(packed, keys, images * run.info.world_size, data_time)
+        log_now = (run.global_step + 1) % log_every == 0
+        if log_now:  # read the losses before the update, so a NaN never reaches the weights
+            steps.sync(run, epoch, run.global_step + 1)
+        optimizer_step(run)
+        lr = run.lr()
+        run.global_step += 1
+        run.scheduler.step_update(num_updates=run.global_step)
+        if run.ema is not None:
+            run.ema.update(run.model, step=run.global_step)
+        bar.update(1)
+        if log_now:
+            s = steps.window.summary()
             if main:
-                _save(
-                    out_dir,
-                    model,
-                    optimizer,
-                    scheduler,
-                    scaler,
-                    ema,
-                    epoch + 1,
-                    global_step,
-                    cfg,
-                    data.manifest_sha256,
+                bar.set_postfix_str(
+                    f"loss {s['loss']:.4f} lr {lr:.3g} {s['images_per_s']:.0f} img/s "
+                    f"data {s['data_time'] * 1e3:.0f} ms",
+                    refresh=False,
                 )
-            D.barrier()
-        if main:
-            path = task.export(unwrap(model), out_dir / "model.safetensors")
-            say(f"final weights: {path}")
-            if ema is not None:
-                ema_path = task.export(ema.module, out_dir / "model_ema.safetensors")
-                say(f"EMA weights: {ema_path}")
-        D.barrier()
-    finally:
-        logger.close()
-    return last_metrics
+            run.logger.write(
+                {"type": "train", "step": run.global_step, "epoch": epoch, "lr": lr, **s}
+            )
+            steps.window.reset()
+    steps.sync(run, epoch, run.global_step)
+    bar.close()
+    return end_epoch(run, epoch, steps.whole.summary(), time.perf_counter() - epoch_start)
+
+
+def forward_backward(run: Run, it: Any, epoch: int) -> tuple[torch.Tensor, list[str], int, float]:
+    """The micro-batches of one optimizer step: load, augment on the device, forward, backward.
+
+    Returns the step's (loss, extras...) as one device tensor (never read here), the extras'
+    keys, the number of images and the time spent waiting for data.
+    """
+    plan, device = run.plan, run.device
+    data_time = 0.0
+    loss_sum = torch.zeros((), device=device)
+    extras_sum: dict[str, torch.Tensor] = {}
+    images = 0
+    for micro in range(plan.accum_steps):
+        t0 = time.perf_counter()
+        try:
+            raw = next(it)
+        except StopIteration:
+            raise FractalDBError(
+                f"the training loader of epoch {epoch + 1} ended before the "
+                f"{run.steps_per_epoch * plan.accum_steps} micro-batches its len() "
+                "promised; fix: check the shards (`fractaldb shards verify`)"
+            ) from None
+        batch = to_device(raw, device)
+        data_time += time.perf_counter() - t0
+        images += _num_images(batch)
+        batch = run.task.augment(batch)
+        sync = (
+            run.train_model.no_sync()
+            if isinstance(run.train_model, nn.parallel.DistributedDataParallel)
+            and micro < plan.accum_steps - 1
+            else contextlib.nullcontext()
+        )
+        with sync:
+            with run.autocast:
+                loss, extras = run.task.train_step(run.train_model, batch)
+            scaled = loss / plan.accum_steps
+            (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
+        loss_sum += loss.detach().float()
+        for k, v in extras.items():
+            extras_sum[k] = extras_sum.get(k, 0.0) + torch.as_tensor(v, device=device).float()
+    keys = sorted(extras_sum)
+    packed = torch.stack([loss_sum] + [extras_sum[k] for k in keys]) / plan.accum_steps
+    return packed, keys, images, data_time
+
+
+def optimizer_step(run: Run) -> None:
+    """Clip (if configured), step (through the fp16 scaler if any), zero the gradients."""
+    clip = run.cfg["clip_grad"]
+    params = run.model.parameters()
+    if run.scaler is not None:
+        if clip:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(params, float(clip))
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        if clip:
+            nn.utils.clip_grad_norm_(params, float(clip))
+        run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+def end_epoch(run: Run, epoch: int, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Validate when due, run the task's epoch hooks, log and print the epoch's entry."""
+    cfg = run.cfg
+    entry: dict[str, Any] = {
+        "type": "epoch",
+        "step": run.global_step,
+        "epoch": epoch,
+        "lr": run.lr(),
+        "epoch_time": seconds,
+        **summary,
+    }
+    if epoch + 1 == run.epochs or (epoch + 1) % int(cfg["eval_every"]) == 0:
+        entry.update(evaluate(run))
+    entry.update(run.task.on_epoch_end(epoch, run.model, run.out_dir) or {})
+    entry.update(_bad_sample_counts(run.data, run.say))
+    run.logger.write(entry)
+    run.task.on_epoch_logged(epoch, entry, run.out_dir)
+    run.say(
+        f"epoch {epoch + 1}/{run.epochs}: "
+        + " ".join(
+            f"{k} {v:.4g}"
+            for k, v in entry.items()
+            if k not in ("type", "step", "epoch") and isinstance(v, (int, float))
+        )
+    )
+    return entry
+
+
+def evaluate(run: Run) -> dict[str, float]:
+    """The task's validation of the model (and of its EMA copy, keys val_ema_*)."""
+    return _validate(run.task, run.data, run.model, run.ema, run.plan, run.info, run.autocast)
+
+
+def save_run_checkpoint(run: Run, epoch: int) -> None:
+    """RUN/last.pt after `epoch` epochs (and a kept copy every save_every epochs)."""
+    _save(
+        run.out_dir, run.model, run.optimizer, run.scheduler, run.scaler, run.ema, epoch,
+        run.global_step, run.cfg, run.data.manifest_sha256,
+    )  # fmt: skip
+
+
+def export_final(run: Run) -> None:
+    """Write the final (and EMA) weights through the task's export (rank 0)."""
+    bad = getattr(run.data, "bad_samples", None)
+    if bad is not None and bad.total:
+        run.say(bad.summary())
+    if not run.info.is_main:
+        return
+    path = run.task.export(unwrap(run.model), run.out_dir / "model.safetensors")
+    run.say(f"final weights: {path}")
+    if run.ema is not None:
+        ema_path = run.task.export(run.ema.module, run.out_dir / "model_ema.safetensors")
+        run.say(f"EMA weights: {ema_path}")
+
+
+def _bad_sample_counts(data: DataSource, say) -> dict[str, int]:
+    """This epoch's and the run's skipped unreadable samples, for metrics.jsonl (naming the
+    first few on the console)."""
+    bad = getattr(data, "bad_samples", None)  # shards/badsamples.py; absent for in-memory data
+    if bad is None:
+        return {}
+    if bad.epoch_count:
+        say(f"skipped {bad.epoch_count} unreadable sample(s) this epoch; first: "
+            + "; ".join(bad.first()))  # fmt: skip
+    return {"bad_samples": bad.epoch_count, "bad_samples_total": bad.total}
 
 
 def _validate(task, data, model, ema, plan, info, autocast) -> dict[str, float]:
@@ -491,7 +688,5 @@ def _save(out_dir, model, optimizer, scheduler, scaler, ema, epoch, global_step,
     )
     every = int(cfg["save_every"] or 0)
     if every and epoch % every == 0:
-        keep = out_dir / f"checkpoint-{epoch:04d}.pt"
-        tmp = keep.with_name(f".{keep.name}.tmp")
-        shutil.copyfile(last, tmp)
-        tmp.replace(keep)
+        # a hard link costs neither space nor time; last.pt's next atomic save gets a new inode
+        keep_copy(last, out_dir / f"checkpoint-{epoch:04d}.pt")

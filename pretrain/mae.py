@@ -24,7 +24,7 @@ from torch import nn
 from fractaldb.atomic import replace_atomically
 from fractaldb.errors import FractalDBError
 
-# FractalDB recipes normalise with mean = std = 0.5 (REFERENCE.md section 4).
+# FractalDB recipes normalise with mean = std = 0.5 (Nakashima et al., AAAI 2022).
 DEFAULT_MEAN: tuple[float, ...] = (0.5,)
 DEFAULT_STD: tuple[float, ...] = (0.5,)
 
@@ -398,6 +398,23 @@ def _to_uint8(imgs: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -
     return x.permute(0, 2, 3, 1).numpy()
 
 
+# Reconstruction pictures: masked patches painted in a colour no gray fractal has, tiles
+# scaled up (nearest neighbour, so pixels stay crisp) to at least this size, rows labelled.
+MASK_RGB = (40, 110, 230)
+RECON_TILE_MIN = 96
+RECON_LABEL_WIDTH = 112
+
+
+def _row_label(text: str, height: int) -> np.ndarray:
+    """A white RECON_LABEL_WIDTH x height RGB block with `text` drawn in black, centred."""
+    import cv2
+
+    label = np.full((height, RECON_LABEL_WIDTH, 3), 255, np.uint8)
+    y = height // 2 + 4
+    cv2.putText(label, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return label
+
+
 @torch.no_grad()
 def reconstruction_grid(
     model: MaskedAutoencoder,
@@ -408,12 +425,15 @@ def reconstruction_grid(
     std: Sequence[float] = DEFAULT_STD,
     gap: int = 2,
 ) -> np.ndarray:
-    """uint8 RGB picture, one column per image; rows: original / masked / reconstruction.
+    """uint8 RGB picture, one column per image; labelled rows: original / masked /
+    reconstruction.
 
-    The reconstruction is the raw prediction on every patch, as in the MAE paper's figures
-    (visible patches are not pasted back). With norm_pix_loss the prediction is mapped back to
-    pixels with each target patch's own mean and std, as the MAE visualisation does. A fixed
-    seed gives the same mask at every epoch, so pictures are comparable across a run.
+    Masked patches are painted MASK_RGB (gray fractals on black would hide a gray mask); tiles
+    are scaled up by a whole factor to at least RECON_TILE_MIN px. The reconstruction is the
+    raw prediction on every patch, as in the MAE paper's figures (visible patches are not pasted
+    back). With norm_pix_loss the prediction is mapped back to pixels with each target patch's
+    own mean and std, as the MAE visualisation does. A fixed seed gives the same mask at every
+    epoch, so pictures are comparable across a run.
     """
     was_training = model.training
     model.eval()
@@ -432,18 +452,27 @@ def reconstruction_grid(
         mu = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
         pred = pred * (var + 1.0e-6) ** 0.5 + mu
-    m = mask.unsqueeze(-1)
-    # Masked patches show as the normalised value 0, i.e. mid-gray with mean = std = 0.5,
-    # so they stay visible against fractals drawn on black.
-    masked = model.unpatchify(target * (1 - m))
-    rows = [x, masked, model.unpatchify(pred)]
-    tiles = [_to_uint8(r.cpu(), mean, std) for r in rows]
-    n, h, w = tiles[0].shape[:3]
-    out = np.full((3 * h + 4 * gap, n * w + (n + 1) * gap, 3), 255, dtype=np.uint8)
+    originals = _to_uint8(x.cpu(), mean, std)
+    # where each pixel's patch was masked: (N, H, W), from the per-patch mask
+    p = model.patch_size
+    grid_h = originals.shape[1] // p
+    patch_mask = mask.cpu().reshape(len(x), grid_h, -1).bool().numpy()
+    pixel_mask = patch_mask.repeat(p, axis=1).repeat(p, axis=2)
+    masked = originals.copy()
+    masked[pixel_mask] = MASK_RGB
+    tiles = [originals, masked, _to_uint8(model.unpatchify(pred).cpu(), mean, std)]
+    n, h, w = originals.shape[:3]
+    scale = max(1, -(-RECON_TILE_MIN // min(h, w)))
+    h, w = h * scale, w * scale
+    labels = ("original", f"masked ({100 * ratio:.0f} %)", "reconstruction")
+    left = RECON_LABEL_WIDTH + gap
+    out = np.full((3 * h + 4 * gap, left + n * w + (n + 1) * gap, 3), 255, dtype=np.uint8)
     for r, row in enumerate(tiles):
+        y0 = gap + r * (h + gap)
+        out[y0 : y0 + h, :RECON_LABEL_WIDTH] = _row_label(labels[r], h)
         for i in range(n):
-            y0, x0 = gap + r * (h + gap), gap + i * (w + gap)
-            out[y0 : y0 + h, x0 : x0 + w] = row[i]
+            x0 = left + gap + i * (w + gap)
+            out[y0 : y0 + h, x0 : x0 + w] = row[i].repeat(scale, axis=0).repeat(scale, axis=1)
     return out
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from fractaldb.errors import FractalDBError
 from pretrain import distributed as D
+from pretrain.augment import AugmentConfig, BatchAugment, eval_resize, on_device
 from pretrain.data import epoch_seed
 from pretrain.hf_models import is_hf_model
 from pretrain.mae import MaskedAutoencoder, check_mask_ratio, save_reconstruction
@@ -48,7 +49,8 @@ def _first_images(loader: Iterable | None, n: int) -> torch.Tensor | None:
     if batch is None:
         return None
     images = batch[0] if isinstance(batch, (list, tuple)) else batch
-    return images[:n].detach().cpu().float()
+    images = images[:n].detach().cpu()
+    return images if images.dtype == torch.uint8 else images.float()
 
 
 class MAETask(Task):
@@ -56,7 +58,7 @@ class MAETask(Task):
 
     name = "mae"
     defaults: dict[str, Any] = {
-        # He et al. 2022 (REFERENCE.md s.4): these override the engine's supervised defaults so
+        # He et al., CVPR 2022 (Appendix A.1): these override the engine's supervised defaults so
         # a run without a recipe is still an MAE run; the mae-* recipes cite each value.
         "blr": 1.5e-4,
         "lr_base_size": 256,
@@ -103,6 +105,23 @@ class MAETask(Task):
         self.mean = self._channel_stats(cfg["mean"], "mean")
         self.std = self._channel_stats(cfg["std"], "std")
         self.recon_images: torch.Tensor | None = None
+        self.augment_config = self._augment_config(cfg, self.in_chans)
+        self.batch_augment = BatchAugment(self.augment_config)
+
+    def _augment_config(self, cfg: dict[str, Any], in_chans: int) -> AugmentConfig:
+        """MAE's augmentation for the batched path: crop, flip, normalise (no RandAugment)."""
+        mean, std = cfg["mean"], cfg["std"]
+        if in_chans == 1:
+            mean, std = mean[:1], std[:1]
+        return AugmentConfig(
+            img_size=int(cfg["img_size"]),
+            scale=tuple(cfg["scale"]),
+            interpolation=cfg["interpolation"],
+            hflip=float(cfg["hflip"]),
+            mean=tuple(float(v) for v in mean),
+            std=tuple(float(v) for v in std),
+            out_channels=in_chans,
+        )
 
     def _channel_stats(self, values: list[float], key: str) -> list[float]:
         """mean/std for the encoder's channel count (gray uses the first value)."""
@@ -151,7 +170,13 @@ class MAETask(Task):
 
         Loaders deliver RGB (gray fractals repeated to 3 channels, as for supervised
         training); with --model-arg in_chans=1 the images are converted back to one channel.
+        None with --augment device: the same steps run in `augment`, on the device.
         """
+        if on_device(cfg):
+            _interpolation(cfg["interpolation"])  # bad settings fail before any loader
+            in_chans = int(cfg["model_args"].get("in_chans", 3))
+            BatchAugment(self._augment_config(cfg, in_chans))
+            return None
         from torchvision import transforms as T
 
         mode = _interpolation(cfg["interpolation"])
@@ -175,6 +200,14 @@ class MAETask(Task):
             [T.Resize(size, interpolation=mode), T.CenterCrop(size), *self._pil_to_tensor(cfg)]
         )
 
+    def augment(self, batch: Any) -> Any:
+        """uint8 batches: RandomResizedCrop, flip, channels and normalisation on the device."""
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if images.dtype != torch.uint8:
+            return batch
+        images = self.batch_augment(images)
+        return (images, *batch[1:]) if isinstance(batch, (list, tuple)) else images
+
     def train_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         """Masked reconstruction loss; the mask comes from torch's global RNG, which the engine
         reseeds per (seed, epoch, rank), so a resumed epoch draws the same masks."""
@@ -190,14 +223,14 @@ class MAETask(Task):
         gen = torch.Generator().manual_seed(
             epoch_seed(int(self.cfg["seed"]), VAL_MASK_STREAM, D.get_rank())
         )
-        totals = {"n": 0.0, "loss": 0.0}
+        totals: dict[str, Any] = {"n": 0.0, "loss": torch.zeros((), device=device)}
         for batch in loader:
             images = batch[0] if isinstance(batch, (list, tuple)) else batch
             images = images.to(device, non_blocking=True)
             # Every sample has the same number of masked patches, so the batch mean weights
             # samples equally and the per-sample mean is exact.
             loss, _, _ = model(images, generator=gen)
-            totals["loss"] += float(loss) * len(images)
+            totals["loss"] += loss.detach().float() * len(images)  # no per-batch host read
             totals["n"] += len(images)
         t = D.reduce_sums(totals, device)
         return {"val_loss": t["loss"] / max(t["n"], 1.0), "val_samples": int(t["n"])}
@@ -224,6 +257,8 @@ class MAETask(Task):
                     0, batch_size=micro, seed=int(self.cfg["seed"]), rank=0, world_size=world
                 )
                 images = _first_images(loader, n)
+            if images is not None and images.dtype == torch.uint8:  # device path: raw pixels
+                images = eval_resize(images, self.augment_config)
             self.recon_images = images
         return self.recon_images
 
@@ -256,7 +291,8 @@ class MAETask(Task):
             f"{c['decoder_heads']} heads, drop_path={c['drop_path']}",
             f"loss: MSE on masked patches, mask_ratio={c['mask_ratio']}, "
             f"norm_pix_loss={c['norm_pix_loss']} (labels ignored)",
-            f"augmentation: RandomResizedCrop {c['img_size']} scale={tuple(c['scale'])} "
+            f"augmentation ({'device, batched' if on_device(c) else 'cpu, PIL in workers'}): "
+            f"RandomResizedCrop {c['img_size']} scale={tuple(c['scale'])} "
             f"{c['interpolation']}, hflip={c['hflip']}, mean={tuple(self.mean)}, "
             f"std={tuple(self.std)}; reconstructions every {c['recon_every']} epochs",
         ]

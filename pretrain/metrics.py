@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fractaldb.atomic import replace_atomically
+from fractaldb.atomic import write_text_atomically
+from pretrain.runfolder import write_failure
 
 
 class WindowMeter:
@@ -61,12 +64,25 @@ class RunLogger:
         self.tb = None
         if not enabled:
             return
-        if resume_step is not None and self.path.exists():
-            self._truncate_after(resume_step)
-        from torch.utils.tensorboard import SummaryWriter
+        self.out_dir = Path(out_dir)
+        with self._failing_writes_named():
+            if resume_step is not None and self.path.exists():
+                self._truncate_after(resume_step)
+            from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step drops events a crashed attempt logged after the checkpoint we resume from.
-        self.tb = SummaryWriter(str(Path(out_dir) / "tb"), purge_step=resume_step)
+            # purge_step drops events a crashed attempt logged after the checkpoint we resume
+            # from.
+            self.tb = SummaryWriter(str(Path(out_dir) / "tb"), purge_step=resume_step)
+
+    @contextlib.contextmanager
+    def _failing_writes_named(self) -> Iterator[None]:
+        """A full or read-only disk under metrics.jsonl or tb/: one line, checkpoint kept."""
+        try:
+            yield
+        except OSError as exc:
+            raise write_failure(
+                "the run log", f"{self.path} / {self.out_dir / 'tb'}", self.out_dir, exc
+            ) from exc
 
     def _truncate_after(self, step: int) -> None:
         # Entries logged after the checkpoint belong to the interrupted attempt: drop them so the
@@ -80,7 +96,7 @@ class RunLogger:
             if entry.get("type") == "setup" or entry.get("step", 0) <= step:
                 kept.append(line)
         text = "".join(k + "\n" for k in kept)
-        replace_atomically(self.path, lambda tmp: tmp.write_text(text))
+        write_text_atomically(self.path, text)
 
     def write(self, entry: dict[str, Any]) -> None:
         """Log one entry (needs `type`; numeric fields also go to TensorBoard at `step`)."""
@@ -90,15 +106,17 @@ class RunLogger:
         for k, v in entry.items():
             n = _number(v)
             clean[k] = v if n is None else (n if math.isfinite(n) else str(n))
-        with self.path.open("a") as f:
-            f.write(json.dumps(clean) + "\n")
-        if self.tb is not None and "step" in entry:
-            for k, v in clean.items():
-                if k not in ("step", "epoch", "type") and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"{entry['type']}/{k}", v, entry["step"])
+        with self._failing_writes_named():
+            with self.path.open("a") as f:
+                f.write(json.dumps(clean) + "\n")
+            if self.tb is not None and "step" in entry:
+                for k, v in clean.items():
+                    if k not in ("step", "epoch", "type") and isinstance(v, (int, float)):
+                        self.tb.add_scalar(f"{entry['type']}/{k}", v, entry["step"])
 
     def close(self) -> None:
         """Flush and close TensorBoard."""
         if self.tb is not None:
-            self.tb.close()
-            self.tb = None
+            tb, self.tb = self.tb, None
+            with self._failing_writes_named():
+                tb.close()

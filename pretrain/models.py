@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from fractaldb.atomic import replace_atomically
+from fractaldb.atomic import replace_atomically, write_text_atomically
 from fractaldb.errors import FractalDBError
 from pretrain.hf_models import (
     HFClassifier,
@@ -63,11 +63,29 @@ def create_model(name: str, img_size: int | None = None, **kwargs: Any) -> nn.Mo
         raise FractalDBError(
             f"timm could not build {name} with {shown}: {e}; fix: check the --model-arg values"
         ) from e
+    check_patch_grid(model, name, img_size)
     # Remember the architecture arguments so the export can record how to rebuild the model.
     model.fractaldb_model_args = {
         k: v for k, v in args.items() if k not in ("num_classes", "drop_path_rate")
     }
     return model
+
+
+def check_patch_grid(model: nn.Module, name: str, img_size: int | None) -> None:
+    """Refuse an image size that the patch size does not divide (timm would crop silently)."""
+    embed = getattr(model, "patch_embed", None)
+    patch = getattr(embed, "patch_size", None)
+    if img_size is None or patch is None or getattr(embed, "dynamic_img_pad", False):
+        return
+    p = int(patch[0]) if isinstance(patch, (tuple, list)) else int(patch)
+    if img_size % p:
+        divisors = [d for d in range(2, img_size + 1) if img_size % d == 0]
+        near = min(divisors, key=lambda d: (abs(d - p), d)) if divisors else 1
+        raise FractalDBError(
+            f"{name}: patch size {p} does not divide img_size {img_size} (the last "
+            f"{img_size % p} pixel rows and columns would be dropped); fix: --model-arg "
+            f"patch_size={near} or --img-size {img_size - img_size % p}"
+        )
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -112,7 +130,7 @@ def export_safetensors(
             f"or fractaldb's load_exported({path.name!r})"
         )
     text = json.dumps(meta, indent=2) + "\n"
-    replace_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(text))
+    write_text_atomically(path.with_suffix(".json"), text)
     return path
 
 

@@ -6,7 +6,6 @@ This is the only module that touches the `shards` loader API.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,9 @@ from typing import Any
 import torch
 
 from fractaldb.errors import FractalDBError
+from pretrain.config import ONTHEFLY_PRESET
 from pretrain.data import synthetic_data
+from shards.badsamples import BadSamples, CheckedLoader
 
 
 def _check_exists(value: str, option: str) -> str:
@@ -26,12 +27,29 @@ def _check_exists(value: str, option: str) -> str:
     return value
 
 
+def decode_mode(train_transform: Any) -> str | None:
+    """How workers decode training images: RGB for a PIL transform; as stored (gray stays one
+    channel, uint8) when there is none and the task augments on the device."""
+    return "RGB" if train_transform is not None else None
+
+
+def check_same_categories(train_sha256: str | None, val_sha256: str | None) -> None:
+    """Refuse held-out shards rendered from another category set (same class count or not)."""
+    if train_sha256 and val_sha256 and train_sha256 != val_sha256:
+        raise FractalDBError(
+            f"--val-data was rendered from other categories (categories sha256 "
+            f"{val_sha256[:12]}) than --data ({train_sha256[:12]}): its labels mean other "
+            "classes; fix: render the held-out set with --categories DATA/categories.json"
+        )
+
+
 class _HeldOutShards:
     """Validation on held-out shards (--val-data), the same for both training sources."""
 
     val_urls: str | None
     workers: int
     eval_transform: Any
+    bad_samples: BadSamples
 
     def val_loader(self, *, batch_size: int, rank: int, world_size: int):
         """shards.loader.make_eval_loader over --val-data (None without it)."""
@@ -39,14 +57,16 @@ class _HeldOutShards:
             return None
         from shards.loader import make_eval_loader
 
-        return make_eval_loader(
+        loader = make_eval_loader(
             self.val_urls,
             batch_size=batch_size,
             num_workers=self.workers,
             transform=self.eval_transform,
             rank=rank,
             world_size=world_size,
+            bad_samples=self.bad_samples,
         )
+        return CheckedLoader(loader, self.bad_samples, new_epoch=False)
 
 
 class ShardsData(_HeldOutShards):
@@ -60,9 +80,11 @@ class ShardsData(_HeldOutShards):
         eval_transform: Any,
         workers: int,
         samples_per_epoch: int | None,
+        max_bad_samples: int | None = None,
     ) -> None:
         from shards.loader import read_dataset_info
 
+        self.bad_samples = BadSamples(max_bad_samples)
         self.pin_memory = torch.cuda.is_available()
         self.urls, self.val_urls = urls, val_urls
         self.train_transform, self.eval_transform = train_transform, eval_transform
@@ -78,12 +100,13 @@ class ShardsData(_HeldOutShards):
                     f"--val-data has {vinfo['num_classes']} classes but --data has "
                     f"{self.num_classes}; fix: render the held-out set from the same categories"
                 )
+            check_same_categories(info.get("categories_sha256"), vinfo.get("categories_sha256"))
 
     def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
         """shards.loader.make_train_loader for this (seed, epoch, rank)."""
         from shards.loader import make_train_loader
 
-        return make_train_loader(
+        loader = make_train_loader(
             self.urls,
             batch_size=batch_size,
             num_workers=self.workers,
@@ -94,7 +117,10 @@ class ShardsData(_HeldOutShards):
             world_size=world_size,
             samples_per_epoch=self.num_samples,
             pin_memory=self.pin_memory,
+            image_mode=decode_mode(self.train_transform),
+            bad_samples=self.bad_samples,
         )
+        return CheckedLoader(loader, self.bad_samples, new_epoch=True)
 
 
 class _Rebatch:
@@ -131,6 +157,8 @@ class _Rebatch:
 class OnTheFlyData(_HeldOutShards):
     """DataSource rendering the (category, instance) grid in loader workers (no shards)."""
 
+    render_device = "cpu"
+
     def __init__(
         self,
         categories_path: str,
@@ -141,56 +169,109 @@ class OnTheFlyData(_HeldOutShards):
         train_transform: Any,
         workers: int,
         samples_per_epoch: int | None,
+        max_bad_samples: int | None = None,
+        render_overrides: dict[str, Any] | None = None,
+        gpu_mode: str = "exact",
     ) -> None:
         from fractaldb.categories import load_categories
+        from shards.manifest import canonical_json
         from shards.presets import load_preset
 
         self.categories = load_categories(categories_path)
         p = load_preset(preset)
-        self.settings = p.render
+        self.settings = p.render.replace(**(render_overrides or {}))
+        self.gpu_mode = gpu_mode
         self.instances = int(instances_per_category or p.layout.get("instances_per_category", 1000))
         self.transform, self.workers = train_transform, workers
         self.val_urls, self.eval_transform = val_urls, eval_transform
+        self.bad_samples = BadSamples(max_bad_samples)
         self.num_classes = len(self.categories)
+        if val_urls is not None:
+            from shards.loader import read_dataset_info
+
+            vinfo = read_dataset_info(val_urls)
+            check_same_categories(self.categories.sha256, vinfo.get("categories_sha256"))
         self.num_samples = int(samples_per_epoch or self.num_classes * self.instances)
-        # Stands in for a shard manifest: what the rendered pixels depend on.
-        ident = {
-            "categories_sha256": hashlib.sha256(Path(categories_path).read_bytes()).hexdigest(),
-            "render": repr(self.settings),
+        # Stands in for a shard manifest: what the rendered pixels depend on. The category set
+        # is identified by its canonical hash, as in shard manifests.
+        ident: dict[str, Any] = {
+            "categories_sha256": self.categories.sha256,
+            "render": self.settings.to_dict(),
             "instances_per_category": self.instances,
         }
-        blob = json.dumps(ident, sort_keys=True).encode()
-        self.manifest_sha256 = "onthefly-" + hashlib.sha256(blob).hexdigest()
+        if gpu_mode != "exact":  # other pixels than the CPU's
+            ident["gpu_mode"] = gpu_mode
+        self.manifest_sha256 = "onthefly-" + hashlib.sha256(canonical_json(ident)).hexdigest()
 
-    def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
-        """OnTheFlyDataset for this (seed, epoch, rank) in a DataLoader, regrouped into
-        samples_per_epoch // (batch_size x world_size) full batches."""
+    def _stream(
+        self, epoch: int, *, seed: int, rank: int, world_size: int, batch_size: int, **kw: Any
+    ):
+        """The OnTheFlyDataset of this (seed, epoch, rank): the sample stream, split by rank."""
         from shards.onthefly import OnTheFlyDataset
 
         ds = OnTheFlyDataset(
             self.categories,
             self.settings,
             self.instances,
-            transform=self.transform,
             seed=seed,
             epoch=epoch,
             rank=rank,
             world_size=world_size,
             samples_per_epoch=self.num_samples,
+            image_mode=decode_mode(self.transform),
+            **kw,
         )
-        n = len(ds) // batch_size
-        if n < 1:
+        if len(ds) // batch_size < 1:
             raise FractalDBError(
                 f"{self.num_samples} samples per epoch make no batch of {batch_size} on each of "
                 f"{world_size} ranks; fix: a smaller --batch-size or --samples-per-epoch"
             )
+        return ds
+
+    def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
+        """OnTheFlyDataset for this (seed, epoch, rank) in a DataLoader, regrouped into
+        samples_per_epoch // (batch_size x world_size) full batches."""
+        ds = self._stream(
+            epoch,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            batch_size=batch_size,
+            transform=self.transform,
+        )
         loader = torch.utils.data.DataLoader(
             ds,
             batch_size=batch_size,
             num_workers=self.workers,
             pin_memory=torch.cuda.is_available(),
         )
-        return _Rebatch(loader, batch_size, n)
+        return _Rebatch(loader, batch_size, len(ds) // batch_size)
+
+
+def resolve_render_device(cfg: dict[str, Any]) -> str:
+    """Where --on-the-fly renders: "cuda" (in the training process) or "cpu" (loader workers)."""
+    from fractaldb.gpu import GPU_MODES, cuda_available
+
+    choice, gpu_mode = cfg["render_device"], cfg["gpu_mode"]
+    if choice not in ("auto", "cpu", "cuda"):
+        raise FractalDBError(
+            f"unknown render device {choice!r}; fix: --render-device auto, cpu or cuda"
+        )
+    if gpu_mode not in GPU_MODES:
+        raise FractalDBError(
+            f"unknown GPU render mode {gpu_mode!r}; fix: --gpu-mode {' or '.join(GPU_MODES)}"
+        )
+    if choice == "auto":
+        device = str(cfg["device"])
+        on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        hue = (cfg["render"] or {}).get("color") == "hue"
+        choice = "cuda" if on_cuda and not hue and cuda_available() else "cpu"
+    if choice == "cpu" and gpu_mode != "exact":
+        raise FractalDBError(
+            f"--gpu-mode {gpu_mode} renders on the GPU only; fix: --render-device cuda on a "
+            "CUDA machine, or --gpu-mode exact"
+        )
+    return choice
 
 
 def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform: Any) -> Any:
@@ -208,23 +289,41 @@ def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform
         try:
             classes = int(n or 10)
         except ValueError:
-            raise FractalDBError(f"--data {data}: fix: synthetic or synthetic:CLASSES") from None
+            classes = 0
+        if classes < 2:
+            raise FractalDBError(
+                f"--data {data}: synthetic data needs a whole number of classes, at least 2; "
+                "fix: --data synthetic or synthetic:10"
+            )
         per_class = max(int(cfg["samples_per_epoch"] or 64 * classes) // classes, 2)
         return synthetic_data(classes, per_class, int(cfg["img_size"]), seed=int(cfg["seed"]))
     if fly:
         _check_exists(fly, "--on-the-fly")
         if cfg["val_data"]:
             _check_exists(str(cfg["val_data"]), "--val-data")
-        return OnTheFlyData(
+        args = (
             fly,
             cfg["val_data"],
             eval_transform,
-            cfg["render_preset"],
+            cfg["render_preset"] or ONTHEFLY_PRESET,
             cfg["instances_per_category"],
             train_transform,
             int(cfg["workers"]),
             cfg["samples_per_epoch"],
+            cfg["max_bad_samples"],
         )
+        kwargs = {"render_overrides": cfg["render"], "gpu_mode": cfg["gpu_mode"]}
+        if resolve_render_device(cfg) == "cuda":
+            from pretrain.gpu_source import GpuOnTheFlyData
+
+            source: OnTheFlyData = GpuOnTheFlyData(*args, cfg=cfg, **kwargs)
+        else:
+            source = OnTheFlyData(*args, **kwargs)
+        # RUN/config.yaml records every render setting (not only the overridden ones) and
+        # where the images were rendered.
+        cfg["render"] = source.settings.to_dict()
+        cfg["render_device"] = source.render_device
+        return source
     _check_exists(str(data), "--data")
     if cfg["val_data"]:
         _check_exists(str(cfg["val_data"]), "--val-data")
@@ -235,4 +334,5 @@ def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform
         eval_transform,
         int(cfg["workers"]),
         cfg["samples_per_epoch"],
+        cfg["max_bad_samples"],
     )

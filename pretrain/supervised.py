@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from fractaldb.errors import FractalDBError
+from pretrain.augment import AugmentConfig, BatchAugment, on_device
+from pretrain.config import describe_value, effective_color_jitter
 from pretrain.distributed import reduce_sums
 from pretrain.models import check_model_name, create_model, export_safetensors
 from pretrain.task import Task
@@ -71,6 +73,14 @@ class SupervisedTask(Task):
         else:
             self.criterion = nn.CrossEntropyLoss()
 
+        # built now on the device path (bad settings fail early), lazily for any other uint8
+        # producer (e.g. a renderer on the GPU feeding Task.augment)
+        self.batch_augment = self._batch_augment() if on_device(cfg) else None
+
+    def _batch_augment(self) -> BatchAugment:
+        in_chans = int(self.cfg["model_args"].get("in_chans", 3))
+        return BatchAugment(AugmentConfig.from_cfg(self.cfg, in_chans))
+
     def check_batch(self, micro_batch: int) -> None:
         """timm's batch-mode Mixup pairs each sample with its mirror: the batch must be even."""
         if self.mixup_active and micro_batch % 2:
@@ -92,16 +102,23 @@ class SupervisedTask(Task):
         )
 
     def train_transform(self, cfg: dict[str, Any]) -> Any:
-        """timm's training transform: RandomResizedCrop, RandAugment, colour jitter, erasing."""
+        """timm's training transform: RandomResizedCrop, RandAugment, colour jitter, erasing;
+        None with --augment device (the same steps then run in `augment`, on the device)."""
+        if on_device(cfg):
+            BatchAugment(AugmentConfig.from_cfg(cfg))  # bad settings fail before any loader
+            return None
         from timm.data import create_transform
 
+        from pretrain.augment_pil import robust_pil_augment
+
         c = cfg
-        return create_transform(
+        transform = create_transform(
             int(c["img_size"]),
             is_training=True,
             scale=tuple(c["scale"]),
             hflip=float(c["hflip"]),
-            color_jitter=float(c["color_jitter"]),
+            # the same rule as timm's, stated once so every augmentation path shares it
+            color_jitter=effective_color_jitter(c),
             auto_augment=c["auto_augment"] or None,
             interpolation=c["interpolation"],
             mean=tuple(c["mean"]),
@@ -109,6 +126,8 @@ class SupervisedTask(Task):
             re_prob=float(c["reprob"]),
             re_mode=c["remode"],
         )
+        # timm's posterize asks Pillow for 0 bits at RandAugment's top magnitude (Pillow 13 raises)
+        return robust_pil_augment(transform)
 
     def eval_transform(self, cfg: dict[str, Any]) -> Any:
         """Resize + centre crop (crop_pct from eval_crop_pct) and normalise."""
@@ -124,11 +143,21 @@ class SupervisedTask(Task):
             crop_pct=float(c["eval_crop_pct"]),
         )
 
-    def train_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Mixup/CutMix the batch (if on), forward, soft-target or smoothed cross-entropy."""
+    def augment(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 batches: crop/flip/RandAugment/erasing on the device (pretrain/augment.py);
+        then, on either path, Mixup/CutMix (timm's, on the device) when the recipe mixes."""
         images, labels = batch[0], batch[1]
+        if images.dtype == torch.uint8:
+            if self.batch_augment is None:
+                self.batch_augment = self._batch_augment()
+            images = self.batch_augment(images)
         if self.mixup_fn is not None:
             images, labels = self.mixup_fn(images, labels)
+        return images, labels
+
+    def train_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Forward the augmented batch; soft-target or smoothed cross-entropy."""
+        images, labels = batch[0], batch[1]
         logits = model(images)
         return self.criterion(logits, labels), {}
 
@@ -138,15 +167,20 @@ class SupervisedTask(Task):
     ) -> dict[str, float]:
         """Top-1 / top-5 accuracy (%) and mean cross-entropy over the held-out set, all ranks."""
         k = min(5, self.num_classes or 5)
-        totals = {"n": 0.0, "top1": 0.0, "topk": 0.0, "loss": 0.0}
+        # device accumulators: no host read per batch, one in reduce_sums
+        totals: dict[str, Any] = {
+            key: torch.zeros((), dtype=torch.float64, device=device)
+            for key in ("n", "top1", "topk", "loss")
+        }
         for images, labels in loader:
-            images, labels = images.to(device, non_blocking=True), labels.to(device)
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
             logits = model(images).float()
-            totals["loss"] += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            totals["loss"] += nn.functional.cross_entropy(logits, labels, reduction="sum")
             top = logits.topk(k, dim=1).indices
             hit = top == labels[:, None]
-            totals["top1"] += hit[:, 0].sum().item()
-            totals["topk"] += hit.any(dim=1).sum().item()
+            totals["top1"] += hit[:, 0].sum()
+            totals["topk"] += hit.any(dim=1).sum()
             totals["n"] += len(labels)
         t = reduce_sums(totals, device)
         n = max(t["n"], 1.0)
@@ -174,8 +208,9 @@ class SupervisedTask(Task):
         else:
             loss = f"loss: cross-entropy, label_smoothing={c['smoothing']} (no mixup/cutmix)"
         aug = (
-            f"augmentation: RandomResizedCrop {c['img_size']} scale={tuple(c['scale'])}, "
-            f"hflip={c['hflip']}, color_jitter={c['color_jitter']}, "
+            f"augmentation ({'device, batched' if on_device(c) else 'cpu, PIL in workers'}): "
+            f"RandomResizedCrop {c['img_size']} scale={tuple(c['scale'])}, "
+            f"hflip={c['hflip']}, color_jitter={describe_value(c, 'color_jitter')}, "
             f"auto_augment={c['auto_augment']}, random_erasing={c['reprob']}, "
             f"mean={tuple(c['mean'])}, std={tuple(c['std'])}"
         )

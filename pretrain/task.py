@@ -43,15 +43,31 @@ class Task:
 
     def train_transform(self, cfg: dict[str, Any]) -> Any:
         """The PIL-image -> tensor transform for training samples, from the config alone (the
-        data source is built before setup)."""
+        data source is built before setup). None: the loader delivers uint8 (B, C, H, W)
+        batches as decoded (gray stays one channel) and `augment` does the rest on the device."""
         return None
+
+    def augment(self, batch: Any) -> Any:
+        """Turn one loaded micro-batch, already on the training device, into the model's input.
+
+        The hook of the device data path (`--augment device`): `batch` is `(images, labels)`
+        with images a uint8 tensor (B, C, H, W) on the training device (C = 1 for gray
+        images, 3 for colour) and labels an int64 tensor (B,); return the model-ready batch:
+        float, normalised, the model's channel count (3 unless the encoder takes 1), with
+        mixed soft targets where the recipe mixes (Mixup/CutMix). Any producer of such
+        batches (shard loaders, an on-the-fly renderer on the GPU) can feed it. With
+        `--augment cpu` the images arrive already transformed (float) and only what is left
+        (e.g. Mixup) happens here. Runs outside autocast, before `train_step`.
+        """
+        return batch
 
     def eval_transform(self, cfg: dict[str, Any]) -> Any:
         """The PIL-image -> tensor transform for validation samples."""
         return None
 
     def train_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Forward one micro-batch (already on the device, inside autocast); return (loss, extras).
+        """Forward one micro-batch (on the device, after `augment`, inside autocast); return
+        (loss, extras).
 
         `model` may be wrapped (DDP / torch.compile). `extras` holds scalar tensors or floats
         to log next to the loss (they are averaged over the logging window, rank 0 only).

@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from fractaldb.errors import FractalDBError
+from fractaldb.errors import FractalDBError, writing_to
 from fractaldb.options import parse_key_values
+from shards.lock import folder_lock, lock_name
 from shards.presets import DEFAULT_PRESET, FORMATS, Layout, all_presets, load_preset
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -98,7 +99,15 @@ def resolve_settings(preset, overrides: dict[str, Any]):
     type=int,
     default=CORES,
     show_default=True,
-    help="Render threads on this node (the output does not depend on it).",
+    help="Render processes on this node, each writing whole shards (the output does not "
+    "depend on it).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Render on the CPU or on the GPU (needs fractaldb[cuda]; the same bytes).",
 )
 @click.option("--num-nodes", type=int, help="Nodes sharing the job (default: from Slurm, else 1).")
 @click.option("--node-rank", type=int, help="This node's rank (default: from Slurm, else 0).")
@@ -113,6 +122,7 @@ def render(
     quality: int | None,
     samples_per_shard: int | None,
     workers: int,
+    device: str,
     num_nodes: int | None,
     node_rank: int | None,
     quiet: bool,
@@ -127,8 +137,10 @@ def render(
       fractaldb render --categories cats.json --instances-per-category 100 \\
           --image-size 128 --points 20000 --format webp --out data/small
       sbatch --array=0-15 examples/slurm/render_array.sbatch   # 16 nodes, one folder
-    Re-running the same command skips complete shards and regenerates missing or damaged
-    ones; a multi-node run ends with `fractaldb shards finalize OUT` (done automatically by
+      fractaldb render --preset fractaldb-1k --categories cats.json --device cuda
+    With --device cuda the GPU renders (exact mode: byte-identical shards) and --workers
+    threads encode. Re-running the same command skips complete shards and regenerates missing
+    or damaged ones; a multi-node run ends with `fractaldb shards finalize OUT` (done automatically by
     the last node to finish).
     """
     from fractaldb.categories import load_categories
@@ -160,29 +172,41 @@ def render(
     if workers < 1:
         raise FractalDBError(f"--workers must be >= 1, got {workers}")
 
-    out_dir = Path(out) if out else Path("data") / preset.name
-    if categories_path is not None:
-        categories = load_categories(categories_path)
-    elif (out_dir / "categories.json").is_file():
-        categories = load_categories(out_dir / "categories.json")
-    else:
-        categories = run_search(preset.search, workers, quiet)
+    writer = write_shards
+    if device == "cuda":
+        from fractaldb.gpu import require_cuda
+        from shards.gpu_writer import write_shards_gpu
 
-    t0 = time.perf_counter()
-    report = write_shards(
-        categories,
-        settings,
-        layout,
-        out_dir,
-        name=preset.name,
-        workers=workers,
-        num_nodes=num_nodes,
-        node_rank=node_rank,
-        progress=not quiet,
-    )
-    elapsed = time.perf_counter() - t0
-    if node_rank == 0:
-        write_preview(out_dir, categories, settings, layout.instances_per_category)
+        require_cuda("--device cuda")  # before any search or rendering
+        writer = write_shards_gpu
+    out_dir = Path(out) if out else Path("data") / preset.name
+    categories = load_categories(categories_path) if categories_path is not None else None
+    then = "; then re-run the same command (it keeps the complete shards)"
+    with (
+        writing_to(out_dir, "shards into", then),
+        folder_lock(out_dir, lock_name(node_rank, num_nodes), "fractaldb render"),
+    ):
+        if categories is None and (out_dir / "categories.json").is_file():
+            categories = load_categories(out_dir / "categories.json")
+        elif categories is None:
+            categories = run_search(preset.search, workers, quiet)
+        t0 = time.perf_counter()
+        # a failed write (full disk...) leaves no temporary behind: the atomic writer removes it
+        report = writer(
+            categories,
+            settings,
+            layout,
+            out_dir,
+            name=preset.name,
+            workers=workers,
+            num_nodes=num_nodes,
+            node_rank=node_rank,
+            progress=not quiet,
+        )
+        elapsed = time.perf_counter() - t0
+        preview = None
+        if node_rank == 0:
+            preview = write_preview(out_dir, categories, settings, layout.instances_per_category)
     n = report.samples_written
     click.echo(
         f"{out_dir}: node {node_rank}/{num_nodes} wrote {report.written} shard(s), kept "
@@ -195,6 +219,8 @@ def render(
         click.echo(
             f"{out_dir}: waiting for other nodes; then run `fractaldb shards finalize {out_dir}`"
         )
+    if preview is not None:
+        click.echo(f"preview: {preview}")
 
 
 def run_search(search: dict[str, Any], workers: int, quiet: bool):
@@ -217,17 +243,21 @@ def run_search(search: dict[str, Any], workers: int, quiet: bool):
     )
 
 
-def write_preview(out: Path, categories, settings, instances_per_category: int) -> None:
-    """Write OUT/preview.png (a contact sheet) once, if the renderer provides one."""
+def write_preview(out: Path, categories, settings, instances_per_category: int) -> Path | None:
+    """Write OUT/preview.png (a contact sheet) once, if the renderer provides one; its path."""
     path = out / "preview.png"
     if path.exists():
-        return
+        return path
     try:
         from fractaldb.preview import contact_sheet, save_image
     except ImportError:
-        return
+        return None
+    from fractaldb.atomic import remove_stale_temporaries
+
+    remove_stale_temporaries(path)  # of a run killed while writing it
     picks = [i for i in (0, 1, 2, 3, 4, 40, 80, 400) if i < instances_per_category]
     save_image(path, contact_sheet(categories, settings, instances=picks))
+    return path
 
 
 @click.group(context_settings=CONTEXT)
@@ -245,18 +275,40 @@ def shards() -> None:
 @shards.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--workers", type=int, default=CORES, show_default=True)
-def verify(folder: str, workers: int) -> None:
+@click.option(
+    "--regenerate",
+    type=int,
+    default=0,
+    metavar="K",
+    help="Also re-render K samples (spread over the shards) and compare their decoded pixels "
+    "and labels with the stored ones: does this machine reproduce the dataset?",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Which samples --regenerate picks."
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def verify(
+    ctx: click.Context, folder: str, workers: int, regenerate: int, seed: int, quiet: bool
+) -> None:
     """Check every shard against manifest.json: sample count, sha256, a decodable image.
 
     \b
-    Example:
+    Examples:
       fractaldb shards verify data/quickstart
+      fractaldb shards verify data/fractaldb-1k --regenerate 200   # re-render 200 samples
     Exits with code 2 naming the bad shards; re-running the render command that wrote the
-    folder regenerates them.
+    folder regenerates them. With --regenerate K, a re-rendered sample that differs from the
+    stored one is named and the exit code is 1: this machine (its NumPy, Numba or OpenCV,
+    see `fractaldb shards inspect`) does not reproduce the dataset.
     """
     from shards.manifest import load_manifest
-    from shards.verify import verify_dataset
+    from shards.verify import regenerate_samples, verify_dataset
 
+    if regenerate < 0:
+        raise FractalDBError(
+            f"--regenerate must be >= 0, got {regenerate}; fix: e.g. --regenerate 100"
+        )
     bad = verify_dataset(folder, workers=workers)
     n = len(load_manifest(folder)["shards"])
     if bad:
@@ -267,6 +319,22 @@ def verify(folder: str, workers: int) -> None:
             "`fractaldb render ...` command to regenerate them"
         )
     click.echo(f"{folder}: all {n} shards OK")
+    if not regenerate:
+        return
+    checked, mismatches = regenerate_samples(
+        folder, regenerate, seed=seed, workers=workers, progress=not quiet
+    )
+    if mismatches:
+        listed = ", ".join(str(m) for m in mismatches[:5])
+        more = f" and {len(mismatches) - 5} more" if len(mismatches) > 5 else ""
+        click.echo(
+            f"Error: {len(mismatches)} of {checked} re-rendered samples differ from the stored "
+            f"ones: {listed}{more}; this machine does not reproduce the dataset (compare its "
+            "numpy/numba/opencv versions with `fractaldb shards inspect`)",
+            err=True,
+        )
+        ctx.exit(1)
+    click.echo(f"{folder}: {checked} re-rendered samples match the stored pixels and labels")
 
 
 @shards.command(context_settings=CONTEXT)

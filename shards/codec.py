@@ -15,7 +15,10 @@ def decode_image(data: bytes, mode: str | None = "RGB") -> np.ndarray:
     """Decode encoded image bytes to uint8 HxWx3 RGB (`"RGB"`), HxW (`"L"`), or as stored."""
     if mode not in _FLAGS:
         raise ValueError(f"image mode must be 'RGB', 'L' or None, got {mode!r}")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), _FLAGS[mode])
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), _FLAGS[mode])
+    except cv2.error as exc:  # some damaged headers raise instead of returning None
+        raise ValueError(f"undecodable image ({exc.msg if hasattr(exc, 'msg') else exc})") from exc
     if img is None:
         raise ValueError("undecodable image")
     if mode == "RGB":

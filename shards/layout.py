@@ -12,7 +12,6 @@ import numpy as np
 
 SHARD_PREFIX = "fractaldb-"
 SHARD_SUFFIX = ".tar"
-TMP_SUFFIX = ".tmp"
 FEISTEL_ROUNDS = 6
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)

@@ -36,6 +36,7 @@ from torch.utils.data import default_collate, get_worker_info
 
 from fractaldb.errors import FractalDBError
 from fractaldb.seeding import derive_seed
+from shards.badsamples import BadSamples, SkipUndecodableStage, UndecodableSample
 from shards.codec import decode_image, find_image
 from shards.layout import permute
 from shards.manifest import INFO, MANIFEST
@@ -121,6 +122,7 @@ def read_dataset_info(path_or_urls: str | os.PathLike | list[str]) -> dict[str, 
         "shard_lengths": list(split["shard_lengths"]),
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest() if manifest_bytes else None,
         "dataset_id": manifest.get("dataset_id"),
+        "categories_sha256": manifest.get("categories_sha256"),
         "settings": manifest.get("settings"),
         "layout": manifest.get("layout"),
     }
@@ -161,25 +163,35 @@ def decode_sample(
     return_keys: bool = False,
 ) -> tuple[Any, ...]:
     """Decode one WebDataset sample with OpenCV into (image, label) or (image, label, key)."""
-    array = decode_image(find_image(sample), image_mode)
-    raw = sample["cls"] if label_key == "cls" else json.loads(sample["json"])[label_key]
-    label = int(raw)
+    try:
+        array = decode_image(find_image(sample), image_mode)
+        raw = sample["cls"] if label_key == "cls" else json.loads(sample["json"])[label_key]
+        label = int(raw)
+    except (ValueError, KeyError, TypeError) as exc:  # damaged image or label: skipped, counted
+        name = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+        raise UndecodableSample(name, f"{type(exc).__name__}: {exc}") from exc
     image = to_model_input(array, transform)
     return (image, label, sample["__key__"]) if return_keys else (image, label)
 
 
 def _decode_stage(
-    transform: Callable | None, label_key: str, image_mode: str | None, return_keys: bool
+    transform: Callable | None,
+    label_key: str,
+    image_mode: str | None,
+    return_keys: bool,
+    bad_samples: BadSamples | None = None,
 ):
-    """The pipeline stage that decodes samples, shared by the training and evaluation loaders."""
-    return wds.map(
+    """The pipeline stage that decodes samples, shared by the training and evaluation loaders;
+    undecodable samples are skipped and counted in `bad_samples` (shards/badsamples.py)."""
+    return SkipUndecodableStage(
         partial(
             decode_sample,
             transform=transform,
             label_key=label_key,
             image_mode=image_mode,
             return_keys=return_keys,
-        )
+        ),
+        bad_samples,
     )
 
 
@@ -293,6 +305,7 @@ def make_train_loader(
     shuffle_buffer: int = SHUFFLE_BUFFER,
     pin_memory: bool = False,
     return_keys: bool = False,
+    bad_samples: BadSamples | None = None,
 ) -> TrainLoader:
     """Return an endless-shard training loader yielding (images, labels) batches of one rank.
 
@@ -326,7 +339,7 @@ def make_train_loader(
             bufsize=shuffle_buffer,
             initial=SHUFFLE_INITIAL,
         ),
-        _decode_stage(transform, label_key, image_mode, return_keys),
+        _decode_stage(transform, label_key, image_mode, return_keys, bad_samples),
         wds.batched(batch_size, collation_fn=default_collate, partial=False),
     )
     dataset.fdb_state = state
@@ -357,6 +370,7 @@ def make_eval_loader(
     label_key: str = "cls",
     image_mode: str | None = "RGB",
     return_keys: bool = False,
+    bad_samples: BadSamples | None = None,
 ) -> wds.WebLoader:
     """Return a loader over this rank's share of the samples: each seen once over all ranks.
 
@@ -368,7 +382,7 @@ def make_eval_loader(
     state = EpochState(0, 0, rank, world_size)
     dataset = wds.DataPipeline(
         partial(_eval_samples, state, shard_urls),
-        _decode_stage(transform, label_key, image_mode, return_keys),
+        _decode_stage(transform, label_key, image_mode, return_keys, bad_samples),
         wds.batched(batch_size, collation_fn=default_collate, partial=True),
     )
     loader = wds.WebLoader(dataset, batch_size=None, num_workers=num_workers)

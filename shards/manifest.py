@@ -15,15 +15,17 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from fractaldb.atomic import remove_stale_temporaries, write_bytes_atomically
 from fractaldb.errors import FractalDBError
 from shards.layout import SHARD_PREFIX, SHARD_SUFFIX, num_shards, shard_name, shard_pattern
-from shards.tario import atomic_write_bytes
 
 MANIFEST = "manifest.json"
 INFO = "_info.json"
 CATEGORIES = "categories.json"
 PARTIAL_GLOB = "manifest.node-*.json"
-FORMAT_VERSION = 1
+# 2: per-image seeds from integer hashes (fractaldb.seeding.hash_seed), unfiltered RLE PNGs,
+#    no per-sample .json; 1: SeedSequence seeds, OpenCV's default PNG filter, .json members.
+FORMAT_VERSION = 2
 SPLIT = "train"
 
 
@@ -33,6 +35,20 @@ def package_version() -> str:
         return version("fractaldb")
     except PackageNotFoundError:
         return "unknown"
+
+
+def dependency_versions() -> dict[str, str]:
+    """Versions of the libraries the bytes depend on: NumPy (Generator streams), Numba
+    (kernels) and OpenCV (its bundled zlib, libjpeg and libwebp encode the images)."""
+    import cv2
+
+    found = {"opencv": str(cv2.__version__)}
+    for name in ("numpy", "numba"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "unknown"
+    return {k: found[k] for k in ("numpy", "numba", "opencv")}
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -50,13 +66,13 @@ def dataset_header(
     """Return the part of the manifest that determines every byte of every shard."""
     n = num_categories * layout["instances_per_category"]
     spec = {
+        "format_version": FORMAT_VERSION,
         "categories_sha256": categories_sha256,
         "num_categories": num_categories,
         "settings": settings,
         "layout": layout,
     }
     return {
-        "format_version": FORMAT_VERSION,
         "name": name,
         "dataset_id": hashlib.sha256(canonical_json(spec)).hexdigest(),
         **spec,
@@ -105,7 +121,13 @@ def check_same_dataset(out: Path, header: dict[str, Any]) -> dict[str, dict[str,
         if h.get("dataset_id") != header["dataset_id"]:
             diff = [
                 k
-                for k in ("categories_sha256", "num_categories", "settings", "layout")
+                for k in (
+                    "format_version",
+                    "categories_sha256",
+                    "num_categories",
+                    "settings",
+                    "layout",
+                )
                 if h.get(k) != header[k]
             ]
             raise FractalDBError(
@@ -127,10 +149,11 @@ def write_partial(
     body = {
         **header,
         "package_version": package_version(),
+        "dependency_versions": dependency_versions(),
         "node": {"rank": node_rank, "num_nodes": num_nodes},
         "shards": sorted(records, key=lambda r: r["index"]),
     }
-    atomic_write_bytes(
+    write_bytes_atomically(
         out / partial_name(node_rank, num_nodes), json.dumps(body, indent=1).encode()
     )
 
@@ -174,9 +197,17 @@ def finalize(out: str | os.PathLike) -> dict[str, Any]:
             f"fix: run (or re-run) every node's `fractaldb render ... --out {out}`, then finalize"
         )
     shards = [records[f] for f in wanted]
-    manifest = {**header, "package_version": package_version(), "shards": shards}
-    atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=1).encode())
-    atomic_write_bytes(out / INFO, json.dumps(info_json(header, shards), indent=1).encode())
+    remove_stale_temporaries(out / MANIFEST, out / INFO)  # of a finalize that was killed
+    manifest = {
+        **header,
+        "package_version": package_version(),
+        "dependency_versions": dependency_versions(),
+        # Where the pixels were rendered (GPU records name their device; CPU ones do not).
+        "render_devices": sorted({r.get("device", "cpu") for r in shards}),
+        "shards": shards,
+    }
+    write_bytes_atomically(out / MANIFEST, json.dumps(manifest, indent=1).encode())
+    write_bytes_atomically(out / INFO, json.dumps(info_json(header, shards), indent=1).encode())
     for p in glob.glob(str(out / PARTIAL_GLOB)):
         os.remove(p)
     return manifest

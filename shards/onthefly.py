@@ -15,13 +15,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from fractaldb.categories import CategorySet, load_categories
 from fractaldb.errors import FractalDBError
-from fractaldb.render import render_instance
+from fractaldb.render import Renderer
 from fractaldb.seeding import derive_seed
 from fractaldb.settings import RenderSettings
 from shards.layout import permute
 from shards.loader import dist_rank_world, to_model_input
 
 TAG_ONTHEFLY = 204
+CHUNK = 256  # positions whose cells are computed in one vectorised call
 
 
 class OnTheFlyDataset(IterableDataset):
@@ -62,6 +63,7 @@ class OnTheFlyDataset(IterableDataset):
         self.num_samples = len(categories) * instances_per_category
         self.samples_per_epoch = samples_per_epoch or self.num_samples
         self.image_mode = image_mode
+        self.renderer = Renderer(categories, settings)  # prepares each category once
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch (the permutation of the grid) of the next iteration."""
@@ -70,15 +72,25 @@ class OnTheFlyDataset(IterableDataset):
     def __len__(self) -> int:
         return self.samples_per_epoch // self.world_size
 
+    def cells(self, positions: np.ndarray) -> np.ndarray:
+        """Return the (category, instance) rows at positions of this epoch's order."""
+        positions = np.asarray(positions, dtype=np.int64)
+        cycles = positions // self.num_samples  # an epoch longer than the grid wraps around
+        flat = np.empty(len(positions), dtype=np.int64)
+        for cycle in np.unique(cycles).tolist():
+            at = cycles == cycle
+            key = derive_seed(self.seed, TAG_ONTHEFLY, self.epoch, cycle)
+            flat[at] = permute(positions[at] % self.num_samples, self.num_samples, key)
+        return np.stack([flat // self.instances, flat % self.instances], axis=1)
+
     def cell(self, position: int) -> tuple[int, int]:
         """Return the (category, instance) at a position of this epoch's order."""
-        key = derive_seed(self.seed, TAG_ONTHEFLY, self.epoch, position // self.num_samples)
-        g = int(permute([position % self.num_samples], self.num_samples, key)[0])
-        return g // self.instances, g % self.instances
+        c, i = self.cells(np.array([position]))[0].tolist()
+        return c, i
 
     def image(self, category: int, instance: int) -> np.ndarray:
         """Render one image as the shards store it, converted to `image_mode`."""
-        img = render_instance(self.categories, category, instance, self.settings)
+        img = self.renderer.render(category, instance)
         if self.image_mode == "RGB" and img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=2)
         elif self.image_mode == "L" and img.ndim == 3:
@@ -92,10 +104,11 @@ class OnTheFlyDataset(IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         # Positions of this rank, then of this worker; an epoch longer than the grid wraps
         # into the next permutation.
-        for p in range(
+        positions = range(
             self.rank + self.world_size * worker,
             len(self) * self.world_size,
             self.world_size * num_workers,
-        ):
-            c, i = self.cell(p)
-            yield to_model_input(self.image(c, i), self.transform), c
+        )
+        for start in range(0, len(positions), CHUNK):
+            for c, i in self.cells(np.asarray(positions[start : start + CHUNK])).tolist():
+                yield to_model_input(self.image(c, i), self.transform), c

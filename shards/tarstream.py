@@ -9,12 +9,13 @@ samples to webdataset's own `group_by_keys`.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import webdataset as wds
 from webdataset.tariterators import group_by_keys
+
+from shards.badsamples import report_bad
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
@@ -46,12 +47,14 @@ def iter_tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
     """Yield (name, data) of each regular file in a tar stream; raise ValueError if damaged."""
     read = stream.read
     long_name: bytes | None = None
+    first = True
     while True:
         header = read(BLOCK)
         if len(header) < BLOCK:
-            if header:
-                raise ValueError("truncated tar header")
+            if header or first:  # even an empty tar holds its end-of-archive blocks
+                raise ValueError("truncated tar header" if header else "empty file")
             return
+        first = False
         if header == ZERO_BLOCK:
             return
         if _number(header[148:156]) != sum(header) - sum(header[148:156]) + 8 * 32:
@@ -80,18 +83,19 @@ def iter_tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
 def shard_samples(url: str) -> Iterator[dict[str, Any]]:
     """Yield the WebDataset samples of one shard URL (path, brace-free URL or `pipe:`).
 
-    An unreadable or damaged shard gives a warning and ends early, as webdataset's
-    `warn_and_continue` handler does, so one bad file does not stop a long run.
+    An unreadable or damaged shard ends early and is reported to the loader's tally of skipped
+    data (shards/badsamples.py: counted, named, the run stops past --max-bad-samples), or is
+    a warning outside a training loader.
     """
     try:
         stream = wds.gopen(url)
     except Exception as exc:  # noqa: BLE001 - any opener failure is reported, not fatal
-        warnings.warn(f"skipping shard {url}: {exc}", stacklevel=2)
+        report_bad(f"shard {url}", f"unreadable: {exc}")
         return
     try:
         files = ({"fname": n, "data": d, "__url__": url} for n, d in iter_tar_members(stream))
         yield from group_by_keys(files)
     except (OSError, ValueError) as exc:
-        warnings.warn(f"skipping the rest of shard {url}: {exc}", stacklevel=2)
+        report_bad(f"the rest of shard {url}", f"damaged: {exc}")
     finally:
         stream.close()

@@ -2,16 +2,31 @@
 
 Shard k holds global positions [k*S, (k+1)*S) of a keyed permutation of the (category,
 instance) grid (see shards.layout), so its bytes depend only on (categories, settings,
-layout, k): not on the number of worker threads, the node split, or earlier interrupted runs.
+layout, k): not on the number of worker processes, the node split, or earlier interrupted runs.
+
+With `workers > 1` each worker process (spawned: safe on every OS) receives the categories
+once and then renders, encodes, writes, hashes, fsyncs and renames whole shards; the parent
+only hands out shard indices, shows progress and records finished shards in the manifest.
 """
 
 from __future__ import annotations
 
-import json
+import multiprocessing as mp
 import os
+import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,24 +35,27 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from fractaldb.atomic import remove_stale_temporaries
 from fractaldb.categories import CategorySet
 from fractaldb.errors import FractalDBError
-from fractaldb.instances import instance_meta
-from fractaldb.render import render_instance
+from fractaldb.render import Renderer
 from fractaldb.seeding import derive_seed
 from fractaldb.settings import RenderSettings
-from shards.layout import TMP_SUFFIX, grid_cells, sample_key, shard_name, shard_range
+from shards.layout import grid_cells, sample_key, shard_name, shard_range
 from shards.manifest import (
     CATEGORIES,
     check_same_dataset,
     dataset_header,
     finalize,
+    partial_name,
     write_partial,
 )
 from shards.presets import Layout
-from shards.tario import file_sha256, write_tar
+from shards.tario import file_sha256, write_tar_atomically
 
 TAG_ORDER = 101  # seed stream of the global sample order (distinct from the renderer's tags)
+PROGRESS_SECONDS = 0.2  # how often the parent refreshes the progress bar from the workers
+ORPHAN_CHECK_SECONDS = 0.5  # how often an idle worker checks that its parent is alive
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -54,6 +72,16 @@ class RenderReport:
     samples_written: int
     finalized: bool
     manifest: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything needed to write any shard of one dataset (sent once to each worker)."""
+
+    categories: CategorySet
+    settings: RenderSettings
+    layout: Layout
+    out: str
 
 
 def order_key(settings: RenderSettings) -> int:
@@ -73,38 +101,212 @@ def shard_cells(
     return list(zip(cats.tolist(), insts.tolist(), strict=True))
 
 
+def encode_params(fmt: str, quality: int) -> list[int]:
+    """Return OpenCV's imencode parameters for a format and quality."""
+    if fmt == "png":
+        # Fractals are runs of one colour: unfiltered rows and zlib's run-length strategy
+        # encode about twice as fast as OpenCV's default (SUB filter, default strategy) and
+        # give smaller files on gray and hue fractals.
+        return [
+            cv2.IMWRITE_PNG_COMPRESSION, quality,
+            cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE,
+            cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+        ]  # fmt: skip
+    if fmt == "jpg":
+        return [cv2.IMWRITE_JPEG_QUALITY, quality]
+    return [cv2.IMWRITE_WEBP_QUALITY, quality]
+
+
 def encode_image(image: np.ndarray, fmt: str, quality: int) -> bytes:
     """Encode a gray or RGB uint8 image with OpenCV."""
     bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    params = {
-        "png": [cv2.IMWRITE_PNG_COMPRESSION, quality],
-        "jpg": [cv2.IMWRITE_JPEG_QUALITY, quality],
-        "webp": [cv2.IMWRITE_WEBP_QUALITY, quality],
-    }[fmt]
-    ok, buf = cv2.imencode("." + fmt, bgr, params)
+    ok, buf = cv2.imencode("." + fmt, bgr, encode_params(fmt, quality))
     if not ok:
         raise RuntimeError(f"OpenCV failed to encode a {fmt} image")
     return buf.tobytes()
 
 
 def sample_members(
-    categories: CategorySet, settings: RenderSettings, layout: Layout, cell: tuple[int, int]
+    renderer: Renderer, layout: Layout, cell: tuple[int, int]
 ) -> list[tuple[str, bytes]]:
-    """Render and encode one sample; return its tar members (image, .cls, .json) in order."""
+    """Render and encode one sample; return its tar members (image, .cls) in order.
+
+    The key names the category and instance, the manifest holds the settings, so the
+    instance's variant, render and flip follow from `fractaldb.instances.instance_meta`.
+    """
     category, instance = cell
-    image = render_instance(categories, category, instance, settings)
+    return encode_members(layout, cell, renderer.render(category, instance))
+
+
+def encode_members(
+    layout: Layout, cell: tuple[int, int], image: np.ndarray
+) -> list[tuple[str, bytes]]:
+    """Encode one rendered sample (here or on the GPU) into its tar members (image, .cls)."""
+    category, instance = cell
     key = sample_key(category, instance)
-    meta = {
-        "category": category,
-        "instance": instance,
-        **instance_meta(settings, instance),
-        "seed": settings.seed,
-    }
     return [
         (f"{key}.{layout.format}", encode_image(image, layout.format, layout.quality)),
         (f"{key}.cls", str(category).encode()),
-        (f"{key}.json", json.dumps(meta, sort_keys=True).encode()),
     ]
+
+
+def shard_write_failed(final: Path, exc: OSError) -> FractalDBError:
+    """The one-line error for a shard that could not be written (full disk, read-only...)."""
+    return FractalDBError(
+        f"cannot write shard {final.name} in {str(final.parent)!r} ({exc.strerror or exc}); fix: "
+        "free disk space or choose a writable --out folder, then re-run the same command "
+        "(complete shards are kept)"
+    )
+
+
+def write_shard(
+    job: ShardJob, renderer: Renderer, index: int, tick: Callable[[], None]
+) -> dict[str, Any]:
+    """Render, encode, write, hash, fsync and rename shard `index`; return its record.
+
+    `tick()` is called before each image (progress, stop requests). On any failure the
+    temporary file is removed, so no partial shard is left under any name.
+    """
+    cells = shard_cells(index, len(job.categories), job.settings, job.layout)
+    out = Path(job.out)
+    final = out / shard_name(index)
+
+    def members() -> Iterator[tuple[str, bytes]]:
+        for cell in cells:
+            tick()
+            yield from sample_members(renderer, job.layout, cell)
+
+    try:
+        # the atomic writer removes its temporary on any failure: no partial shard is left
+        sha, size = write_tar_atomically(final, members())
+    except OSError as exc:
+        raise shard_write_failed(final, exc) from None
+    return {
+        "index": index,
+        "filename": final.name,
+        "num_samples": len(cells),
+        "bytes": size,
+        "sha256": sha,
+    }
+
+
+class _Stopped(Exception):
+    """The parent asked the workers to stop, or died."""
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(job: ShardJob, stop: Any, counter: Any, parent_pid: int) -> None:
+    """Set up one worker process: the categories arrive here, once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
+    if hasattr(signal, "pthread_sigmask"):  # blocked while the parent started us
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _WORKER.update(
+        job=job,
+        renderer=Renderer(job.categories, job.settings),
+        stop=stop,
+        counter=counter,
+        parent_pid=parent_pid,
+        busy=False,
+    )
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """End this worker once its parent has died (an idle worker would otherwise wait forever).
+
+    A worker in the middle of a shard notices first (`_worker_tick`) and removes its
+    temporary file; this thread waits for that before exiting.
+    """
+    while os.getppid() == parent_pid:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    while _WORKER["busy"]:
+        time.sleep(0.01)
+    os._exit(0)
+
+
+def _worker_tick() -> None:
+    """Count one image; stop if the parent asked to or has died (no orphan keeps writing)."""
+    if _WORKER["stop"].is_set() or os.getppid() != _WORKER["parent_pid"]:
+        raise _Stopped
+    counter = _WORKER["counter"]
+    with counter.get_lock():
+        counter.value += 1
+
+
+def _worker_write(index: int) -> dict[str, Any] | None:
+    """Write one shard in a worker process; None if the run was stopped meanwhile."""
+    _WORKER["busy"] = True
+    try:
+        return write_shard(_WORKER["job"], _WORKER["renderer"], index, _worker_tick)
+    except _Stopped:
+        return None
+    finally:
+        _WORKER["busy"] = False
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Hold back Ctrl-C while worker processes start: they inherit the blocked signal (and
+    ignore it from their initializer on), and the parent gets it, not loses it, right after."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _write_in_processes(
+    job: ShardJob,
+    todo: list[int],
+    workers: int,
+    on_record: Callable[[dict[str, Any]], None],
+    bar: tqdm,
+) -> None:
+    """Write the shards `todo` in `workers` processes, calling on_record as each finishes."""
+    ctx = mp.get_context("spawn")
+    stop, counter = ctx.Event(), ctx.Value("q", 0)
+    initargs = (job, stop, counter, os.getpid())
+    pool = ProcessPoolExecutor(workers, ctx, initializer=_worker_init, initargs=initargs)
+    futures: list[Future] = []
+    recorded: set[int] = set()
+
+    def record(f: Future) -> None:
+        result = f.result()
+        if result is not None and result["index"] not in recorded:
+            recorded.add(result["index"])
+            on_record(result)
+
+    try:
+        with _sigint_blocked():  # the first `workers` submissions start the processes
+            futures = [pool.submit(_worker_write, k) for k in todo[:workers]]
+        futures += [pool.submit(_worker_write, k) for k in todo[workers:]]
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, PROGRESS_SECONDS, return_when=FIRST_COMPLETED)
+            bar.update(counter.value - bar.n)
+            for f in finished:
+                record(f)
+        bar.update(counter.value - bar.n)
+    except BrokenProcessPool:
+        raise FractalDBError(
+            "a render worker process died (killed, or out of memory); fix: re-run the same "
+            "command to resume (complete shards are kept), with fewer --workers if memory is short"
+        ) from None
+    finally:
+        stop.set()  # workers still rendering drop their shard and remove its temporary file
+        pool.shutdown(wait=True, cancel_futures=True)
+        for f in futures:  # shards that completed while the run was stopping
+            if f.done() and not f.cancelled() and f.exception() is None:
+                record(f)
+        # a worker killed outright cannot clean up after itself
+        remove_stale_temporaries(*(Path(job.out) / shard_name(k) for k in todo))
 
 
 def ordered_map(
@@ -130,29 +332,27 @@ def _shard_ok(path: Path, record: dict[str, Any] | None) -> bool:
     return file_sha256(path) == record["sha256"]
 
 
-def write_shards(
+def open_output(
     categories: CategorySet,
     settings: RenderSettings,
     layout: Layout,
-    out: str | os.PathLike,
-    *,
-    name: str = "fractaldb",
+    out: Path,
+    name: str,
+    num_nodes: int,
+    node_rank: int,
     workers: int = 1,
-    num_nodes: int = 1,
-    node_rank: int = 0,
-    progress: bool = True,
-) -> RenderReport:
-    """Write this node's shards of the dataset into `out`, skipping complete ones.
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]], list[int], list[int]]:
+    """Check and prepare the output folder; return (header, complete shard records by index,
+    owned shards, shards still to write).
 
-    When every shard is done (always, for a single node) the partial manifests are merged
-    into manifest.json and _info.json.
+    Refuses another dataset's folder, saves the categories (node 0), removes this node's stale
+    temporaries and checks the hashes of the shards already there.
     """
     if num_nodes < 1 or not 0 <= node_rank < num_nodes:
         raise FractalDBError(
             f"node rank {node_rank} is not in [0, {num_nodes}); fix: pass --num-nodes K "
             "--node-rank R with 0 <= R < K"
         )
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     header = dataset_header(
         name, categories.sha256, len(categories), settings.to_dict(), layout.to_dict()
@@ -171,13 +371,13 @@ def write_shards(
         categories.save(cat_path)
 
     owned = list(range(node_rank, header["num_shards"], num_nodes))
-    for k in owned:  # stale temporaries of an interrupted run (only this node writes them)
-        tmp = out / (shard_name(k) + TMP_SUFFIX)
-        if tmp.exists():
-            tmp.unlink()
-
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
+    # stale temporaries of an interrupted run (only this node writes these files)
+    remove_stale_temporaries(
+        *(out / shard_name(k) for k in owned),
+        out / partial_name(node_rank, num_nodes),
+        *([cat_path] if node_rank == 0 else []),
+    )
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashing releases the GIL
         checks = ordered_map(
             lambda k: _shard_ok(out / shard_name(k), known.get(shard_name(k))),
             owned,
@@ -185,45 +385,15 @@ def write_shards(
             window=4 * max(1, workers),
         )
         done = {k: known[shard_name(k)] for k, ok in zip(owned, checks, strict=True) if ok}
-        todo = [k for k in owned if k not in done]
-        write_partial(out, header, node_rank, num_nodes, list(done.values()))
+    todo = [k for k in owned if k not in done]
+    write_partial(out, header, node_rank, num_nodes, list(done.values()))
+    return header, done, owned, todo
 
-        cells = {k: shard_cells(k, len(categories), settings, layout) for k in todo}
-        bar = tqdm(
-            total=sum(len(c) for c in cells.values()),
-            unit="img",
-            desc=f"render node {node_rank}/{num_nodes}" if num_nodes > 1 else "render",
-            disable=not progress,
-            smoothing=0.05,
-        )
-        results = ordered_map(
-            lambda cell: sample_members(categories, settings, layout, cell),
-            (cell for k in todo for cell in cells[k]),
-            pool,
-            window=8 * max(1, workers),
-        )
-        for k in todo:
-            members = []
-            for _ in cells[k]:
-                members.extend(next(results))
-                bar.update(1)
-            final = out / shard_name(k)
-            tmp = out / (shard_name(k) + TMP_SUFFIX)
-            sha, size = write_tar(tmp, members)
-            os.replace(tmp, final)
-            done[k] = {
-                "index": k,
-                "filename": final.name,
-                "num_samples": len(cells[k]),
-                "bytes": size,
-                "sha256": sha,
-            }
-            write_partial(out, header, node_rank, num_nodes, list(done.values()))
-        bar.close()
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
 
+def close_output(
+    out: Path, header: dict[str, Any], owned: list[int], todo: list[int], num_nodes: int
+) -> RenderReport:
+    """Finalize the dataset if every shard is done; report what this call wrote (`todo`)."""
     manifest = None
     if num_nodes == 1:
         manifest = finalize(out)
@@ -232,13 +402,61 @@ def write_shards(
             manifest = finalize(out)
         except FractalDBError:
             manifest = None  # other nodes are still writing; the last one to finish finalizes
+    n_samples = header["num_samples"]
+    per_shard = header["layout"]["samples_per_shard"]
     return RenderReport(
         out=out,
         num_shards=header["num_shards"],
         owned=len(owned),
         skipped=len(owned) - len(todo),
         written=len(todo),
-        samples_written=sum(len(cells[k]) for k in todo),
+        samples_written=sum(len(shard_range(k, n_samples, per_shard)) for k in todo),
         finalized=manifest is not None,
         manifest=manifest,
     )
+
+
+def write_shards(
+    categories: CategorySet,
+    settings: RenderSettings,
+    layout: Layout,
+    out: str | os.PathLike,
+    *,
+    name: str = "fractaldb",
+    workers: int = 1,
+    num_nodes: int = 1,
+    node_rank: int = 0,
+    progress: bool = True,
+) -> RenderReport:
+    """Write this node's shards of the dataset into `out`, skipping complete ones.
+
+    `workers` > 1 renders whole shards in that many spawned processes (see the module
+    docstring); 1 renders in this process. When every shard is done (always, for a single
+    node) the partial manifests are merged into manifest.json and _info.json.
+    """
+    out = Path(out)
+    header, done, owned, todo = open_output(
+        categories, settings, layout, out, name, num_nodes, node_rank, workers
+    )
+    n_samples = len(categories) * layout.instances_per_category
+    todo_samples = sum(len(shard_range(k, n_samples, layout.samples_per_shard)) for k in todo)
+
+    def on_record(record: dict[str, Any]) -> None:
+        done[record["index"]] = record
+        write_partial(out, header, node_rank, num_nodes, list(done.values()))
+
+    job = ShardJob(categories, settings, layout, str(out))
+    with tqdm(
+        total=todo_samples,
+        unit="img",
+        desc=f"render node {node_rank}/{num_nodes}" if num_nodes > 1 else "render",
+        disable=not progress,
+        smoothing=0.05,
+    ) as bar:
+        if workers > 1 and len(todo) > 1:
+            _write_in_processes(job, todo, min(workers, len(todo)), on_record, bar)
+        else:
+            renderer = Renderer(categories, settings)
+            for k in todo:
+                on_record(write_shard(job, renderer, k, lambda: bar.update(1)))
+    return close_output(out, header, owned, todo, num_nodes)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# GPU kernels run in Numba's CUDA simulator (on the CPU) unless the caller chose otherwise;
+# this must be set before anything imports numba.cuda.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 import pytest
 
@@ -21,3 +26,14 @@ def tiny_config():
         return resolve_config(task.defaults, "tiny-cpu", {**base, **overrides}, task.name)
 
     return make
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the test: the test machine's cores are shared."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -46,7 +46,7 @@ def test_synthetic_supervised_and_mae_on_cpu(bench, capsys):
     assert rep["device"].startswith("CPU") and rep["batch_size"] == 16
     (sup,) = rep["results"]
     assert sup["task"] == "supervised" and sup["synthetic_images_per_s"] > 0
-    assert "ratio" not in sup
+    assert "shards_ratio" not in sup
     rep = run_json(bench, capsys, "--task", "mae")  # MAE: synthetic unless --data is given
     (mae,) = rep["results"]
     assert mae["task"] == "mae" and mae["model"] == "vit_tiny_patch16_224"
@@ -60,22 +60,34 @@ def test_synthetic_supervised_and_mae_on_cpu(bench, capsys):
 def test_suite_plan_and_errors(bench, capsys):
     args = bench.parse_args(["--suite"])
     assert bench.plan(args) == [
-        ("supervised", "deit_tiny_patch16_224", ["synthetic", "shards"]),
-        ("mae", "vit_tiny_patch16_224", ["synthetic"]),
-        ("mae", "vit_base_patch16_224", ["synthetic"]),
+        ("supervised", "deit_tiny_patch16_224", ["synthetic", "shards", "shards_cpu_augment"]),
+        ("mae", "vit_tiny_patch16_224", ["synthetic", "shards"]),
+        ("mae", "vit_base_patch16_224", ["synthetic", "shards"]),
     ]
     assert bench.main([*TINY, "--data", "/no/such/shards"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("Error: ") and "fix:" in err
 
 
-def test_shards_versus_synthetic_ratio(bench, capsys):
+def test_shards_versus_synthetic_ratio(bench, capsys, tmp_path):
     pytest.importorskip("shards.writer", reason="needs the shards writer (issue 2)")
     rep = run_json(bench, capsys, "--render-categories", "2", "--render-instances", "8")
     (sup,) = rep["results"]
     assert rep["data"] == "rendered"
     assert sup["shards_images_per_s"] > 0 and sup["synthetic_images_per_s"] > 0
-    assert sup["ratio"] == pytest.approx(sup["shards_images_per_s"] / sup["synthetic_images_per_s"])
+    assert sup["shards_cpu_augment_images_per_s"] > 0
+    assert sup["shards_ratio"] == pytest.approx(
+        sup["shards_images_per_s"] / sup["synthetic_images_per_s"]
+    )
+    assert sup["shards_cpu_augment_ratio"] == pytest.approx(
+        sup["shards_cpu_augment_images_per_s"] / sup["synthetic_images_per_s"]
+    )
+    # MAE from shards too (device augmentation)
+    data = bench.render_shards(tmp_path, 32, 2, 8)
+    rep = run_json(bench, capsys, "--task", "mae", "--data", str(data), "--no-compile",
+                   "--set", "decoder_depth=1", "--set", "decoder_dim=32", "--set", "decoder_heads=2")  # fmt: skip
+    (mae,) = rep["results"]
+    assert mae["shards_images_per_s"] > 0 and "shards_ratio" in mae
 
 
 def test_runs_as_a_script_next_to_benchmarks_shards(tmp_path):
@@ -94,3 +106,22 @@ def test_runs_as_a_script_next_to_benchmarks_shards(tmp_path):
     # the error comes from the real shards loader, not from a failed import
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and "_info.json" in last, last
+
+
+def test_augment_batch_benchmark_runs_on_cpu(capsys):
+    path = Path(__file__).parents[1] / "benchmarks" / "augment_batch.py"
+    spec = importlib.util.spec_from_file_location("augment_batch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = ["--device", "cpu", "--batch", "4", "--size", "40", "--out", "16", "--repeats", "1",
+            "--pil-images", "2", "--json"]  # fmt: skip
+    assert module.main(args) == 0
+    rep = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert rep["device"].startswith("CPU") and [r["workload"] for r in rep["results"]] == [
+        "crop",
+        "recipe",
+    ]
+    for r in rep["results"]:
+        assert r["ours_images_per_s"] > 0 and r["pil_one_process_images_per_s"] > 0
+        if "kornia_images_per_s" in r:  # only where kornia happens to be installed
+            assert r["ours_over_kornia"] > 0

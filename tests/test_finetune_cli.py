@@ -119,6 +119,34 @@ def test_finetune_from_pretraining_run_loads_its_weights(tmp_path, pretrain_run)
     assert not torch.equal(final["blocks.1.mlp.fc2.weight"], pre["blocks.1.mlp.fc2.weight"])
 
 
+def test_gray_pretrained_run_fine_tunes_on_rgb_photos(tmp_path):
+    import yaml
+
+    from pretrain.models import create_model
+
+    arch = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
+    gray = create_model("vit_tiny_patch16_224", img_size=32, num_classes=0, in_chans=1, **arch)
+    run_dir = tmp_path / "gray_mae"  # what a gray MAE run (--model-arg in_chans=1) leaves
+    run_dir.mkdir()
+    pre = {k: v.contiguous() for k, v in gray.state_dict().items()}
+    save_file(pre, str(run_dir / "model.safetensors"))
+    config = {"task": "mae", "model": "vit_tiny_patch16_224", "img_size": 32,
+              "model_args": {**arch, "in_chans": 1}, "mean": [0.5], "std": [0.5]}  # fmt: skip
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    make_image_folder(tmp_path / "imgs", per_class=4)  # RGB photos
+    out = tmp_path / "ft"
+    res = run("--dataset", "folder", "--data-root", str(tmp_path / "imgs"), "--val-per-class", "1",
+              "--init", str(run_dir), "--out", str(out))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    note = "patch_embed.proj.weight: adapted 1 -> 3 input channels with timm's adapt_input_conv"
+    assert f"init: {note}" in res.output
+    assert any(n.startswith(note) for n in results(out)["init"]["resampled"])
+    assert results(out)["normalize"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    final = load_file(str(out / "model.safetensors"))
+    assert final["patch_embed.proj.weight"].shape == (32, 3, 8, 8)
+    assert f"init: loaded {len(pre)}/{len(pre) + 2} tensors" in res.output  # all but the head
+
+
 def test_linear_probe_trains_only_the_head(tmp_path, pretrain_run):
     from timm.layers import resample_abs_pos_embed
 
@@ -193,7 +221,7 @@ def test_print_config_resolves_recipe_options_and_init_run(tmp_path, pretrain_ru
 
 
 def test_incompatible_init_stops_with_one_line(tmp_path):
-    make_image_folder(tmp_path / "imgs", per_class=2)
+    make_image_folder(tmp_path / "imgs", per_class=4)  # 6 training images >= batch 4
     wide = {"patch_embed.proj.weight": torch.zeros(64, 3, 8, 8), "cls_token": torch.zeros(1, 1, 64)}
     save_file(wide, str(tmp_path / "wide.safetensors"))
     save_file({"fc.weight": torch.zeros(3, 3)}, str(tmp_path / "resnet.safetensors"))
@@ -240,3 +268,34 @@ def test_help_and_registration():
     for option in ("--val-per-class", "--linear-probe", "--resume", "--amp", "--seed"):
         assert option in res.output
     assert "--on-the-fly" not in res.output and "--val-data" not in res.output
+
+
+def test_init_run_supplies_image_size_and_warmup_warns(tmp_path, pretrain_run):
+    make_image_folder(tmp_path / "imgs", per_class=4)
+    out = tmp_path / "ft"
+    no_size = [a for a in FAST if a not in ("--img-size", "32", "--set", "warmup_epochs=0")]
+    # no --model, no --img-size: the 48 px run is fine-tuned at 48 px (no grid resampling);
+    # the recipe's 10 warm-up epochs outlast the one-epoch run: one warning line
+    res = CliRunner().invoke(finetune, [*no_size, "--dataset", "folder", "--data-root",
+        str(tmp_path / "imgs"), "--val-per-class", "1", "--init", str(pretrain_run),
+        "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert results(out)["img_size"] == 48 and "resampled grid" not in res.output
+    warnings = [ln for ln in res.output.splitlines() if ln.startswith("warning: warmup_epochs")]
+    assert warnings == [
+        "warning: warmup_epochs 10 is not shorter than the run's 1 epochs, so the lr never "
+        "leaves its warm-up ramp; fix: --set warmup_epochs=N with N < 1"
+    ]
+    assert load_file(str(out / "model.safetensors"))["pos_embed"].shape == (1, 37, 32)
+
+
+def test_batch_larger_than_the_training_set_is_refused(tmp_path):
+    make_image_folder(tmp_path / "imgs", per_class=4)
+    res = run("--dataset", "folder", "--data-root", str(tmp_path / "imgs"), "--val-per-class",
+              "1", "--init", "scratch", *TINY, "--batch-size", "768", "--out", str(tmp_path / "r"))  # fmt: skip
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert lines == [
+        "Error: --batch-size 768 is larger than the 9 training samples of an epoch; fix: "
+        "--batch-size 8 (or less), or more training data"
+    ]

@@ -46,3 +46,16 @@ def test_samples_per_epoch_and_too_small_data():
     assert len(loader) == 10 and sorted(set(ids(loader))) == list(range(23))
     with pytest.raises(FractalDBError, match="fewer than one batch"):
         source(n_train=5).train_loader(0, batch_size=3, seed=0, rank=0, world_size=2)
+
+
+def test_persistent_workers_keep_one_loader_and_follow_each_epochs_order():
+    data = source(workers=1, persistent_workers=True)
+    first = data.train_loader(0, batch_size=3, seed=7, rank=0, world_size=1)
+    epoch0 = ids(first)
+    second = data.train_loader(1, batch_size=3, seed=7, rank=0, world_size=1)
+    assert second is first and first.persistent_workers
+    epoch1 = ids(second)
+    fresh = source()  # the same orders without persistent workers
+    assert epoch0 == ids(fresh.train_loader(0, batch_size=3, seed=7, rank=0, world_size=1))
+    assert epoch1 == ids(fresh.train_loader(1, batch_size=3, seed=7, rank=0, world_size=1))
+    assert epoch0 != epoch1

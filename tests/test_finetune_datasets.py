@@ -147,3 +147,34 @@ def test_download_flag_reaches_torchvision(tmp_path, monkeypatch):
     monkeypatch.setattr(CIFAR10, "download", fake_download)
     data = build_datasets("cifar10", tmp_path / "new", download=True)
     assert calls and calls[0] == str(tmp_path / "new") and len(data.test) == 6
+
+
+@pytest.mark.parametrize("dataset", ["folder", "flowers102", "cifar10"])
+def test_train_probe_is_a_fixed_training_subset_under_the_eval_transform(
+    tmp_path, monkeypatch, dataset
+):
+    from finetune.datasets import train_probe
+
+    if dataset == "folder":
+        make_image_folder(tmp_path, per_class=4)
+        data = build_datasets("folder", tmp_path, train_transform="train", val_per_class=1)
+    else:
+        builder = make_flowers102 if dataset == "flowers102" else make_cifar10
+        accept_fixture_md5(monkeypatch, dataset, builder(tmp_path))
+        data = build_datasets(dataset, tmp_path, train_transform="train")
+
+    def eval_tf(img):
+        return ("eval", img.size)
+
+    n = len(data.train)
+    probe = train_probe(data.train, eval_tf, samples=5)
+    assert probe.indices == [i * n // 5 for i in range(5)]  # evenly spread, the same every time
+    assert train_probe(data.train, eval_tf, samples=5).indices == probe.indices
+    for image, label in (probe[k] for k in range(5)):
+        assert image[0] == "eval" and 0 <= label < data.num_classes
+    # the training set keeps its own transform (the string stands for the augmentation)
+    base = data.train
+    while hasattr(base, "dataset") or hasattr(base, "datasets"):
+        base = base.dataset if hasattr(base, "dataset") else base.datasets[0]
+    assert base.transform == "train"
+    assert train_probe(data.train, eval_tf, samples=10**6).indices == list(range(n))

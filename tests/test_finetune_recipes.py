@@ -26,6 +26,7 @@ def test_builtin_recipes_cite_sources_and_resolve_strictly():
         "adamw-cifar",
         "deit-cifar-sgd",
         "deit-distill",
+        "finetune-cpu",
         "mae-finetune",
     ]
     for name in list_recipes("finetune"):

@@ -64,8 +64,23 @@ def test_report_bad_input_is_one_line(tmp_path):
     assert "missing does not exist" in res.output
     (tmp_path / "unfinished").mkdir()
     res = CliRunner().invoke(report, [str(tmp_path / "unfinished")])
-    assert res.exit_code == 2 and "results.json not found" in res.output
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert "no results.json in" in res.output and "unfinished" in res.output
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "results.json").write_text("{not json")
     res = CliRunner().invoke(report, [str(tmp_path / "bad")])
     assert res.exit_code == 2 and "not valid JSON" in res.output
+
+
+def test_report_skips_folders_without_results(tmp_path):
+    """`fractaldb report runs/*` with pre-training runs beside the fine-tuning ones."""
+    make_run(tmp_path / "runs" / "c10", "cifar10", "scratch", [(50.0, 90.0)])
+    (tmp_path / "runs" / "quickstart").mkdir()  # a pre-training run: no results.json
+    (tmp_path / "runs" / "quickstart" / "config.yaml").write_text("task: supervised\n")
+    runs = sorted(str(p) for p in (tmp_path / "runs").iterdir())
+    res = CliRunner().invoke(report, runs)
+    assert res.exit_code == 0, res.output
+    assert f"note: skipped {tmp_path / 'runs' / 'quickstart'}: no results.json" in res.output
+    assert "| scratch | cifar10 |" in res.output and "quickstart |" not in res.output
+    res = CliRunner().invoke(report, [str(tmp_path / "runs" / "quickstart")])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1

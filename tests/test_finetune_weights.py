@@ -64,6 +64,27 @@ def test_pt_file_with_model_key_and_patch_size_change(tmp_path):
     assert torch.equal(model.head.weight, pre.head.weight)  # same shape: kept, as DeiT does
 
 
+def test_gray_pretrained_weights_load_into_an_rgb_model(tmp_path):
+    from timm.models import adapt_input_conv
+
+    torch.manual_seed(0)
+    gray = tiny(num_classes=3, img_size=32, in_chans=1).eval()
+    save(gray, tmp_path / "gray.safetensors")
+    model = tiny(num_classes=3, img_size=32).eval()  # RGB
+    lines = []
+    summary = load_init(model, str(tmp_path / "gray.safetensors"), echo=lines.append)
+    assert summary["loaded"] == len(model.state_dict())
+    kernels = gray.patch_embed.proj.weight
+    assert torch.equal(model.patch_embed.proj.weight, adapt_input_conv(3, kernels, base_chans=1))
+    # repeated and scaled by 1/3: a gray photo in RGB gives the gray model's answer
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x.expand(-1, 3, -1, -1)), gray(x), rtol=1e-4, atol=1e-5)
+    assert "init: patch_embed.proj.weight: adapted 1 -> 3 input channels with timm's " in "\n".join(
+        lines
+    )
+
+
 def test_mae_encoder_only_and_full_checkpoints(tmp_path):
     enc = tiny(num_classes=0, img_size=32)  # encoder-only: no head at all
     save(enc, tmp_path / "enc.safetensors")

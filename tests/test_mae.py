@@ -273,31 +273,62 @@ def test_other_bad_input() -> None:
 
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_reconstruction_picture(tmp_path, in_chans: int) -> None:
+    from pretrain.mae import MASK_RGB, RECON_LABEL_WIDTH
+
     mae = tiny_mae(in_chans)
     mae.train()
     imgs = torch.rand(3, in_chans, 32, 32) * 2 - 1
     grid = reconstruction_grid(mae, imgs, 0.75, seed=0)
-    gap = 2
+    gap, size = 2, 96  # 32 px tiles scaled up three times
+    left = RECON_LABEL_WIDTH + 2 * gap
     assert grid.dtype == np.uint8
-    assert grid.shape == (3 * 32 + 4 * gap, 3 * 32 + 4 * gap, 3)
+    assert grid.shape == (3 * size + 4 * gap, left + 3 * size + 3 * gap, 3)
     assert mae.training  # mode restored
-    # row 0 is the de-normalised original
+
+    def tile(row: int, col: int) -> np.ndarray:
+        y0, x0 = gap + row * (size + gap), left + col * (size + gap)
+        return grid[y0 : y0 + size, x0 : x0 + size]
+
+    # row 0 is the de-normalised original, every pixel a 3x3 block
     orig = ((imgs[1] * 0.5 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-    tile = grid[gap : gap + 32, 2 * gap + 32 : 2 * gap + 64]
-    assert np.array_equal(tile[..., 0], orig[0].numpy())
-    # row 1: 12 of 16 patches are mid-gray, the rest equal the original
-    masked = grid[2 * gap + 32 : 2 * gap + 64, 2 * gap + 32 : 2 * gap + 64, 0]
-    gray = [
-        (masked[r : r + 8, c : c + 8] == 128).all()
-        for r in range(0, 32, 8)
-        for c in range(0, 32, 8)
+    assert np.array_equal(tile(0, 1)[::3, ::3, 0], orig[0].numpy())
+    assert np.array_equal(tile(0, 1)[1::3, 2::3, 0], orig[0].numpy())
+    # row 1: 12 of 16 patches (24 px once scaled) painted the mask colour, the rest original
+    masked = tile(1, 1)
+    painted = [
+        (masked[r : r + 24, c : c + 24] == MASK_RGB).all()
+        for r in range(0, size, 24)
+        for c in range(0, size, 24)
     ]
-    assert sum(gray) == 12
+    assert sum(painted) == 12
+    kept = [
+        np.array_equal(masked[r : r + 24, c : c + 24], tile(0, 1)[r : r + 24, c : c + 24])
+        for r in range(0, size, 24)
+        for c in range(0, size, 24)
+    ]
+    assert [not k for k in kept] == painted
+    # every row carries a text label on its left (dark anti-aliased pixels on white)
+    for row in range(3):
+        y0 = gap + row * (size + gap)
+        assert (grid[y0 : y0 + size, :RECON_LABEL_WIDTH] < 100).sum() > 30
     # same seed -> same picture
     assert np.array_equal(grid, reconstruction_grid(mae, imgs, 0.75, seed=0))
     path = save_reconstruction(tmp_path / "run" / "reconstruction-epoch005.png", mae, imgs, 0.75)
     back = cv2.imread(str(path))
     assert back is not None and np.array_equal(back[..., ::-1], grid)
+
+
+def test_reconstruction_mask_stands_out_on_gray_fractals() -> None:
+    """FractalDB's gray-127 fractals on black: the mask must not look like fractal pixels."""
+    from pretrain.mae import MASK_RGB
+
+    mae = tiny_mae(1)
+    fractal = torch.full((2, 1, 32, 32), -1.0)  # black background
+    fractal[:, :, 8:24, 4:28] = 127 / 255 * 2 - 1  # gray 127 shapes
+    grid = reconstruction_grid(mae, fractal, 0.75, seed=0)
+    colours = {tuple(px) for px in grid.reshape(-1, 3)[::7]}
+    assert MASK_RGB in colours
+    assert len(set(MASK_RGB)) == 3  # not a gray level: R, G and B differ
 
 
 def test_decoder_puts_tokens_at_their_patch_positions() -> None:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from helpers import assert_one_line_error
 
 from fractaldb.cli import main
-from pretrain.config import list_recipes, load_recipe
+from pretrain.config import config_notes, effective_color_jitter, list_recipes, load_recipe
 
 TINY = ["--recipe", "tiny-cpu", "--device", "cpu", "--workers", "0"]
 
@@ -77,10 +77,16 @@ def test_print_config_applies_overrides_in_order(tmp_path):
     assert yaml.safe_load(res2.output) == cfg
 
 
+# the DeiT recipe's augmentation: colour jitter 0.4 written, RandAugment on
+RAND_AUGMENT = ["--set", "color_jitter=0.4", "--set", "auto_augment=rand-m9-mstd0.5"]
+JITTER_OFF = "off: RandAugment replaces it, as in timm and DeiT"
+
+
 def test_cli_trains_and_writes_run_folder(tmp_path):
     run = tmp_path / "run"
     res = invoke(
         *TINY,
+        *RAND_AUGMENT,
         "--data",
         "synthetic:4",
         "--samples-per-epoch",
@@ -94,6 +100,10 @@ def test_cli_trains_and_writes_run_folder(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "lr 0.001 (--lr)" in res.output and "label_smoothing=0.1" in res.output
+    # config.yaml and the printed summary say what runs; config.yaml still loads as a recipe
+    assert f"color_jitter: 0.4  # {JITTER_OFF}\n" in (run / "config.yaml").read_text()
+    assert f"color_jitter=0.4 ({JITTER_OFF})" in res.output
+    assert yaml.safe_load((run / "config.yaml").read_text())["color_jitter"] == 0.4
     for f in ("config.yaml", "metrics.jsonl", "last.pt", "model.safetensors", "model.json"):
         assert (run / f).is_file(), f
     entries = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -101,6 +111,7 @@ def test_cli_trains_and_writes_run_folder(tmp_path):
     # rerunning the finished run with --resume auto just re-exports
     res = invoke(
         *TINY,
+        *RAND_AUGMENT,
         "--data",
         "synthetic:4",
         "--samples-per-epoch",
@@ -115,6 +126,30 @@ def test_cli_trains_and_writes_run_folder(tmp_path):
         "auto",
     )
     assert res.exit_code == 0 and "resumed from" in res.output, res.output
+
+
+@pytest.mark.parametrize(
+    ("color_jitter", "auto_augment", "runs"),
+    [
+        (0.4, "rand-m9-mstd0.5", 0.0),
+        (0.4, "augmix-m5-w3", 0.0),
+        (0.4, "3a", 0.4),  # DeiT III's 3-Augment keeps colour jitter
+        (0.4, None, 0.4),
+        (0.0, "rand-m9-mstd0.5", 0.0),
+    ],
+)
+def test_effective_color_jitter_is_what_timm_builds(color_jitter, auto_augment, runs):
+    from timm.data import create_transform
+    from torchvision.transforms import ColorJitter
+
+    cfg = {"color_jitter": color_jitter, "auto_augment": auto_augment}
+    assert effective_color_jitter(cfg) == runs
+    built = create_transform(
+        32, is_training=True, color_jitter=color_jitter, auto_augment=auto_augment
+    )
+    jitter = [t for t in built.transforms if isinstance(t, ColorJitter)]
+    assert bool(jitter and jitter[0].brightness) == bool(runs)
+    assert ("color_jitter" in config_notes(cfg)) == bool(color_jitter and not runs)
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,8 @@ def test_checkpoint_contents_and_refusals(tmp_path, tiny_config):
     assert raw["manifest_sha256"] == "synthetic-0" and raw["config"]["epochs"] == 1
     assert set(raw["rng"]) == {"torch", "numpy", "python", "cuda"}
     assert not list(tmp_path.glob("*.tmp*"))
+    # the periodic copy is a hard link to the epoch's last.pt, not a second file
+    assert (tmp_path / "checkpoint-0001.pt").stat().st_ino == (tmp_path / "last.pt").stat().st_ino
     # Fresh start over an existing run, changed settings, or other data: refused, not mixed.
     from fractaldb.errors import FractalDBError
 

@@ -18,7 +18,7 @@ from fractaldb.cli import main
 from pretrain.checkpoint import load_checkpoint
 from pretrain.data import TensorData, synthetic_data
 from pretrain.engine import train
-from pretrain.mae import reconstruction_grid
+from pretrain.mae import RECON_LABEL_WIDTH, reconstruction_grid
 from pretrain.mae_task import MAETask
 
 TINY_ARGS = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
@@ -73,7 +73,7 @@ def test_loss_falls_val_loss_pictures_and_timm_export(tmp_path):
         model, data.val_images[:5], seed=0, mean=[0.5] * 3, std=[0.5] * 3
     )
     png = cv2.imread(str(tmp_path / "reconstruction-epoch003.png"))[..., ::-1]
-    assert png.shape == (3 * 32 + 4 * 2, 5 * 32 + 6 * 2, 3)
+    assert png.shape == expected.shape == (3 * 96 + 4 * 2, RECON_LABEL_WIDTH + 5 * 96 + 7 * 2, 3)
     assert np.abs(png.astype(int) - expected.astype(int)).max() <= 1
 
     # the encoder alone, through timm's own pretrained loading, with the args in model.json

@@ -26,6 +26,9 @@ def test_search_is_identical_for_any_number_of_workers(tmp_path, sampler):
     assert len(one) == 12
     other_seed = search_categories(12, sampler, seed=4, workers=2)
     assert other_seed.sha256 != one.sha256
+    if sampler == "fractaldb":  # large searches run in processes: the same categories
+        procs = search_categories(12, sampler, seed=3, workers=2, processes=True)
+        assert procs.to_json_bytes() == one.to_json_bytes()
 
 
 def test_fractaldb_search_keeps_only_filled_non_divergent_systems():

@@ -19,10 +19,12 @@ from fractaldb.cli import main
 from fractaldb.search import search_categories
 from fractaldb.settings import RenderSettings
 from shards.cli import node_from_env
+from shards.codec import decode_image
 from shards.layout import grid_cells, permute
 from shards.presets import Layout, all_presets, load_preset
-from shards.tario import file_sha256
-from shards.writer import write_shards
+from shards.tario import file_sha256, write_tar
+from shards.verify import pick_positions
+from shards.writer import encode_image, write_shards
 
 SETTINGS = RenderSettings(image_size=32, points=2000, mode="patch", color="gray", seed=3)
 LAYOUT = Layout(instances_per_category=12, samples_per_shard=10, format="png")
@@ -75,16 +77,17 @@ def test_reference_layout(reference, cats):
         members = tar.getmembers()
         assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in members)
         names = [m.name for m in members]
-        assert [n.split(".", 1)[1] for n in names[:3]] == ["png", "cls", "json"]
+        assert [n.split(".", 1)[1] for n in names[:4]] == ["png", "cls", "png", "cls"]
         for m in members:
-            if m.name.endswith(".json"):
-                meta = json.loads(tar.extractfile(m).read())
-                key = m.name.split(".")[0]
-                assert key == f"c{meta['category']:06d}_i{meta['instance']:06d}"
-                assert {"variant", "flip", "seed"} <= set(meta)
-                seen.add((meta["category"], meta["instance"]))
+            key, ext = m.name.split(".")
+            if ext == "cls":  # the key names the sample; the label is its category
+                category, instance = int(key[1:7]), int(key[9:])
+                assert key == f"c{category:06d}_i{instance:06d}"
+                assert int(tar.extractfile(m).read()) == category
+                seen.add((category, instance))
     assert len(seen) == 10 and len({c for c, _ in seen}) > 1  # interleaved categories
     assert not list(reference.glob("*.tmp"))
+    assert manifest["format_version"] == 2
 
 
 def test_same_bytes_for_workers_and_node_splits(reference, cats, tmp_path):
@@ -112,7 +115,8 @@ def test_rerun_regenerates_missing_and_damaged_shards(reference, cats, tmp_path)
     data = bytearray((out / "fractaldb-000003.tar").read_bytes())
     data[700] ^= 0xFF
     (out / "fractaldb-000003.tar").write_bytes(bytes(data))
-    (out / "fractaldb-000004.tar.tmp").write_bytes(b"stale")
+    for name in ("fractaldb-000004.tar", "manifest.node-00000-of-00001.json", "manifest.json"):
+        (out / f".{name}.k1ll3d.tmp").write_bytes(b"stale")  # left by a killed writer
     report = write_shards(cats[0], SETTINGS, LAYOUT, out, progress=False)
     assert (report.written, report.skipped) == (2, 3)
     assert shard_hashes(out) == shard_hashes(reference)
@@ -140,6 +144,58 @@ def test_verify_names_truncated_and_flipped_shards(reference, tmp_path):
     assert len(bad.output.strip().splitlines()) == 1
     summary = runner.invoke(main, ["shards", "inspect", str(reference)])
     assert summary.exit_code == 0 and "48" in summary.output
+
+
+def _change_one_image(shard: Path) -> str:
+    """Rewrite `shard` with one sample's pixels changed; return that sample's key."""
+    with tarfile.open(shard) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]
+    name, data = members[2]  # the second sample's image (members go image, cls)
+    assert name.endswith(".png")
+    image = decode_image(data, None)
+    image[5:9, 5:9] = 255 - image[5:9, 5:9]
+    members[2] = (name, encode_image(image, "png", 1))
+    write_tar(shard, members)
+    return name.split(".")[0]
+
+
+def test_verify_regenerate_passes_and_names_a_sample_with_changed_pixels(reference, tmp_path):
+    import shutil
+
+    import cv2
+    import numba
+
+    out = tmp_path / "r"
+    shutil.copytree(reference, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dependency_versions"] == {
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "opencv": cv2.__version__,
+    }
+    runner = CliRunner()
+    args = ["shards", "verify", str(out), "--regenerate", "48", "--quiet"]
+    ok = runner.invoke(main, args)
+    assert ok.exit_code == 0, ok.output
+    assert "48 re-rendered samples match" in ok.output
+
+    key = _change_one_image(out / "fractaldb-000002.tar")
+    record = manifest["shards"][2]  # the manifest now vouches for the changed shard
+    record["sha256"] = file_sha256(out / "fractaldb-000002.tar")
+    record["bytes"] = (out / "fractaldb-000002.tar").stat().st_size
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert runner.invoke(main, ["shards", "verify", str(out)]).exit_code == 0  # hashes agree
+    bad = runner.invoke(main, args)
+    assert bad.exit_code == 1, bad.output
+    assert f"{key} in fractaldb-000002.tar (pixels differ: 16 values" in bad.output
+    assert "1 of 48 re-rendered samples differ" in bad.output
+
+
+def test_regenerate_picks_spread_over_the_shards():
+    picks = pick_positions(1000, 10, seed=0)
+    assert [p // 100 for p in picks] == list(range(10))  # one in each tenth: every shard
+    assert picks != pick_positions(1000, 10, seed=1)
+    assert pick_positions(7, 50, seed=0) == list(range(7))  # K above the dataset: all of it
 
 
 def _render_cmd(cats_path: Path, out: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""benchmarks/transfer_cifar10.py end to end at the smoke budget on a tiny fake CIFAR-like tar."""
+"""benchmarks/transfer.py end to end at the smoke budget on tiny fake CIFAR-10 and flowers tars."""
 
 from __future__ import annotations
 
@@ -6,19 +6,33 @@ import importlib.util
 import json
 import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+FLOWERS = ("daisy", "iris", "pansy")
 ARMS = ("scratch", "fractaldb-sup", "sigma-sup", "sigma-mae")
 
 
-@pytest.fixture(scope="module")
-def script():
-    path = Path(__file__).parents[1] / "benchmarks" / "transfer_cifar10.py"
-    spec = importlib.util.spec_from_file_location("transfer_cifar10", path)
+def load_script(name: str = "transfer"):
+    """Import benchmarks/transfer.py as a fresh module."""
+    path = Path(__file__).parents[1] / "benchmarks" / "transfer.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -26,68 +40,108 @@ def script():
 
 
 @pytest.fixture(scope="module")
-def fake_tar(tmp_path_factory) -> Path:
-    """train/<class>/NNNN.jpg, 5 random 32x32 photos per class, as a .tar.gz."""
+def script():
+    return load_script()
+
+
+def write_tar(root: Path, folder: str, classes, per_class: int, size: int, name: str, tar: Path):
+    """folder/<class>/<name % i>.jpg of random photos, packed as tar.gz at `tar`."""
     from PIL import Image
 
-    root = tmp_path_factory.mktemp("fake")
-    rng = np.random.default_rng(0)
-    for name in CLASSES:
-        (root / "train" / name).mkdir(parents=True)
-        for i in range(5):
-            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / "train" / name / f"{i:04d}.jpg")
-    tar = root / "cifar10-fake.tar.gz"
+    rng = np.random.default_rng(len(classes))
+    for c in classes:
+        (root / folder / c).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / folder / c / (name % i))
     with tarfile.open(tar, "w:gz") as t:
-        t.add(root / "train", arcname="train")
-    return tar
+        t.add(root / folder.split("/")[0], arcname=folder.split("/")[0])
 
 
-def in_process(args: list[str]) -> int:
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """The two archives in the layouts of ../shared/data (CIFAR train/, flowers12/train/)."""
+    d = tmp_path_factory.mktemp("data")
+    write_tar(d / "c", "train", CIFAR_CLASSES, 5, 32, "%04d.jpg", d / "cifar10-train-jpg.tar.gz")
+    tar = d / "flowers12-train-jpg.tar.gz"
+    write_tar(d / "f", "flowers12/train", FLOWERS, 4, 56, "image_%04d.jpg", tar)
+    return d
+
+
+class Finished:
+    """A launched step that already ran (in this process): poll() gives its exit status."""
+
+    def __init__(self, rc: int) -> None:
+        self.rc = rc
+
+    def poll(self) -> int:
+        return self.rc
+
+    def wait(self) -> int:
+        return self.rc
+
+
+def in_process(args: list[str]) -> Finished:
     """`fractaldb ARGS` in this process: the same commands without a torch import each."""
     from fractaldb.cli import main
 
     try:
         main.main(args, prog_name="fractaldb")
     except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+        return Finished(int(exit_.code or 0))
+    return Finished(0)
 
 
 @pytest.fixture(scope="module")
-def smoke_run(script, fake_tar, tmp_path_factory):
+def smoke_run(script, data_dir, tmp_path_factory):
     # the child-process launcher is checked in test_fractaldb_child_process
-    script.execute = in_process
+    script.launch = in_process
     out = tmp_path_factory.mktemp("transfer") / "smoke"
-    argv = ["--budget", "smoke", "--out", str(out), "--cifar-tar", str(fake_tar)]
+    argv = ["--budget", "smoke", "--out", str(out), "--data-dir", str(data_dir)]
+    argv += ["--dataset", "cifar10", "flowers12", "--ft-seeds", "0", "1", "--json"]
     argv += ["--val-per-class", "2"]
     assert script.main(argv) == 0
     return out, argv
 
 
-def test_report_table_has_every_arm(smoke_run):
+def test_a_table_per_dataset_with_every_arm(smoke_run):
     out, _ = smoke_run
-    table = (out / "results.md").read_text().splitlines()
-    inits = [row.split("|")[1].strip() for row in table[2:]]
-    assert sorted(inits) == sorted(ARMS)
+    for dataset in ("cifar10", "flowers12"):
+        table = (out / f"results-{dataset}.md").read_text().splitlines()
+        assert sorted(row.split("|")[1].strip() for row in table[2:]) == sorted(ARMS)
+        for row in table[2:]:
+            assert row.split("|")[-2].strip().startswith("2: ")  # two fine-tuning seeds
     assert (out / "results.png").stat().st_size > 0
     summary = (out / "summary.md").read_text()
-    assert "budget `smoke`, seed 0" in summary and "fractaldb pretrain mae" in summary
+    assert (
+        "budget `smoke`, fine-tuning seeds 0 1" in summary and "fractaldb pretrain mae" in summary
+    )
+    figures = json.loads((out / "transfer.json").read_text())
+    sigma = next(r for r in figures["results"]["flowers12"] if r["arm"] == "sigma-mae")
+    assert sigma["seeds"] == [0, 1] and len(sigma["last"]) == len(sigma["train"]) == 2
+    assert sigma["img_size"] == 48  # the flowers recipe's resolution, not pre-training's 32
 
 
 def test_arms_share_the_recipe_and_differ_only_in_init(smoke_run):
     out, _ = smoke_run
-    results = {a: json.loads((out / "finetune" / a / "results.json").read_text()) for a in ARMS}
-    for arm, r in results.items():
-        assert r["epochs_done"] == 1
-        # 10 classes x 2 held-out photos each
-        assert r["num_classes"] == 10 and "last 2 per class" in r["dataset_splits"]["test"]
-        assert r["init"]["kind"] == ("scratch" if arm == "scratch" else "run")
-        if arm != "scratch":
-            assert r["init"]["loaded"] > 0 and Path(r["init"]["source"]).name == arm
-    same = ("recipe", "model", "model_args", "img_size", "batch_size", "lr", "normalize")
-    for key in same:
-        assert len({json.dumps(r[key], sort_keys=True) for r in results.values()}) == 1, key
+    for dataset, classes, img in (("cifar10", 10, 32), ("flowers12", 3, 48)):
+        runs = {
+            (a, s): json.loads(
+                (out / "finetune" / dataset / a / f"seed{s}" / "results.json").read_text()
+            )
+            for a in ARMS
+            for s in (0, 1)
+        }
+        for (arm, _), r in runs.items():
+            assert r["epochs_done"] == 1 and r["img_size"] == img
+            assert r["num_classes"] == classes and "last 2 per class" in r["dataset_splits"]["test"]
+            assert r["init"]["kind"] == ("scratch" if arm == "scratch" else "run")
+            assert 0.0 <= r["history"][-1]["train_top1"] <= 100.0
+            if arm != "scratch":
+                assert r["init"]["loaded"] > 0 and Path(r["init"]["source"]).name == arm
+        same = ("recipe", "model", "model_args", "img_size", "batch_size", "lr", "normalize")
+        for key in same:
+            assert len({json.dumps(r[key], sort_keys=True) for r in runs.values()}) == 1, key
     # the photos went to a temporary folder, not into the output or the repository
     assert not list(out.rglob("*.jpg"))
     assert not (Path(__file__).parents[1] / "train").exists()
@@ -95,27 +149,131 @@ def test_arms_share_the_recipe_and_differ_only_in_init(smoke_run):
 
 def test_rerun_skips_finished_steps(script, smoke_run, capsys):
     out, argv = smoke_run
-    before = (out / "finetune" / "scratch" / "results.json").read_text()
+    before = (out / "finetune" / "flowers12" / "scratch" / "seed1" / "results.json").read_text()
     assert script.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "+ fractaldb finetune" not in printed and "+ fractaldb pretrain" not in printed
-    # 2 x (search, render), 3 pre-trainings, 4 fine-tunes
-    assert printed.count("# skip (done:") == 11
+    assert "+ fractaldb" not in printed
+    # 2 x (search, render), 3 pre-trainings, 2 datasets x 4 arms x 2 seeds
+    assert printed.count("# skip (done:") == 7 + 16
     assert "extracting" not in printed
-    assert (out / "finetune" / "scratch" / "results.json").read_text() == before
+    after = (out / "finetune" / "flowers12" / "scratch" / "seed1" / "results.json").read_text()
+    assert after == before
 
 
-def test_missing_tar_is_one_line_error(script, tmp_path, capsys):
-    rc = script.main(["--out", str(tmp_path / "o"), "--cifar-tar", str(tmp_path / "no.tar.gz")])
+class Sleeper:
+    """A fake step that takes `seconds` and then writes its done file."""
+
+    def __init__(self, done: Path | None, seconds: float, record: list) -> None:
+        self.rc: int | None = None
+        record.append(("start", done, time.monotonic()))
+
+        def work():
+            time.sleep(seconds)
+            if done is not None:
+                done.parent.mkdir(parents=True, exist_ok=True)
+                done.write_text("done")
+            record.append(("end", done, time.monotonic()))
+            self.rc = 0
+
+        threading.Thread(target=work, daemon=True).start()
+
+    def poll(self) -> int | None:
+        return self.rc
+
+
+def test_parallel_arms_overlap_independent_steps_and_keep_dependencies(data_dir, tmp_path):
+    fresh = load_script("transfer_parallel")
+    record: list = []
+    done_of = {}
+
+    def fake_launch(args):
+        done = done_of[" ".join(args)]
+        return Sleeper(done, 0.15, record)
+
+    fresh.launch = fake_launch
+    argv = ["--budget", "smoke", "--out", str(tmp_path / "o"), "--data-dir", str(data_dir)]
+    argv += ["--dataset", "flowers12", "--ft-seeds", "0", "1", "--parallel-arms", "3"]
+    args = fresh.parse_args(argv)
+    b = fresh.BUDGETS["smoke"]
+    ds = [fresh.resolve_dataset("flowers12", b, data_dir, None)]
+    steps, _ = fresh.plan(args, b, ds)
+    done_of.update({" ".join(s.args): s.done for s in steps})
+    start = time.monotonic()
+    fresh.run_steps(steps, parallel=3, poll_s=0.01)
+    wall = time.monotonic() - start
+
+    events = sorted(record, key=lambda e: e[2])
+    running, peak = 0, 0
+    for kind, _, _ in events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == 3  # never more than --parallel-arms, and that many at once
+    assert wall < 0.15 * len(steps) * 0.6  # well under the sequential time
+    times = {(kind, done): t for kind, done, t in record}
+    for step in steps:  # every step starts after the steps it depends on have ended
+        for dep in step.after:
+            dep_done = next(s.done for s in steps if s.name == dep)
+            assert times[("start", step.done)] >= times[("end", dep_done)]
+    # the scratch fine-tunes wait on nothing: they start before any pre-training ends
+    first_pretrain_end = min(
+        t for (k, d), t in times.items() if k == "end" and "pretrain" in str(d)
+    )
+    scratch = next(s for s in steps if s.name == "finetune-flowers12-scratch-0")
+    assert times[("start", scratch.done)] < first_pretrain_end
+
+
+def test_failed_step_stops_new_steps_and_reports(script, tmp_path, monkeypatch):
+    class Failing(Finished):
+        pass
+
+    started = []
+
+    def fake_launch(args):
+        started.append(args[0])
+        return Failing(3 if args[0] == "a" else 0)
+
+    monkeypatch.setattr(script, "launch", fake_launch)
+    steps = [
+        script.Step("a", ["a"], None),
+        script.Step("b", ["b"], None, ("a",)),
+        script.Step("c", ["c"], None),
+    ]
+    with pytest.raises(script.StepFailed, match="exit code 3: fractaldb a"):
+        script.run_steps(steps, parallel=1, poll_s=0.0)
+    assert started == ["a"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--dataset", "nowhere.tar.gz"], "not found"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar10-train-jpg.tar.gz"),
+        (["--dataset", "flowers12", "flowers12"], "twice"),
+        (["--parallel-arms", "0"], "1 or more"),
+    ],
+)
+def test_bad_input_is_one_line_error(script, tmp_path, capsys, extra, message):
+    rc = script.main(["--out", str(tmp_path / "o"), *extra])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "fix:" in err
+    assert rc == 2 and len(err.splitlines()) == 1 and "fix:" in err and message in err
 
 
-def test_fractaldb_child_process(script, capsys):
+def test_find_image_folder_takes_the_shallowest_class_folder(script, tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / "x" / "train" / c).mkdir(parents=True)
+        (tmp_path / "x" / "train" / c / "1.jpg").write_bytes(b"")
+    (tmp_path / "x" / "README").mkdir()
+    assert script.find_image_folder(tmp_path) == tmp_path / "x" / "train"
+    assert script.find_image_folder(tmp_path / "x" / "train" / "a") is None
+
+
+def test_mean_sd(script):
+    assert script.mean_sd([1.0, 3.0]) == (2.0, pytest.approx(2**0.5))
+    assert script.mean_sd([5.0]) == (5.0, 0.0)
+
+
+def test_fractaldb_child_process(script):
     assert script.fractaldb_exe()[0].endswith("fractaldb")
-    assert script.execute.__name__ == "in_process"  # the module fixture swapped it
-    spec = importlib.util.spec_from_file_location("transfer_fresh", script.__file__)
-    fresh = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = fresh
-    spec.loader.exec_module(fresh)
+    assert script.launch.__name__ == "in_process"  # the module fixture swapped it
+    fresh = load_script("transfer_fresh")
     assert fresh.execute(["report", "/nonexistent-run"]) == 2

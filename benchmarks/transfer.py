@@ -1,0 +1,712 @@
+"""Does fractal pre-training beat training from scratch on real photos? One benchmark, any set.
+
+Every arm is pre-trained once per budget, then fine-tuned on each `--dataset` with that
+dataset's recipe, identical for every arm (only the init differs), once per `--ft-seeds` seed:
+  scratch        random init
+  fractaldb-sup  supervised pre-training on FractalDB-style categories (FractalDB search and
+                 instance scheme), gray points rendered at 64 px
+  sigma-sup      supervised pre-training on sigma-sampler (Anderson & Farrell) categories,
+                 hue-coloured points rendered at 64 px
+  sigma-mae      MAE pre-training on the same sigma set
+Datasets: `cifar10` and `flowers12` (the archives in `--data-dir`, ../shared/data by default:
+cifar10-train-jpg.tar.gz, flowers12-train-jpg.tar.gz), or any image folder or `.tar.gz` of
+one (<class>/<image> below some folder). Each is split per class: the last `--val-per-class`
+images (sorted by path) are held out for validation (cifar10 500, flowers12 15, other sets
+20 % unless given). Archives are extracted to a temporary folder, never into OUT.
+
+The model is timm's vit_tiny_patch16_224 with patch 8, pre-trained at 64 px (64 tokens): the
+cpu budget uses 4 of its 12 blocks at width 96 (3 heads), the gpu budget the full model, the
+smoke budget a 1-block toy.
+Fine-tuning runs at each dataset's resolution (cpu: 64 px for both sets, so CIFAR's 32 px
+photos are upsampled and a token covers 4x4 photo pixels as with patch 4 at 32 px; gpu:
+flowers at 112 px, position embeddings resampled from the 8x8 pre-training grid).
+
+OUT/results-DATASET.md holds a table per dataset (mean and sample standard deviation over the
+fine-tuning seeds), OUT/results.png one chart for all, OUT/summary.md budget, machine and
+commands, OUT/transfer.json the figures (`--json` also prints them as one line).
+
+Usage (re-running the same line skips finished steps and resumes interrupted runs):
+    uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
+        --out runs/transfer-cpu
+    uv run python benchmarks/transfer.py --budget gpu --dataset cifar10 flowers12 \\
+        --ft-seeds 0 1 2 --parallel-arms 4 --out runs/transfer-gpu
+    uv run python benchmarks/transfer.py --budget smoke --dataset cifar10 --out /tmp/t-smoke
+`--parallel-arms N` runs up to N steps that do not depend on each other at once (each its
+own process, sharing one GPU; the data-loading workers are split between them): the two
+renders, the three pre-trainings, then the fine-tunes (a fine-tune waits for its arm's
+pre-training only; scratch starts at once).
+
+Recipes were fixed before any run and nothing was tuned on anything but validation. Base: the
+shipped `adamw-cifar` fine-tuning recipe (AdamW, wd 0.05, cosine, smoothing 0.1, hflip) and the
+`deit-tiny-fractaldb` / `mae-vit-tiny-fractal` pre-training recipes, shortened to the budget:
+absolute lr (the recipes' batch-scaled values are meant for hundreds of epochs), 1-2 warm-up
+epochs, RandomResizedCrop from 35 % (small crops of small images leave a few pixels of
+object), no mixup/cutmix (they pay off only over long schedules); cpu: no RandAugment, random
+erasing or drop-path either (a few short epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+ARCHIVES = {"cifar10": "cifar10-train-jpg.tar.gz", "flowers12": "flowers12-train-jpg.tar.gz"}
+MODEL = "vit_tiny_patch16_224"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+USAGE = """examples:
+  uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
+      --out runs/transfer-cpu
+  uv run python benchmarks/transfer.py --budget gpu --dataset cifar10 flowers12 \\
+      --ft-seeds 0 1 2 --parallel-arms 4 --out runs/transfer-gpu
+  uv run python benchmarks/transfer.py --budget smoke --dataset photos.tar.gz --out /tmp/t
+re-running the same line skips finished steps and resumes interrupted ones"""
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """One dataset's fine-tuning recipe inside a budget, shared by every arm."""
+
+    img_size: int
+    epochs: int
+    batch: int
+    lr: float
+    warmup: int
+    sets: tuple[str, ...]
+    samples_per_epoch: int | None = None
+    val_per_class: int | None = None  # None: hold out 20 % of each class
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Sizes of one budget: the pre-training of every arm and a recipe per dataset."""
+
+    categories: int
+    instances: int
+    render_size: int
+    points: int
+    img_size: int  # pre-training resolution
+    model_args: tuple[str, ...]
+    samplers: tuple[str, ...]  # one rendered set and one supervised arm per sampler
+    mae_sampler: str  # the set MAE pre-trains on
+    device: str
+    amp: str
+    workers: int
+    pre_epochs: int
+    pre_batch: int
+    pre_lr: float
+    pre_warmup: int
+    pre_sets: tuple[str, ...]
+    mae_epochs: int
+    mae_lr: float
+    mae_decoder: tuple[int, int, int]  # dim, depth, heads
+    finetune: dict[str, FineTune]  # "cifar10", "flowers12", and "folder" for any other set
+    search_sets: tuple[str, ...] = field(default=())
+    pre_samples_per_epoch: int | None = None
+
+
+_LIGHT_AUG = ("auto_augment=null", "reprob=0", "mixup=0", "cutmix=0", "scale=[0.35,1.0]")
+_GPU_AUG = ("mixup=0", "cutmix=0", "scale=[0.35,1.0]", "auto_augment=rand-m9-mstd0.5-inc1")
+# How each sampler's set is rendered. FractalDB's fill-rate >= 0.2 systems drawn as 3x3 patches
+# are solid blobs (nothing but a silhouette to learn); single points keep their texture. The
+# sigma set uses its preset's hue colouring.
+RENDER: dict[str, tuple[str, list[str]]] = {
+    "fractaldb": ("quickstart", ["--mode", "point", "--color", "gray"]),
+    "sigma": ("sigma-1k", []),
+}
+
+_SMOKE_FT = FineTune(32, 1, 16, 5e-4, 0, (*_LIGHT_AUG, "drop_path=0", "color_jitter=0"), 64)
+# flowers: 540 training photos; batch 32 gives 16 steps an epoch
+_CPU_FLOWERS = FineTune(
+    64, 6, 32, 5e-4, 1, (*_LIGHT_AUG, "drop_path=0", "train_eval_samples=180"), None, 15
+)
+_GPU_FLOWERS = FineTune(112, 40, 64, 5e-4, 3, (*_GPU_AUG, "reprob=0.25"), None, 15)
+
+BUDGETS: dict[str, Budget] = {
+    # seconds: a 1-block toy on a few hundred images, to test the pipeline end to end
+    "smoke": Budget(
+        categories=4,
+        instances=16,
+        render_size=32,
+        points=1000,
+        img_size=32,
+        model_args=("patch_size=8", "depth=1", "embed_dim=32", "num_heads=2"),
+        samplers=("fractaldb", "sigma"),
+        mae_sampler="sigma",
+        device="cpu",
+        amp="none",
+        workers=0,
+        pre_epochs=1,
+        pre_batch=16,
+        pre_lr=1e-3,
+        pre_warmup=0,
+        pre_sets=(*_LIGHT_AUG, "drop_path=0", "color_jitter=0"),
+        mae_epochs=1,
+        mae_lr=1e-3,
+        mae_decoder=(32, 1, 2),
+        finetune={
+            "cifar10": _SMOKE_FT,
+            # a larger fine-tuning resolution: the position embeddings are resampled
+            "flowers12": FineTune(48, 1, 8, 5e-4, 0, _SMOKE_FT.sets, 16, 1),
+            "folder": _SMOKE_FT,
+        },
+        search_sets=("min_fill=0.1",),
+        pre_samples_per_epoch=64,
+    ),
+    # 2 CPU cores shared with other work, sized for flowers12 with 3 fine-tuning seeds in
+    # about an hour: 32 categories x 100 images per sampler (a 100-category set stayed at
+    # chance loss for the first epochs on the former cifar budget), a narrow 4-block ViT
+    # (width 96, 3 heads) at 64 px / patch 8 pre-trained for 5 epochs (MAE 10), then 6 epochs
+    # over the 540 training flowers per fine-tune
+    "cpu": Budget(
+        categories=32,
+        instances=100,
+        render_size=64,
+        points=4000,
+        img_size=64,
+        model_args=("patch_size=8", "depth=4", "embed_dim=96", "num_heads=3"),
+        samplers=("fractaldb", "sigma"),
+        mae_sampler="sigma",
+        device="cpu",
+        amp="none",
+        workers=1,
+        pre_epochs=5,
+        pre_batch=64,
+        pre_lr=1e-3,
+        pre_warmup=1,
+        pre_sets=(*_LIGHT_AUG, "drop_path=0"),
+        mae_epochs=10,
+        mae_lr=1.5e-3,
+        mae_decoder=(64, 2, 2),
+        finetune={
+            "cifar10": FineTune(64, 4, 128, 5e-4, 1, (*_LIGHT_AUG, "drop_path=0"), 6000, 500),
+            "flowers12": _CPU_FLOWERS,
+            "folder": _CPU_FLOWERS,
+        },
+    ),
+    # aimed at one 10-minute call on one H100/H200 with --parallel-arms 4 (not yet measured):
+    # 1,000 categories x 50 images per sampler, the full 12-block ViT-Tiny
+    "gpu": Budget(
+        categories=1000,
+        instances=50,
+        render_size=64,
+        points=4000,
+        img_size=64,
+        model_args=("patch_size=8",),
+        samplers=("fractaldb", "sigma"),
+        mae_sampler="sigma",
+        device="cuda",
+        amp="bf16",
+        workers=12,
+        pre_epochs=10,
+        pre_batch=512,
+        pre_lr=1e-3,
+        pre_warmup=1,
+        pre_sets=("mixup=0", "cutmix=0", "scale=[0.35,1.0]"),
+        mae_epochs=20,
+        mae_lr=1.5e-3,
+        mae_decoder=(192, 4, 6),
+        finetune={
+            "cifar10": FineTune(64, 6, 512, 1e-3, 1, _GPU_AUG, 20000, 500),
+            "flowers12": _GPU_FLOWERS,
+            "folder": _GPU_FLOWERS,
+        },
+    ),
+}
+
+
+class StepFailed(Exception):
+    """A command of the pipeline exited with a non-zero status."""
+
+
+class BadInput(Exception):
+    """The command line names something that is not there (one-line error, exit 2)."""
+
+
+@dataclass
+class Step:
+    """One `fractaldb ARGS` command; skipped when `done` exists, started after `after`."""
+
+    name: str
+    args: list[str]
+    done: Path | None
+    after: tuple[str, ...] = ()
+
+    @property
+    def shown(self) -> str:
+        """The command as a user would type it."""
+        return "fractaldb " + shlex.join(self.args)
+
+
+def fractaldb_exe() -> list[str]:
+    """The `fractaldb` console script of this interpreter's environment."""
+    local = Path(sys.executable).parent / "fractaldb"
+    if local.is_file():
+        return [str(local)]
+    found = shutil.which("fractaldb")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from fractaldb.cli import main; main()"]
+
+
+def launch(args: list[str]) -> Any:
+    """Start `fractaldb ARGS` as a child process (isolated memory, threads and CUDA state);
+    return its Popen, whose poll() is None while it runs and its exit status after."""
+    return subprocess.Popen([*fractaldb_exe(), *args])
+
+
+def execute(args: list[str]) -> int:
+    """Run `fractaldb ARGS` to the end in a child process; return its exit status."""
+    return launch(args).wait()
+
+
+def run_steps(steps: list[Step], parallel: int = 1, poll_s: float = 0.2) -> None:
+    """Run the steps in list order, up to `parallel` at once, each after its `after` steps;
+    a failure lets the running ones finish (they are restartable), then raises StepFailed."""
+    pending, running, finished = list(steps), {}, set()
+    failed: list[str] = []
+    while pending or running:
+        for step in list(pending):
+            if step.done is not None and step.done.exists():
+                print(f"# skip (done: {step.done})\n#   {step.shown}", flush=True)
+                pending.remove(step)
+                finished.add(step.name)
+            elif not failed and len(running) < parallel and set(step.after) <= finished:
+                print(f"+ {step.shown}", flush=True)
+                running[step.name] = (step, launch(step.args))
+                pending.remove(step)
+        if failed and not running:
+            break
+        if not running:
+            if pending:  # cannot happen for a well-formed plan; never spin forever
+                raise StepFailed(f"steps wait on unknown steps: {[s.name for s in pending]}")
+            break
+        ended = {name: p.poll() for name, (_, p) in running.items()}
+        ended = {name: rc for name, rc in ended.items() if rc is not None}
+        if not ended:
+            time.sleep(poll_s)
+            continue
+        for name, rc in ended.items():
+            step, _ = running.pop(name)
+            if rc == 0:
+                finished.add(name)
+            else:
+                failed.append(f"step failed with exit code {rc}: {step.shown}")
+    if failed:
+        raise StepFailed("; ".join(failed))
+
+
+def engine_args(b: Budget, img_size: int, seed: int, workers: int) -> list[str]:
+    """Options shared by every pre-training and fine-tuning command."""
+    out = ["--model", MODEL, "--img-size", str(img_size)]
+    for a in b.model_args:
+        out += ["--model-arg", a]
+    out += ["--device", b.device, "--amp", b.amp, "--workers", str(workers)]
+    return out + ["--seed", str(seed), "--resume", "auto"]
+
+
+def sets(pairs: tuple[str, ...]) -> list[str]:
+    """--set KEY=VALUE for each pair."""
+    return [x for p in pairs for x in ("--set", p)]
+
+
+def pretrain_steps(b: Budget, out: Path, seed: int, workers: int) -> tuple[list[Step], dict]:
+    """Search, render and pre-train steps; and {arm name: (pre-training run folder, step)}."""
+    steps: list[Step] = []
+    arms: dict[str, tuple[Path, str]] = {}
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    pre_common = ["--batch-size", str(b.pre_batch)]
+    if b.pre_samples_per_epoch:
+        pre_common += ["--samples-per-epoch", str(b.pre_samples_per_epoch)]
+    common = engine_args(b, b.img_size, seed, workers)
+    for sampler in b.samplers:
+        preset, render_opts = RENDER[sampler]
+        cats = data / f"{sampler}-{b.categories}.json"
+        shards = data / f"{sampler}-{b.categories}x{b.instances}-{b.render_size}px"
+        search = ["search", "-k", str(b.categories), "--sampler", sampler, "--seed", "1"]
+        steps.append(
+            Step(f"search-{sampler}", search + sets(b.search_sets) + ["--out", str(cats)], cats)
+        )
+        render = ["render", "--preset", preset, "--categories", str(cats)]
+        render += ["--instances-per-category", str(b.instances), "--image-size", str(b.render_size)]
+        render += ["--points", str(b.points), *render_opts, "--seed", str(seed), "--quiet"]
+        steps.append(
+            Step(f"render-{sampler}", render + ["--out", str(shards)], shards / "manifest.json",
+                 (f"search-{sampler}",))
+        )  # fmt: skip
+        pre = ["--data", str(shards), *pre_common]
+        sup = out / "pretrain" / f"{sampler}-sup"
+        args = ["pretrain", "supervised", "--recipe", "deit-tiny-fractaldb", *pre]
+        args += ["--epochs", str(b.pre_epochs), "--lr", str(b.pre_lr)]
+        args += ["--set", f"warmup_epochs={b.pre_warmup}", *sets(b.pre_sets), *common]
+        steps.append(
+            Step(f"pretrain-{sampler}-sup", args + ["--out", str(sup)], sup / "model.safetensors",
+                 (f"render-{sampler}",))
+        )  # fmt: skip
+        arms[f"{sampler}-sup"] = (sup, f"pretrain-{sampler}-sup")
+        if sampler == b.mae_sampler:
+            mae = out / "pretrain" / f"{sampler}-mae"
+            dim, depth, heads = b.mae_decoder
+            args = ["pretrain", "mae", "--recipe", "mae-vit-tiny-fractal", *pre]
+            args += ["--epochs", str(b.mae_epochs), "--lr", str(b.mae_lr)]
+            args += ["--set", f"warmup_epochs={b.pre_warmup}"]
+            args += ["--decoder-dim", str(dim), "--decoder-depth", str(depth)]
+            args += ["--decoder-heads", str(heads), "--set", "scale=[0.35,1.0]", *common]
+            steps.append(
+                Step(f"pretrain-{sampler}-mae", args + ["--out", str(mae)],
+                     mae / "model.safetensors", (f"render-{sampler}",))
+            )  # fmt: skip
+            arms[f"{sampler}-mae"] = (mae, f"pretrain-{sampler}-mae")
+    return steps, arms
+
+
+@dataclass
+class Downstream:
+    """A dataset to fine-tune on: its name, where its images are and how it is split."""
+
+    name: str
+    source: Path  # an image folder or a .tar/.tar.gz of one
+    recipe: FineTune
+    val_per_class: int | None
+    root: Path | None = None  # the class folder, once extracted
+
+    def split_args(self) -> list[str]:
+        """--val-per-class N, or --val-split 0.2 when no count is known."""
+        if self.val_per_class is None:
+            return ["--val-split", "0.2"]
+        return ["--val-per-class", str(self.val_per_class)]
+
+
+def is_archive(path: Path) -> bool:
+    """A .tar, .tar.gz or .tgz file."""
+    return path.is_file() and path.name.endswith((".tar", ".tar.gz", ".tgz"))
+
+
+def resolve_dataset(spec: str, b: Budget, data_dir: Path, val_per_class: int | None) -> Downstream:
+    """`cifar10`, `flowers12` (archives in data_dir) or a folder/archive path -> Downstream."""
+    if spec in ARCHIVES:
+        source, name, recipe = data_dir / ARCHIVES[spec], spec, b.finetune[spec]
+        fix = f"--data-dir DIR holding {ARCHIVES[spec]}"
+    else:
+        source = Path(spec)
+        name = source.name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz")
+        recipe, fix = (
+            b.finetune["folder"],
+            "--dataset cifar10, flowers12, an image folder or .tar.gz",
+        )
+    if not (source.is_dir() or is_archive(source)):
+        raise BadInput(f"{source} not found (dataset {spec!r}); fix: {fix}")
+    held_out = val_per_class if val_per_class is not None else recipe.val_per_class
+    return Downstream(name, source, recipe, held_out)
+
+
+def find_image_folder(root: Path) -> Path | None:
+    """The shallowest folder under `root` whose sub-folders (2 or more) all hold images."""
+    queue = [root]
+    while queue:
+        folder = queue.pop(0)
+        subs = sorted(p for p in folder.iterdir() if p.is_dir())
+        with_images = [
+            s for s in subs if any(f.suffix.lower() in IMAGE_SUFFIXES for f in s.iterdir())
+        ]
+        if len(subs) >= 2 and len(with_images) == len(subs):
+            return folder
+        queue += subs
+    return None
+
+
+def prepare(ds: Downstream, tmp: Path) -> Path:
+    """Extract ds.source into tmp if it is an archive; return its class folder."""
+    folder = ds.source
+    if is_archive(ds.source):
+        print(f"# extracting {ds.source} to {tmp}", flush=True)
+        start = time.time()
+        with tarfile.open(ds.source, "r:*") as tar:
+            tar.extractall(tmp, filter="data")
+        print(f"# extracted in {time.time() - start:.0f}s", flush=True)
+        folder = tmp
+    root = find_image_folder(folder)
+    if root is None:
+        raise StepFailed(
+            f"{ds.source} holds no <class>/<image> folder; fix: an ImageFolder layout "
+            "such as train/<class>/0001.jpg"
+        )
+    return root
+
+
+def ft_run(out: Path, dataset: str, arm: str, seed: int) -> Path:
+    """Run folder of one fine-tune."""
+    return out / "finetune" / dataset / arm / f"seed{seed}"
+
+
+def finetune_steps(
+    b: Budget, out: Path, ds: Downstream, arms: dict, ft_seeds: list[int], workers: int
+) -> list[Step]:
+    """One fine-tune per (seed, arm) with the dataset's recipe; seed-major, so that an
+    interrupted run has every arm at the first seeds."""
+    r = ds.recipe
+    steps = []
+    for seed in ft_seeds:
+        for arm, (init, after) in arms.items():
+            run = ft_run(out, ds.name, arm, seed)
+            root = str(ds.root) if ds.root else f"<{ds.name} images>"
+            ft = ["finetune", "--dataset", "folder", "--data-root", root, *ds.split_args()]
+            ft += ["--init", str(init), "--recipe", "adamw-cifar", "--epochs", str(r.epochs)]
+            ft += ["--batch-size", str(r.batch), "--lr", str(r.lr)]
+            ft += ["--set", f"warmup_epochs={r.warmup}", *sets(r.sets)]
+            if r.samples_per_epoch:
+                ft += ["--samples-per-epoch", str(r.samples_per_epoch)]
+            ft += engine_args(b, r.img_size, seed, workers) + ["--out", str(run)]
+            deps = (after,) if after else ()
+            steps.append(
+                Step(f"finetune-{ds.name}-{arm}-{seed}", ft, run / "model.safetensors", deps)
+            )
+    return steps
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(out: Path, dataset: str, arms: list[str], ft_seeds: list[int]) -> list[dict]:
+    """Per arm: last-epoch and best validation top-1 and train top-1 over the finished seeds."""
+    from finetune.report import load_run
+
+    rows = []
+    for arm in arms:
+        runs = [ft_run(out, dataset, arm, s) for s in ft_seeds]
+        seeds = [
+            s for s, r in zip(ft_seeds, runs, strict=True) if (r / "model.safetensors").exists()
+        ]
+        done = [load_run(ft_run(out, dataset, arm, s)) for s in seeds]
+        if not done:
+            continue
+        last = [r["last"]["top1"] for r in done]
+        best = [r["best"]["top1"] for r in done]
+        ends = [r["history"][-1] for r in done]
+        train = [h["train_top1"] for h in ends if "train_top1" in h]
+        rows.append({
+            "arm": arm,
+            "seeds": seeds,
+            "last": last,
+            "best": best,
+            "train": train,
+            "img_size": done[0]["img_size"],
+            "epochs": done[0]["epochs"],
+        })  # fmt: skip
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """Table: mean ± sd of last-epoch and best top-1, train top-1, gain over scratch."""
+    scratch = next((statistics.fmean(r["last"]) for r in rows if r["arm"] == "scratch"), None)
+    lines = [
+        "| init | val top-1, last epoch | val top-1, best epoch | train top-1 | vs scratch | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        last, best = mean_sd(r["last"]), mean_sd(r["best"])
+        train = f"{statistics.fmean(r['train']):.1f}" if r["train"] else "-"
+        gain = statistics.fmean(r["last"]) - scratch if scratch is not None else None
+        gain_s = "" if r["arm"] == "scratch" or gain is None else f"{gain:+.2f}"
+        seeds = " ".join(f"{v:.1f}" for v in r["last"])
+        lines.append(
+            f"| {r['arm']} | {last[0]:.2f} ± {last[1]:.2f} | {best[0]:.2f} ± {best[1]:.2f} | "
+            f"{train} | {gain_s} | {len(r['last'])}: {seeds} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chart(tables: dict[str, list[dict]], path: Path) -> Path:
+    """One grouped bar chart: mean last-epoch top-1 per dataset and arm, sd as error bars and
+    each seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from fractaldb.atomic import replace_atomically
+
+    datasets = list(tables)
+    arms = list(dict.fromkeys(r["arm"] for rows in tables.values() for r in rows))
+    width = 0.8 / max(1, len(arms))
+    fig, ax = plt.subplots(figsize=(max(4.0, 2.2 * len(datasets) + 1), 3.4))
+    x = np.arange(len(datasets))
+    for i, arm in enumerate(arms):
+        rows = [next((r for r in tables[d] if r["arm"] == arm), None) for d in datasets]
+        pos = x + (i - (len(arms) - 1) / 2) * width
+        means = [mean_sd(r["last"])[0] if r else 0.0 for r in rows]
+        sds = [mean_sd(r["last"])[1] if r else 0.0 for r in rows]
+        bars = ax.bar(pos, means, width, yerr=sds, capsize=3, label=arm)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        for p, r in zip(pos, rows, strict=True):
+            if r:
+                ax.plot([p] * len(r["last"]), r["last"], "k.", markersize=3)
+    ax.set_xticks(x, datasets)
+    ax.set_ylabel("val top-1 (%), last epoch")
+    ax.set_ylim(0, 100)
+    ax.legend(title="init", fontsize=7, title_fontsize=7, ncol=2, loc="upper left")
+    fig.tight_layout()
+    try:
+        return replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def machine_line(b: Budget) -> str:
+    """Where it ran: the GPU's name when the budget uses one, then the CPU line."""
+    from fractaldb.machine import describe_machine
+
+    device = describe_machine()
+    if b.device.startswith("cuda"):
+        try:
+            import torch
+
+            device = f"{torch.cuda.get_device_name(0)}; {device}"
+        except Exception:  # no GPU visible to this process: the CPU line still says where
+            pass
+    return device
+
+
+def summary(
+    budget: str,
+    dss: list[Downstream],
+    tables: dict[str, list[dict]],
+    ft_seeds: list[int],
+    log: list[str],
+    minutes: float,
+) -> str:
+    """Markdown: what was run (budget, seeds, machine, commands) and a table per dataset."""
+    lines = [
+        "# Transfer from fractal pre-training",
+        "",
+        f"budget `{budget}`, fine-tuning seeds {' '.join(map(str, ft_seeds))}, "
+        f"{minutes:.0f} min, machine: {machine_line(BUDGETS[budget])}.",
+        "Top-1 (%) on the held-out images, mean ± sample sd over the fine-tuning seeds; "
+        "train top-1 on a fixed subset of the training images under the evaluation transform.",
+    ]
+    for ds in dss:
+        r = ds.recipe
+        lines += [
+            "",
+            f"## {ds.name}",
+            "",
+            f"{ds.source.name}: {' '.join(ds.split_args())}; fine-tuned at {r.img_size} px, "
+            f"{r.epochs} epochs, batch {r.batch}, lr {r.lr:g}.",
+            "",
+            markdown(tables[ds.name]).rstrip("\n"),
+        ]
+    lines += ["", "![val top-1](results.png)", "", "Commands:", "", "```", *log, "```", ""]
+    return "\n".join(lines)
+
+
+def plan(
+    args: argparse.Namespace, b: Budget, dss: list[Downstream]
+) -> tuple[list[Step], list[str]]:
+    """Every step of the benchmark, in the order a single worker runs them; and the arms."""
+    workers = max(0, b.workers // max(1, args.parallel_arms)) if b.workers else 0
+    steps, pre = pretrain_steps(b, args.out, args.seed, workers)
+    arms = {"scratch": ("scratch", ""), **pre}
+    for ds in dss:
+        steps += finetune_steps(b, args.out, ds, arms, args.ft_seeds, workers)
+    return steps, list(arms)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=USAGE,
+    )
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="smoke")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (restartable)")
+    parser.add_argument(
+        "--dataset", nargs="+", default=["cifar10"],
+        help="cifar10, flowers12, or an image folder / .tar.gz path (several allowed)",
+    )  # fmt: skip
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the archives")
+    parser.add_argument(
+        "--val-per-class", type=int, default=None, help="held-out images per class (all sets)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="render and pre-training seed")
+    parser.add_argument("--ft-seeds", type=int, nargs="+", default=[0], help="fine-tuning seeds")
+    parser.add_argument(
+        "--parallel-arms", type=int, default=1, help="independent steps run at once (one GPU)"
+    )
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return the exit status."""
+    args = parse_args(argv)
+    b = BUDGETS[args.budget]
+    try:
+        if args.parallel_arms < 1:
+            raise BadInput(f"--parallel-arms {args.parallel_arms}; fix: 1 or more")
+        dss = [resolve_dataset(d, b, args.data_dir, args.val_per_class) for d in args.dataset]
+        if len({d.name for d in dss}) < len(dss):
+            raise BadInput(f"--dataset {' '.join(args.dataset)} names a set twice; fix: once each")
+    except BadInput as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    tmp = Path(tempfile.mkdtemp(prefix="transfer-photos-"))
+    try:
+        steps, arms = plan(args, b, dss)
+        for ds in dss:
+            mine = [s for s in steps if s.name.startswith(f"finetune-{ds.name}-")]
+            if any(not s.done.exists() for s in mine):
+                (tmp / ds.name).mkdir()
+                ds.root = prepare(ds, tmp / ds.name)
+        steps, arms = plan(args, b, dss)  # again, now with the extracted folders
+        run_steps(steps, args.parallel_arms)
+        log = [s.shown for s in steps]
+        tables = {ds.name: summarize(out, ds.name, arms, args.ft_seeds) for ds in dss}
+    except StepFailed as err:
+        print(f"error: {err}; fix: see the output above, then re-run the same line to resume")
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for ds in dss:
+        (out / f"results-{ds.name}.md").write_text(markdown(tables[ds.name]))
+    png = chart(tables, out / "results.png")
+    minutes = (time.time() - start) / 60
+    (out / "summary.md").write_text(summary(args.budget, dss, tables, args.ft_seeds, log, minutes))
+    figures = {
+        "budget": args.budget,
+        "seed": args.seed,
+        "ft_seeds": args.ft_seeds,
+        "minutes": round(minutes, 1),
+        "results": tables,
+        "commands": log,
+    }
+    (out / "transfer.json").write_text(json.dumps(figures, indent=2) + "\n")
+    if args.json:
+        print(json.dumps({k: v for k, v in figures.items() if k != "commands"}))
+    print(f"# done in {minutes:.1f} min: {out / 'summary.md'}, {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""One policy for data that cannot be read during training: skip it, count it, name it, stop
+past a threshold.
+
+An undecodable image (in a shard or an image folder), a missing shard or a truncated one is
+skipped; `BadSamples` counts them across the loader's worker processes (shared memory), keeps
+the names of the first few, and `CheckedLoader` stops the run with one line once an epoch has
+skipped more than `max_bad_samples`. The engine records the counts in RUN/metrics.jsonl and
+the final summary. Without a tally (plain library use) a skipped item is a warning.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from fractaldb.errors import FractalDBError
+
+FIRST_NAMES = 5  # how many skipped items are named
+_NAMES_BYTES = 2048
+
+
+class UndecodableSample(Exception):
+    """Raised by a decode step for a sample whose image or label cannot be read."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason = name, reason
+
+
+class BadSamples:
+    """Counts of skipped samples (this epoch and in all), shared with loader worker processes."""
+
+    def __init__(self, max_bad_samples: int | None = None) -> None:
+        ctx = multiprocessing.get_context()
+        self.limit = max_bad_samples
+        self._epoch = ctx.Value("q", 0)
+        self._total = ctx.Value("q", 0, lock=False)
+        self._names = ctx.Array("c", _NAMES_BYTES, lock=False)
+
+    def record(self, name: str, reason: str) -> None:
+        """Count one skipped sample (or shard); remember its name if it is among the first."""
+        with self._epoch.get_lock():
+            self._epoch.value += 1
+            self._total.value += 1
+            names = self._names.value.decode(errors="replace")
+            if names.count("\n") < FIRST_NAMES and f"{name} (" not in names:
+                line = f"{name} ({reason.splitlines()[0][:120] if reason else 'unreadable'})\n"
+                self._names.value = (names + line).encode()[: _NAMES_BYTES - 1]
+
+    def start_epoch(self) -> None:
+        """Reset the per-epoch count (the limit applies per epoch)."""
+        with self._epoch.get_lock():
+            self._epoch.value = 0
+
+    @property
+    def epoch_count(self) -> int:
+        """Samples skipped since the epoch started."""
+        return int(self._epoch.value)
+
+    @property
+    def total(self) -> int:
+        """Samples skipped since this tally was created."""
+        return int(self._total.value)
+
+    def first(self) -> list[str]:
+        """The first few skipped items, `name (reason)`."""
+        return [ln for ln in self._names.value.decode(errors="replace").splitlines() if ln]
+
+    def summary(self) -> str:
+        """One line for the end of a run."""
+        return f"skipped {self.total} unreadable sample(s) or shard(s) in all; first: " + "; ".join(
+            self.first()
+        )
+
+    def check(self, cause: BaseException | None = None) -> None:
+        """Raise the one-line stop error if this epoch skipped more than the limit (or if the
+        loader failed after skipping items: they are the likely cause)."""
+        over = self.limit is not None and self.epoch_count > self.limit
+        if not over and not (cause is not None and self.epoch_count):
+            return
+        raise FractalDBError(
+            f"stopped: {self.epoch_count} unreadable sample(s) or shard(s) skipped this epoch "
+            f"(--max-bad-samples {self.limit}); first: {'; '.join(self.first())}; fix: "
+            "regenerate the damaged files (`fractaldb shards verify` names bad shards; re-run "
+            "the render command), or raise --max-bad-samples"
+        )
+
+
+_active: BadSamples | None = None
+
+
+def report_bad(name: str, reason: str) -> None:
+    """Record a skipped item in the tally of the pipeline running in this process, else warn."""
+    if _active is None:
+        warnings.warn(f"skipping {name}: {reason}", stacklevel=2)
+    else:
+        _active.record(name, reason)
+
+
+class SkipUndecodableStage:
+    """A pipeline stage (a class, so loader workers can pickle it) that decodes samples,
+    skipping (and reporting) undecodable ones.
+
+    While it runs, `bad` is the tally that shard readers upstream report to (report_bad).
+    """
+
+    def __init__(self, decode: Callable[[Any], Any], bad: BadSamples | None) -> None:
+        self.decode, self.bad = decode, bad
+
+    def __call__(self, samples: Iterable[Any]) -> Iterator[Any]:
+        """Yield decoded samples, reporting the undecodable ones."""
+        global _active
+        it = iter(samples)
+        while True:
+            # the tally is active only while upstream readers run, never while suspended
+            previous, _active = _active, self.bad
+            try:
+                sample = next(it)
+            except StopIteration:
+                return
+            finally:
+                _active = previous
+            try:
+                decoded = self.decode(sample)
+            except UndecodableSample as exc:
+                (self.bad.record if self.bad is not None else report_bad)(exc.name, exc.reason)
+                continue
+            yield decoded
+
+
+class CheckedLoader:
+    """Wraps a loader: starts the epoch's count (training loaders) and stops the run in the
+    training process once too many samples were skipped. len() and attributes pass through."""
+
+    def __init__(self, loader: Any, bad: BadSamples, new_epoch: bool) -> None:
+        self.loader, self.bad, self.new_epoch = loader, bad, new_epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("loader", "bad", "new_epoch"):
+            raise AttributeError(name)  # not yet set (unpickling): no recursion
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.new_epoch:
+            self.bad.start_epoch()
+        # iter() now, not at the first batch: a TrainLoader starts its workers in iter()
+        try:
+            it = iter(self.loader)
+        except Exception as exc:
+            self.bad.check(cause=exc)
+            raise
+        return self._checked(it)
+
+    def _checked(self, it: Iterator[Any]) -> Iterator[Any]:
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:
+                self.bad.check(cause=exc)
+                raise
+            self.bad.check()
+            yield batch
+
+
+class NamedImageLoader:
+    """An image-folder loader (PIL) whose unreadable files raise UndecodableSample naming them."""
+
+    def __init__(self, load: Callable[[str], Any]) -> None:
+        self.load = load
+
+    def __call__(self, path: str) -> Any:
+        try:
+            return self.load(path)
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three for bad files
+            raise UndecodableSample(str(path), f"{type(exc).__name__}: {exc}") from exc
+
+
+class SkipUndecodable:
+    """A map-style dataset whose undecodable items are recorded and replaced by the next one
+    (deterministically), so batches keep their size."""
+
+    def __init__(self, dataset: Any, bad: BadSamples) -> None:
+        self.dataset, self.bad = dataset, bad
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("dataset", "bad"):
+            raise AttributeError(name)  # not yet set (unpickling): no recursion
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> Any:
+        n = len(self.dataset)
+        for step in range(n):
+            try:
+                return self.dataset[(index + step) % n]
+            except UndecodableSample as exc:
+                self.bad.record(exc.name, exc.reason)
+        raise FractalDBError("no readable image in the dataset; fix: check the data folder")

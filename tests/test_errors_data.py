@@ -1,0 +1,136 @@
+"""Unreadable data during training: skipped, counted in metrics.jsonl and the summary, the
+first files named, and a one-line stop past --max-bad-samples."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+from click.testing import CliRunner
+
+from fractaldb.cli import main
+from tests.helpers import read_metrics
+
+TINY = ["pretrain", "supervised", "--recipe", "tiny-cpu", "--device", "cpu", "--workers", "0",
+        "--batch-size", "4", "--epochs", "2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shard_folder(tmp_path_factory):
+    """2 categories x 8 instances in 2 shards of 8 samples (16 px point renders)."""
+    from fractaldb.search import search_categories
+    from fractaldb.settings import RenderSettings
+    from shards.presets import Layout
+    from shards.writer import write_shards
+
+    root = tmp_path_factory.mktemp("fdb") / "train"
+    render = RenderSettings(image_size=16, points=300, mode="point", scheme="none", flips=False)
+    layout = Layout(instances_per_category=8, samples_per_shard=8, format="png")
+    write_shards(search_categories(2, sampler="sigma", seed=2), render, layout, root,
+                 workers=1, progress=False)  # fmt: skip
+    return root
+
+
+def copy_folder(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def damage_one_image(shard) -> str:
+    """Replace the image of the shard's second sample by garbage; return that sample's key."""
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    images = [m for m, _ in members if m.name.endswith(".png")]
+    victim = images[1].name
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as out:
+        for m, data in members:
+            if m.name == victim:
+                data = b"not a png at all" * 4
+                m.size = len(data)
+            out.addfile(m, io.BytesIO(data))
+    shard.write_bytes(buf.getvalue())
+    return victim.rsplit(".", 1)[0]
+
+
+def test_undecodable_shard_sample_is_skipped_counted_and_named(shard_folder, tmp_path):
+    data = copy_folder(shard_folder, tmp_path / "data")
+    key = damage_one_image(sorted(data.glob("*.tar"))[0])
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, [*TINY, "--data", str(data), "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    epochs = read_metrics(run, "epoch")
+    assert all(e["bad_samples"] >= 1 for e in epochs)
+    assert epochs[-1]["bad_samples_total"] == sum(e["bad_samples"] for e in epochs)
+    assert key in res.output and "skipped" in res.output  # named, and in the final summary
+
+    res = CliRunner().invoke(
+        main, [*TINY, "--data", str(data), "--out", str(tmp_path / "r0"), "--max-bad-samples", "0"]
+    )
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and key in errors[0] and "--max-bad-samples" in errors[0]
+
+
+def test_missing_shard_is_counted_not_only_warned(shard_folder, tmp_path):
+    data = copy_folder(shard_folder, tmp_path / "data")
+    missing = sorted(data.glob("*.tar"))[1]
+    missing.unlink()
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, [*TINY, "--data", str(data), "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    assert read_metrics(run, "epoch")[0]["bad_samples"] >= 1
+    assert missing.name in res.output
+
+
+def test_no_readable_shard_at_all_stops_with_one_line(shard_folder, tmp_path):
+    data = copy_folder(shard_folder, tmp_path / "data")
+    for shard in data.glob("*.tar"):
+        shard.write_bytes(b"")
+    res = CliRunner().invoke(main, [*TINY, "--data", str(data), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "fractaldb-000000.tar" in errors[0], res.output
+
+
+def test_unreadable_image_in_an_image_folder_is_skipped_and_named(tmp_path):
+    from tests.fixtures_downstream import make_image_folder
+
+    root = make_image_folder(tmp_path / "imgs", classes=("a", "b"), per_class=4)
+    (root / "a" / "img_1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"truncated")
+    run = tmp_path / "ft"
+    res = CliRunner().invoke(main, [
+        "finetune", "--dataset", "folder", "--data-root", str(root), "--val-per-class", "1",
+        "--init", "scratch", "--model", "vit_tiny_patch16_224", "--img-size", "32",
+        "--model-arg", "patch_size=8", "--model-arg", "depth=1", "--model-arg", "embed_dim=32",
+        "--model-arg", "num_heads=2", "--batch-size", "2", "--epochs", "1", "--device", "cpu",
+        "--workers", "0", "--set", "warmup_epochs=0", "--out", str(run),
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (epoch,) = read_metrics(run, "epoch")
+    assert epoch["bad_samples"] >= 1 and "img_1.png" in res.output
+
+
+def test_bad_sample_tally_is_shared_with_worker_processes():
+    import multiprocessing
+
+    from shards.badsamples import BadSamples
+
+    bad = BadSamples(max_bad_samples=2)
+    procs = [
+        multiprocessing.get_context("fork").Process(target=bad.record, args=(f"s{i}", "bad"))
+        for i in range(3)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert bad.epoch_count == 3 and bad.total == 3 and len(bad.first()) == 3
+    with pytest.raises(Exception, match="--max-bad-samples 2"):
+        bad.check()
+    bad.start_epoch()
+    assert bad.epoch_count == 0 and bad.total == 3
+    bad.check()
