@@ -16,14 +16,25 @@ Examples:
       --out runs/c10-mae
   fractaldb finetune --dataset pets --data-root data/ --init runs/deit --linear-probe \\
       --epochs 90 --out runs/pets-probe --resume auto
+  # DeiT distillation through attention: a CNN teacher fine-tuned on the same data
+  fractaldb finetune --dataset cifar10 --data-root data/ --init scratch --model resnet18 \\
+      --out runs/c10-resnet18
+  fractaldb finetune --dataset cifar10 --data-root data/ --init runs/deit-tiny \\
+      --model deit_tiny_distilled_patch16_224 --recipe deit-distill \\
+      --teacher runs/c10-resnet18 --out runs/c10-distilled
+  # a Hugging Face CvT (needs fractaldb[hf]); RUN/hf loads with from_pretrained
+  fractaldb finetune --dataset cifar10 --data-root data/ --init runs/cvt13-fdb --out runs/c10-cvt
   # multi-GPU: --batch-size stays the GLOBAL batch
   torchrun --nproc-per-node 8 --no-python fractaldb finetune --dataset cifar10 ...
 \b
 --init: a pre-training run folder (RUN/model.safetensors; model, model args, image size and
 mean/std come from RUN/config.yaml unless given), a .safetensors or .pt/.pth file, 'timm'
 (timm's own weights for --model, needs the hub) or 'scratch'.
-Recipes: deit-cifar-sgd (default), adamw-cifar, mae-finetune, finetune-cpu (about a minute on
-a laptop CPU for the quick-start run), or a path to a recipe .yaml.
+Recipes: deit-cifar-sgd (default), adamw-cifar, mae-finetune, deit-distill, finetune-cpu (about
+a minute on a laptop CPU for the quick-start run), or a path to a recipe .yaml.
+--teacher/--distillation: DeiT's hard (average of the class head's cross-entropy and the
+distillation head's against the teacher's argmax) or soft (KL at tau, weight alpha) loss; the
+teacher runs in eval mode on the same augmented batch; evaluation averages the two heads.
 Splits: flowers102 trains on train+val and tests on test; pets trainval/test; CIFAR train/test.
 Every epoch is evaluated on the test split (top-1, top-5) into RUN/results.json; compare runs
 with `fractaldb report RUN [RUN ...]`.
@@ -61,6 +72,16 @@ def engine_options(f):
     help="folder: hold out the last N images (sorted by path) of each class.",
 )
 @click.option("--linear-probe", is_flag=True, help="Train only the classifier head.")
+@click.option(
+    "--teacher",
+    metavar="RUN|FILE",
+    help="Teacher for DeiT distillation: a fractaldb run folder or its model.safetensors.",
+)
+@click.option(
+    "--distillation",
+    type=click.Choice(["hard", "soft", "none"]),
+    help="DeiT's distillation loss on a *_distilled_* model (recipe default: none).",
+)
 @engine_options
 def finetune(**opts) -> None:
     """Fine-tune (or linear-probe) a pre-trained ViT on a downstream dataset.

@@ -13,6 +13,7 @@ from typing import Any
 
 from fractaldb.errors import FractalDBError
 
+from .distill import check_distillation, describe_teacher
 from .weights import _read_weights, resolve_init
 
 DEFAULT_RECIPE = "deit-cifar-sgd"
@@ -20,7 +21,7 @@ DEFAULT_RECIPE = "deit-cifar-sgd"
 # (in_chans: downstream photos are RGB; gray-pretrained kernels are adapted when loaded)
 _NOT_ARCH = {"num_classes", "img_size", "drop_path_rate", "drop_rate", "pretrained", "in_chans"}
 # option name -> task config key, applied when given
-_TASK_OPTIONS = ("dataset", "init", "val_split", "val_per_class")
+_TASK_OPTIONS = ("dataset", "init", "val_split", "val_per_class", "teacher", "distillation")
 
 
 def recipe_path(name_or_path: str) -> str:
@@ -71,7 +72,8 @@ def finetune_config(task: Any, opts: dict[str, Any]) -> tuple[dict[str, Any], st
         raise FractalDBError(
             f"no --model given and none recorded by --init {cfg['init']}; fix: --model NAME"
         )
-    if cfg["model"] == pre_name:
+    # a distilled DeiT takes a plain ViT's weights: same architecture, plus a distillation token
+    if cfg["model"] == pre_name or (pre_name and "_distilled_" in cfg["model"]):
         # the weights need the pre-trained architecture; --model-arg still has the last word
         cli_args = parse_key_values(opts.get("model_arg") or (), "--model-arg")
         arch = {k: v for k, v in pre_args.items() if k not in _NOT_ARCH}
@@ -88,6 +90,8 @@ def finetune_config(task: Any, opts: dict[str, Any]) -> tuple[dict[str, Any], st
             if key not in explicit:
                 values = list(pre[key])
                 cfg[key] = values * channels if len(values) == 1 else values
+    check_distillation(cfg["distillation"], cfg["teacher"])
+    cfg["teacher_info"] = describe_teacher(cfg["teacher"]) if cfg["teacher"] else None
     if cfg["linear_probe"]:
         cfg["drop_path"] = 0.0  # stochastic depth only adds noise to frozen features
     return cfg, Path(recipe).stem

@@ -9,8 +9,10 @@ from fractaldb.errors import FractalDBError
 
 def freeze_for_linear_probe(model: Any) -> list[str]:
     """Freeze everything except the classifier head; return the names left trainable."""
-    head = model.get_classifier()
-    head_ids = {id(p) for p in head.parameters()}
+    heads = model.get_classifier()
+    # distilled DeiTs have two heads (class, distillation)
+    heads = heads if isinstance(heads, (tuple, list)) else (heads,)
+    head_ids = {id(p) for head in heads for p in head.parameters()}
     if not head_ids:
         raise FractalDBError("model has no classifier head to probe; fix: use a timm classifier")
     trainable = []

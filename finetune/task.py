@@ -7,13 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from fractaldb.errors import FractalDBError
 from pretrain import distributed as D
 from pretrain.augment import PhotoToUint8, on_device
 from pretrain.supervised import SupervisedTask
 
 from .datasets import DownstreamData
+from .distill import Distiller, check_distillation
 from .model import freeze_for_linear_probe
 from .results import RESULTS_NAME, new_results, record_epoch, write_results
 from .weights import load_init
@@ -32,6 +35,13 @@ class FinetuneTask(SupervisedTask):
         "linear_probe": False,
         "val_split": None,
         "val_per_class": None,
+        # DeiT's distillation through attention (finetune/distill.py)
+        "teacher": None,
+        "distillation": "none",
+        "distillation_alpha": 0.5,
+        "distillation_tau": 1.0,
+        # the teacher's identity and top-1, recorded when the run is configured
+        "teacher_info": None,
         # train top-1 each epoch on this many training images under the evaluation transform
         "train_eval_samples": 512,
     }
@@ -49,7 +59,23 @@ class FinetuneTask(SupervisedTask):
         self.results: dict[str, Any] | None = None
         self.init_summary: dict[str, Any] = {}
         self.trainable: list[str] = []
+        self.distiller: Distiller | None = None
         self.train_probe: Any = None  # fixed training images, evaluation transform (run.py)
+
+    def setup(self, cfg: dict[str, Any], num_classes: int | None) -> None:
+        """The supervised task's setup, plus the frozen teacher when distilling."""
+        super().setup(cfg, num_classes)
+        check_distillation(cfg["distillation"], cfg["teacher"])
+        if cfg["distillation"] != "none":
+            with torch.device("meta"):  # shapes only: is there a distillation token?
+                probe = super().build_model()
+            if not hasattr(probe, "set_distilled_training"):
+                raise FractalDBError(
+                    f"--distillation {cfg['distillation']} needs a model with a distillation "
+                    f"token, {cfg['model']} has none; fix: --model deit_tiny_distilled_patch16_224 "
+                    "(or another timm *_distilled_* model)"
+                )
+            self.distiller = Distiller(cfg, num_classes)
 
     def train_transform(self, cfg: dict[str, Any]) -> Any:
         """PIL chain in the workers (--augment cpu), or, on the device path, only decode and
@@ -72,7 +98,17 @@ class FinetuneTask(SupervisedTask):
             self.trainable = freeze_for_linear_probe(model)
         else:
             self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        if self.distiller is not None:
+            # training returns (class, distillation) logits; eval mode averages the two heads
+            model.set_distilled_training(True)
         return model
+
+    def train_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The supervised step, or DeiT's distillation loss on the same mixed batch."""
+        if self.distiller is None:
+            return super().train_step(model, batch)
+        images, labels = batch[0], batch[1]  # mixed already (Task.augment)
+        return self.distiller.loss(images, model(images), labels, self.criterion)
 
     def on_epoch_end(self, epoch: int, model: nn.Module, out_dir: Path) -> dict[str, float]:
         """Top-1 on the fixed training subset under the evaluation transform (every rank takes
@@ -114,6 +150,8 @@ class FinetuneTask(SupervisedTask):
             batch_size=cfg["batch_size"],
             lr=plan_batch(cfg, D.get_world_size()).lr,
             normalize={"mean": cfg["mean"], "std": cfg["std"]},
+            distillation=cfg["distillation"],
+            teacher=cfg["teacher_info"],
             config="config.yaml",
         )
 
@@ -162,6 +200,16 @@ class FinetuneTask(SupervisedTask):
             else "full fine-tuning"
         )
         lines.append(f"init: {c['init']}; {mode}; layer_decay={c['layer_decay']}")
+        if self.distiller is not None:
+            t = self.distiller.info
+            top1 = (
+                f"{t['top1']:.2f}% on {t['top1_dataset']}" if t["top1"] is not None else "unknown"
+            )
+            lines.append(
+                f"distillation: {c['distillation']} (alpha={c['distillation_alpha']}, "
+                f"tau={c['distillation_tau']}) from teacher {t['model']} [{t['source']}], "
+                f"its top-1 {top1}; eval averages the class and distillation heads"
+            )
         if self.data is not None:
             d = self.data
             lines.append(

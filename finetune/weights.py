@@ -166,6 +166,27 @@ def _pos_embed_prefix(model: Any) -> int:
     )
 
 
+def _is_square(n: int) -> bool:
+    return n > 0 and math.isqrt(n) ** 2 == n
+
+
+def _match_prefix_tokens(value: Any, src: int, dst: int) -> tuple[Any, str]:
+    """Give a pos_embed `dst` prefix-token rows instead of `src`: a distillation token's new row
+    starts as a copy of the class token's (both are read by a head); extra rows are dropped."""
+    import torch
+
+    prefix, grid = value[:, :src], value[:, src:]
+    if dst > src:
+        extra = prefix[:, :1].expand(-1, dst - src, -1)
+        return torch.cat([prefix, extra, grid], dim=1), (
+            f"{dst - src} new prefix token position(s) (distillation token) copied from the "
+            "class token's"
+        )
+    return torch.cat(
+        [prefix[:, :dst], grid], dim=1
+    ), f"dropped {src - dst} prefix token position(s)"
+
+
 def _adapt(key: str, value: Any, target: Any, model: Any) -> tuple[Any, str | None]:
     """Resample pos_embed / patch-embed kernels (size and input channels) to the target shape;
     return (tensor, note)."""
@@ -173,15 +194,24 @@ def _adapt(key: str, value: Any, target: Any, model: Any) -> tuple[Any, str | No
 
     if key.endswith("pos_embed") and value.ndim == 3 and value.shape[-1] == target.shape[-1]:
         prefix = _pos_embed_prefix(model)
-        old_n, new_n = value.shape[1] - prefix, target.shape[1] - prefix
-        old, new = math.isqrt(old_n), getattr(model.patch_embed, "grid_size", None)
+        new_n = target.shape[1] - prefix
+        new = getattr(model.patch_embed, "grid_size", None)
         new = tuple(new) if new is not None else (math.isqrt(new_n),) * 2
-        if old * old != old_n or new[0] * new[1] != new_n:
+        # a plain ViT has one prefix token (class), a distilled DeiT two (class, distillation)
+        src = next((p for p in (prefix, 1, 2) if _is_square(value.shape[1] - p)), None)
+        if src is None or new[0] * new[1] != new_n:
             return value, None
-        resampled = resample_abs_pos_embed(
-            value.float(), new_size=list(new), old_size=[old, old], num_prefix_tokens=prefix
-        ).to(value.dtype)
-        return resampled, f"{key}: resampled grid {old}x{old} -> {new[0]}x{new[1]}"
+        old = math.isqrt(value.shape[1] - src)
+        notes = []
+        if (old, old) != new:
+            value = resample_abs_pos_embed(
+                value.float(), new_size=list(new), old_size=[old, old], num_prefix_tokens=src
+            ).to(value.dtype)
+            notes.append(f"resampled grid {old}x{old} -> {new[0]}x{new[1]}")
+        if src != prefix:
+            value, note = _match_prefix_tokens(value, src, prefix)
+            notes.append(note)
+        return value, f"{key}: {'; '.join(notes)}" if notes else None
     if (
         key.endswith("patch_embed.proj.weight")
         and value.ndim == 4
@@ -270,6 +300,12 @@ def load_state_into(
     if dropped:
         echo(f"init: dropped classifier with a different shape: {show(dropped)}")
     echo(f"init: missing keys ({len(missing)}): {show(missing) or '-'}")
+    new_distill = [k for k in missing if k == "dist_token" or k.startswith("head_dist.")]
+    if new_distill and "dist_token" not in state:
+        echo(
+            f"init: the source has no distillation token: {', '.join(new_distill)} start new "
+            "(random), as DeiT's distilled fine-tuning from a plain ViT expects"
+        )
     echo(f"init: unexpected keys ({len(unexpected)}): {show(unexpected) or '-'}")
     return {
         "loaded": len(matched),

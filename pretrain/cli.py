@@ -77,7 +77,11 @@ def common_options(f: Callable) -> Callable:
             help="Shipped recipe name or a YAML file (e.g. an old "
             "RUN/config.yaml); explicit options override it.",
         ),
-        click.option("--model", help="timm model name, e.g. deit_tiny_patch16_224."),
+        click.option(
+            "--model",
+            help="timm model name, e.g. deit_tiny_patch16_224, or a Hugging Face model: "
+            "hf:cvt-13, hf:cvt-21 (needs fractaldb[hf]).",
+        ),
         click.option(
             "--model-arg",
             "model_arg",
@@ -297,6 +301,10 @@ def supervised(**opts: Any) -> None:
           --data data/fdb1k --val-data data/fdb1k-val --out runs/deit-tiny
       # a 2-layer ViT at 32 px on CPU, in seconds
       fractaldb pretrain supervised --recipe tiny-cpu --data synthetic:10 --out runs/tiny
+      # CvT-13 from Hugging Face transformers (pip install 'fractaldb[hf]'); RUN/hf loads
+      # with CvtForImageClassification.from_pretrained
+      fractaldb pretrain supervised --recipe deit-tiny-fractaldb --model hf:cvt-13 \\
+          --data shards/fdb1k --out runs/cvt13
       # straight from the GPU renderer (no loader workers, no disk), 128 px renders
       fractaldb pretrain supervised --recipe deit-tiny-fractaldb \\
           --on-the-fly categories.json --image-size 128 --points 50000 --out runs/otf

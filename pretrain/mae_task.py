@@ -18,6 +18,7 @@ from fractaldb.errors import FractalDBError
 from pretrain import distributed as D
 from pretrain.augment import AugmentConfig, BatchAugment, eval_resize, on_device
 from pretrain.data import epoch_seed
+from pretrain.hf_models import is_hf_model
 from pretrain.mae import MaskedAutoencoder, check_mask_ratio, save_reconstruction
 from pretrain.models import check_model_name, export_safetensors
 from pretrain.task import Task
@@ -84,6 +85,11 @@ class MAETask(Task):
     def setup(self, cfg: dict[str, Any], num_classes: int | None) -> None:
         """Check the mask ratio and the model's shapes before any file or process is touched."""
         super().setup(cfg, num_classes)
+        if is_hf_model(cfg["model"]):
+            raise FractalDBError(
+                f"MAE needs a timm ViT encoder, not {cfg['model']}; fix: --model "
+                "vit_tiny_patch16_224 (train hf: models with `fractaldb pretrain supervised`)"
+            )
         check_model_name(cfg["model"])
         check_mask_ratio(cfg["mask_ratio"])
         if int(cfg["recon_every"]) < 1 or int(cfg["recon_images"]) < 1:

@@ -14,12 +14,22 @@ from torch import nn
 
 from fractaldb.atomic import replace_atomically, write_text_atomically
 from fractaldb.errors import FractalDBError
+from pretrain.hf_models import (
+    HFClassifier,
+    check_hf_name,
+    create_hf_model,
+    hf_folder_for,
+    is_hf_model,
+    save_hf_folder,
+)
 
 
 def check_model_name(name: str | None) -> str:
     """Return `name` if timm knows it, else raise an error suggesting close names."""
     if not name:
         raise FractalDBError("no model given; fix: --model deit_tiny_patch16_224 (or a --recipe)")
+    if is_hf_model(name):
+        return check_hf_name(name)
     if timm.is_model(name):
         return name
     close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
@@ -35,6 +45,8 @@ def create_model(name: str, img_size: int | None = None, **kwargs: Any) -> nn.Mo
     img_size is dropped for architectures that do not take it (CNNs are size-agnostic).
     """
     check_model_name(name)
+    if is_hf_model(name):
+        return create_hf_model(name, **kwargs)  # size-agnostic (convolutional embeddings)
     args = dict(kwargs)
     if img_size is not None:
         args["img_size"] = img_size
@@ -110,6 +122,13 @@ def export_safetensors(
             f"file={path.name!r}, num_classes={num_classes!r}), **model_args)"
         ),
     }
+    inner = unwrap(model)
+    if isinstance(inner, HFClassifier):
+        folder = save_hf_folder(inner, hf_folder_for(path))
+        meta["load_with"] = (
+            f"transformers.AutoModelForImageClassification.from_pretrained({folder.name!r}); "
+            f"or fractaldb's load_exported({path.name!r})"
+        )
     text = json.dumps(meta, indent=2) + "\n"
     write_text_atomically(path.with_suffix(".json"), text)
     return path
@@ -126,6 +145,13 @@ def load_exported(path: str | Path, **overrides: Any) -> nn.Module:
     overlay: dict[str, Any] = {"file": str(path)}
     if meta.get("num_classes") is not None and "num_classes" not in overrides:
         overlay["num_classes"] = meta["num_classes"]
+    if is_hf_model(meta["architecture"]):
+        from safetensors.torch import load_file
+
+        num_classes = args.pop("num_classes", meta.get("num_classes"))
+        model = create_hf_model(meta["architecture"], num_classes=num_classes, **args)
+        model.load_state_dict(load_file(str(path)))
+        return model
     with torch.device("cpu"):
         return timm.create_model(
             meta["architecture"], pretrained=True, pretrained_cfg_overlay=overlay, **args

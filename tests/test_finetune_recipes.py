@@ -25,6 +25,7 @@ def test_builtin_recipes_cite_sources_and_resolve_strictly():
     assert list_recipes("finetune") == [
         "adamw-cifar",
         "deit-cifar-sgd",
+        "deit-distill",
         "finetune-cpu",
         "mae-finetune",
     ]
@@ -41,6 +42,14 @@ def test_deit_cifar_recipe_matches_reference():
     assert r["warmup_epochs"] == 10 and r["reprob"] == 0.0 and r["drop_path"] == 0.0
     assert r["hflip"] == 0.5
     assert plan_batch(r, 1).lr == pytest.approx(0.015)  # 0.01 x 768 / 512
+
+
+def test_deit_distill_recipe_is_deits_hard_distillation_on_the_cifar_recipe():
+    d, base = resolved("deit-distill"), resolved("deit-cifar-sgd")
+    assert (d["distillation"], d["distillation_alpha"], d["distillation_tau"]) == ("hard", 0.5, 1.0)
+    assert "_distilled_" in d["model"] and "Touvron" in d["source"] and "main.py" in d["source"]
+    same = ("opt", "blr", "momentum", "weight_decay", "epochs", "batch_size", "warmup_epochs")
+    assert all(d[k] == base[k] for k in same)
 
 
 def test_adamw_and_mae_recipes():
