@@ -7,7 +7,7 @@ included, so it needs enough images per worker to mean anything);
 loading = read + OpenCV decode (as stored: gray stays one channel; also reported decoded to
 RGB) + RandomResizedCrop 224 + tensor with one data-loader worker per core; on-the-fly = the same transform on images rendered in one worker. Usage:
 
-    uv run python benchmarks/shards.py [--images 2000] [--generate-images 32000] [--seconds 3]
+    uv run python benchmarks/shards.py [--images 2000] [--generate-images 96000] [--seconds 3]
         [--generate-only] [--json]
 """
 
@@ -40,7 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000, help="images to load")
     parser.add_argument(
-        "--generate-images", type=int, default=32000, help="images to generate (per run)"
+        "--generate-images",
+        type=int,
+        default=96000,
+        # each worker process starts once per run (~1 s: imports, cached kernels); a real
+        # dataset (1M images) amortises that, a run of a few seconds would not
+        help="images to generate (per run)",
     )
     parser.add_argument("--generate-only", action="store_true", help="skip loading, on-the-fly")
     parser.add_argument("--image-size", type=int, default=256)

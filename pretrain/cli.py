@@ -304,7 +304,7 @@ def supervised(**opts: Any) -> None:
       # CvT-13 from Hugging Face transformers (pip install 'fractaldb[hf]'); RUN/hf loads
       # with CvtForImageClassification.from_pretrained
       fractaldb pretrain supervised --recipe deit-tiny-fractaldb --model hf:cvt-13 \\
-          --data shards/fdb1k --out runs/cvt13
+          --data data/fdb1k --out runs/cvt13
       # straight from the GPU renderer (no loader workers, no disk), 128 px renders
       fractaldb pretrain supervised --recipe deit-tiny-fractaldb \\
           --on-the-fly categories.json --image-size 128 --points 50000 --out runs/otf
