@@ -600,10 +600,12 @@ def chart(tables: dict[str, list[dict]], path: Path) -> Path:
     for i, arm in enumerate(arms):
         rows = [next((r for r in tables[d] if r["arm"] == arm), None) for d in datasets]
         pos = x + (i - (len(arms) - 1) / 2) * width
-        means = [mean_sd(r["last"])[0] if r else 0.0 for r in rows]
-        sds = [mean_sd(r["last"])[1] if r else 0.0 for r in rows]
+        # an arm a group did not run (a variant with --arms): NaN draws no bar, no error bar
+        means = [mean_sd(r["last"])[0] if r else float("nan") for r in rows]
+        sds = [mean_sd(r["last"])[1] if r else float("nan") for r in rows]
         bars = ax.bar(pos, means, width, yerr=sds, capsize=3, label=arm)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        labels = [f"{m:.1f}" if r else "" for m, r in zip(means, rows, strict=True)]
+        ax.bar_label(bars, labels=labels, fontsize=7, padding=2)
         for p, r in zip(pos, rows, strict=True):
             if r:
                 ax.plot([p] * len(r["last"]), r["last"], "k.", markersize=3)

@@ -328,3 +328,10 @@ def test_fractaldb_child_process(script):
     assert script.launch.__name__ == "in_process"  # the module fixture swapped it
     fresh = load_script("transfer_fresh")
     assert fresh.execute(["report", "/nonexistent-run"]) == 2
+
+
+def test_chart_draws_groups_that_ran_only_some_arms(script, tmp_path):
+    full = [{"arm": a, "last": [40.0, 42.0]} for a in ARMS]
+    some = [{"arm": "scratch", "last": [41.0]}, {"arm": "sigma-mae", "last": [53.0, 54.0]}]
+    png = script.chart({"cpu": full, "--arms scratch sigma-mae": some}, tmp_path / "c.png")
+    assert png == tmp_path / "c.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
