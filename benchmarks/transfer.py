@@ -35,6 +35,13 @@ Usage (re-running the same line skips finished steps and resumes interrupted run
 own process, sharing one GPU; the data-loading workers are split between them): the two
 renders, the three pre-trainings, then the fine-tunes (a fine-tune waits for its arm's
 pre-training only; scratch starts at once).
+Variants of a budget, each into its own OUT: `--arms` runs only the named arms (and the steps
+they need), `--sup-epochs N` pre-trains the supervised arms N epochs instead of the budget's,
+`--ft-img-size PX` fine-tunes every set at PX instead of its recipe's resolution:
+    uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
+        --arms fractaldb-sup sigma-sup --sup-epochs 15 --out runs/transfer-cpu-sup15
+    uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
+        --arms scratch sigma-mae --ft-img-size 96 --out runs/transfer-cpu-96px
 
 Recipes were fixed before any run and nothing was tuned on anything but validation. Base: the
 shipped `adamw-cifar` fine-tuning recipe (AdamW, wd 0.05, cosine, smoothing 0.1, hflip) and the
@@ -58,7 +65,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +80,8 @@ USAGE = """examples:
   uv run python benchmarks/transfer.py --budget gpu --dataset cifar10 flowers12 \\
       --ft-seeds 0 1 2 --parallel-arms 4 --out runs/transfer-gpu
   uv run python benchmarks/transfer.py --budget smoke --dataset photos.tar.gz --out /tmp/t
+  uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
+      --arms fractaldb-sup sigma-sup --sup-epochs 15 --out runs/transfer-cpu-sup15
 re-running the same line skips finished steps and resumes interrupted ones"""
 
 
@@ -323,6 +332,46 @@ def sets(pairs: tuple[str, ...]) -> list[str]:
     return [x for p in pairs for x in ("--set", p)]
 
 
+def arm_names(b: Budget) -> list[str]:
+    """Every arm of a budget, in table order: scratch, one supervised arm per sampler, MAE."""
+    return ["scratch", *(f"{s}-sup" for s in b.samplers), f"{b.mae_sampler}-mae"]
+
+
+def with_variant(b: Budget, sup_epochs: int | None, ft_img_size: int | None) -> Budget:
+    """The budget with the supervised pre-training epochs and/or every set's fine-tuning
+    resolution replaced (None keeps the budget's)."""
+    if sup_epochs is not None:
+        b = replace(b, pre_epochs=sup_epochs)
+    if ft_img_size is not None:
+        recipes = {k: replace(r, img_size=ft_img_size) for k, r in b.finetune.items()}
+        b = replace(b, finetune=recipes)
+    return b
+
+
+def variant_flags(args: argparse.Namespace) -> list[str]:
+    """The command-line options that change the budget's plan, as typed."""
+    flags = []
+    if args.arms:
+        flags += ["--arms", *args.arms]
+    if args.sup_epochs is not None:
+        flags += ["--sup-epochs", str(args.sup_epochs)]
+    if args.ft_img_size is not None:
+        flags += ["--ft-img-size", str(args.ft_img_size)]
+    return flags
+
+
+def needed(steps: list[Step], wanted: set[str]) -> list[Step]:
+    """The steps named in `wanted` and every step they wait on, in their list order."""
+    by_name = {s.name: s for s in steps}
+    keep, todo = set(), list(wanted)
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo += by_name[name].after
+    return [s for s in steps if s.name in keep]
+
+
 def pretrain_steps(b: Budget, out: Path, seed: int, workers: int) -> tuple[list[Step], dict]:
     """Search, render and pre-train steps; and {arm name: (pre-training run folder, step)}."""
     steps: list[Step] = []
@@ -551,10 +600,12 @@ def chart(tables: dict[str, list[dict]], path: Path) -> Path:
     for i, arm in enumerate(arms):
         rows = [next((r for r in tables[d] if r["arm"] == arm), None) for d in datasets]
         pos = x + (i - (len(arms) - 1) / 2) * width
-        means = [mean_sd(r["last"])[0] if r else 0.0 for r in rows]
-        sds = [mean_sd(r["last"])[1] if r else 0.0 for r in rows]
+        # an arm a group did not run (a variant with --arms): NaN draws no bar, no error bar
+        means = [mean_sd(r["last"])[0] if r else float("nan") for r in rows]
+        sds = [mean_sd(r["last"])[1] if r else float("nan") for r in rows]
         bars = ax.bar(pos, means, width, yerr=sds, capsize=3, label=arm)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        labels = [f"{m:.1f}" if r else "" for m, r in zip(means, rows, strict=True)]
+        ax.bar_label(bars, labels=labels, fontsize=7, padding=2)
         for p, r in zip(pos, rows, strict=True):
             if r:
                 ax.plot([p] * len(r["last"]), r["last"], "k.", markersize=3)
@@ -591,12 +642,15 @@ def summary(
     ft_seeds: list[int],
     log: list[str],
     minutes: float,
+    variant: list[str] | None = None,
 ) -> str:
-    """Markdown: what was run (budget, seeds, machine, commands) and a table per dataset."""
+    """Markdown: what was run (budget and its variant options, seeds, machine, commands) and a
+    table per dataset."""
+    shown = f"`{budget}`" + (f" (variant: `{shlex.join(variant)}`)" if variant else "")
     lines = [
         "# Transfer from fractal pre-training",
         "",
-        f"budget `{budget}`, fine-tuning seeds {' '.join(map(str, ft_seeds))}, "
+        f"budget {shown}, fine-tuning seeds {' '.join(map(str, ft_seeds))}, "
         f"{minutes:.0f} min, machine: {machine_line(BUDGETS[budget])}.",
         "Top-1 (%) on the held-out images, mean ± sample sd over the fine-tuning seeds; "
         "train top-1 on a fixed subset of the training images under the evaluation transform.",
@@ -623,6 +677,9 @@ def plan(
     workers = max(0, b.workers // max(1, args.parallel_arms)) if b.workers else 0
     steps, pre = pretrain_steps(b, args.out, args.seed, workers)
     arms = {"scratch": ("scratch", ""), **pre}
+    if args.arms:  # only the named arms' pre-training (and what it waits on)
+        arms = {a: v for a, v in arms.items() if a in args.arms}
+        steps = needed(steps, {after for _, after in arms.values() if after})
     for ds in dss:
         steps += finetune_steps(b, args.out, ds, arms, args.ft_seeds, workers)
     return steps, list(arms)
@@ -650,17 +707,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--parallel-arms", type=int, default=1, help="independent steps run at once (one GPU)"
     )
+    parser.add_argument(
+        "--arms", nargs="+", default=None,
+        help="run only these arms (default all: scratch fractaldb-sup sigma-sup sigma-mae)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sup-epochs", type=int, default=None,
+        help="supervised pre-training epochs (default: the budget's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ft-img-size", type=int, default=None,
+        help="fine-tuning resolution for every set (default: each recipe's)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     return parser.parse_args(argv)
+
+
+def check_variant(args: argparse.Namespace, b: Budget) -> None:
+    """Raise BadInput for an unknown arm or a non-positive epoch count or resolution."""
+    known = arm_names(b)
+    unknown = [a for a in args.arms or [] if a not in known]
+    if unknown:
+        raise BadInput(f"--arms {' '.join(unknown)} unknown; fix: some of {' '.join(known)}")
+    if args.sup_epochs is not None and args.sup_epochs < 1:
+        raise BadInput(f"--sup-epochs {args.sup_epochs}; fix: 1 or more")
+    if args.ft_img_size is not None and args.ft_img_size < 8:
+        raise BadInput(f"--ft-img-size {args.ft_img_size}; fix: 8 px or more")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     args = parse_args(argv)
-    b = BUDGETS[args.budget]
     try:
         if args.parallel_arms < 1:
             raise BadInput(f"--parallel-arms {args.parallel_arms}; fix: 1 or more")
+        check_variant(args, BUDGETS[args.budget])
+        b = with_variant(BUDGETS[args.budget], args.sup_epochs, args.ft_img_size)
         dss = [resolve_dataset(d, b, args.data_dir, args.val_per_class) for d in args.dataset]
         if len({d.name for d in dss}) < len(dss):
             raise BadInput(f"--dataset {' '.join(args.dataset)} names a set twice; fix: once each")
@@ -691,9 +773,13 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"results-{ds.name}.md").write_text(markdown(tables[ds.name]))
     png = chart(tables, out / "results.png")
     minutes = (time.time() - start) / 60
-    (out / "summary.md").write_text(summary(args.budget, dss, tables, args.ft_seeds, log, minutes))
+    variant = variant_flags(args)
+    (out / "summary.md").write_text(
+        summary(args.budget, dss, tables, args.ft_seeds, log, minutes, variant)
+    )
     figures = {
         "budget": args.budget,
+        "variant": variant,
         "seed": args.seed,
         "ft_seeds": args.ft_seeds,
         "minutes": round(minutes, 1),

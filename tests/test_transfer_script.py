@@ -222,6 +222,54 @@ def test_parallel_arms_overlap_independent_steps_and_keep_dependencies(data_dir,
     assert times[("start", scratch.done)] < first_pretrain_end
 
 
+def variant_plan(script, data_dir, tmp_path, *extra):
+    """The smoke budget's plan for flowers12 with variant options; and the parsed args."""
+    argv = ["--budget", "smoke", "--out", str(tmp_path / "o"), "--data-dir", str(data_dir)]
+    args = script.parse_args([*argv, "--dataset", "flowers12", "--ft-seeds", "0", "1", *extra])
+    b = script.with_variant(script.BUDGETS["smoke"], args.sup_epochs, args.ft_img_size)
+    ds = [script.resolve_dataset("flowers12", b, data_dir, None)]
+    return script.plan(args, b, ds), args
+
+
+def option(args: list[str], name: str) -> str:
+    """The value after `name` in a command line."""
+    return args[args.index(name) + 1]
+
+
+def test_arms_variant_plans_only_the_named_arms_and_their_inputs(script, data_dir, tmp_path):
+    (steps, arms), _ = variant_plan(script, data_dir, tmp_path, "--arms", "sigma-mae", "scratch")
+    assert arms == ["scratch", "sigma-mae"]  # table order, not command-line order
+    names = [s.name for s in steps]
+    assert names[:3] == ["search-sigma", "render-sigma", "pretrain-sigma-mae"]
+    assert not [n for n in names if "fractaldb" in n or "sigma-sup" in n]
+    tunes = sorted(n for n in names if n.startswith("finetune-"))
+    assert tunes == sorted(f"finetune-flowers12-{a}-{s}" for a in arms for s in (0, 1))
+    (steps, arms), _ = variant_plan(script, data_dir, tmp_path, "--arms", "scratch")
+    assert arms == ["scratch"] and all(s.name.startswith("finetune-") for s in steps)
+
+
+def test_sup_epochs_and_ft_img_size_variants_change_only_their_commands(script, data_dir, tmp_path):
+    b = script.BUDGETS["smoke"]
+    (base, _), _ = variant_plan(script, data_dir, tmp_path)
+    (longer, _), args = variant_plan(
+        script, data_dir, tmp_path, "--sup-epochs", "7", "--ft-img-size", "40"
+    )
+    assert [s.name for s in longer] == [s.name for s in base]
+    for old, new in zip(base, longer, strict=True):
+        if new.args[:2] == ["pretrain", "supervised"]:
+            assert option(old.args, "--epochs") == str(b.pre_epochs)
+            assert option(new.args, "--epochs") == "7"
+        elif new.args[0] == "finetune":
+            assert option(old.args, "--img-size") == str(b.finetune["flowers12"].img_size)
+            assert option(new.args, "--img-size") == "40"
+        else:  # search, render, MAE: untouched
+            assert new.args == old.args
+    assert script.variant_flags(args) == ["--sup-epochs", "7", "--ft-img-size", "40"]
+    ds = [script.resolve_dataset("flowers12", b, data_dir, None)]
+    text = script.summary("smoke", ds, {"flowers12": []}, [0], [], 1.0, script.variant_flags(args))
+    assert "budget `smoke` (variant: `--sup-epochs 7 --ft-img-size 40`)" in text
+
+
 def test_failed_step_stops_new_steps_and_reports(script, tmp_path, monkeypatch):
     class Failing(Finished):
         pass
@@ -250,6 +298,9 @@ def test_failed_step_stops_new_steps_and_reports(script, tmp_path, monkeypatch):
         (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar10-train-jpg.tar.gz"),
         (["--dataset", "flowers12", "flowers12"], "twice"),
         (["--parallel-arms", "0"], "1 or more"),
+        (["--arms", "scratch", "imagenet-sup"], "imagenet-sup unknown"),
+        (["--sup-epochs", "0"], "1 or more"),
+        (["--ft-img-size", "0"], "8 px or more"),
     ],
 )
 def test_bad_input_is_one_line_error(script, tmp_path, capsys, extra, message):
@@ -277,3 +328,10 @@ def test_fractaldb_child_process(script):
     assert script.launch.__name__ == "in_process"  # the module fixture swapped it
     fresh = load_script("transfer_fresh")
     assert fresh.execute(["report", "/nonexistent-run"]) == 2
+
+
+def test_chart_draws_groups_that_ran_only_some_arms(script, tmp_path):
+    full = [{"arm": a, "last": [40.0, 42.0]} for a in ARMS]
+    some = [{"arm": "scratch", "last": [41.0]}, {"arm": "sigma-mae", "last": [53.0, 54.0]}]
+    png = script.chart({"cpu": full, "--arms scratch sigma-mae": some}, tmp_path / "c.png")
+    assert png == tmp_path / "c.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
