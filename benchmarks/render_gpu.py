@@ -34,8 +34,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import numpy as np  # noqa: E402
 
 from fractaldb.categories import CategorySet  # noqa: E402
-from fractaldb.errors import FractalDBError  # noqa: E402
-from fractaldb.machine import describe_machine  # noqa: E402
+from fractaldb.core.errors import FractalDBError  # noqa: E402
+from fractaldb.core.machine import describe_machine  # noqa: E402
 from fractaldb.settings import RenderSettings  # noqa: E402
 
 TRAIN_MODELS = "supervised:deit_tiny_patch16_224,mae:vit_base_patch16_224"

@@ -39,7 +39,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import torch  # noqa: E402
 
-from fractaldb.errors import FractalDBError  # noqa: E402
+from fractaldb.core.errors import FractalDBError  # noqa: E402
 
 SUPERVISED_MODELS = ["deit_tiny_patch16_224"]
 # source name -> the engine's --augment for it (synthetic batches are already model input)

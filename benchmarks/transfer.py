@@ -590,7 +590,7 @@ def chart(tables: dict[str, list[dict]], path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from fractaldb.atomic import replace_atomically
+    from fractaldb.core.atomic import replace_atomically
 
     datasets = list(tables)
     arms = list(dict.fromkeys(r["arm"] for rows in tables.values() for r in rows))
@@ -622,7 +622,7 @@ def chart(tables: dict[str, list[dict]], path: Path) -> Path:
 
 def machine_line(b: Budget) -> str:
     """Where it ran: the GPU's name when the budget uses one, then the CPU line."""
-    from fractaldb.machine import describe_machine
+    from fractaldb.core.machine import describe_machine
 
     device = describe_machine()
     if b.device.startswith("cuda"):

@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     except T.StepFailed as err:
         print(f"error: {err}; fix: see the output above, then re-run the same line to resume")
         return 1
-    from fractaldb.machine import describe_machine
+    from fractaldb.core.machine import describe_machine
 
     rows = [row(arm, run) for arm, run in runs.items()]
     speed = full_size_throughput(b.img_size)

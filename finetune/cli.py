@@ -127,8 +127,8 @@ def report(runs: tuple[str, ...], out_md: str | None, out_png: str | None) -> No
     Folders without results.json (pre-training runs in the same runs/ folder) are skipped
     with a note.
     """
-    from fractaldb.atomic import write_text_atomically
-    from fractaldb.errors import check_writable, writing_to
+    from fractaldb.core.atomic import write_text_atomically
+    from fractaldb.core.errors import check_writable, writing_to
 
     from .report import bar_chart, load_runs, markdown_table
 

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 from .distill import check_distillation, describe_teacher
 from .weights import _read_weights, resolve_init

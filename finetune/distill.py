@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 from .weights import _sha256
 

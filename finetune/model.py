@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 
 def freeze_for_linear_probe(model: Any) -> list[str]:

@@ -10,7 +10,7 @@ import click
 
 def run_finetune(opts: dict[str, Any]) -> None:
     """Fine-tune as described by the command's options (see finetune.cli)."""
-    from fractaldb.errors import check_writable, writing_to
+    from fractaldb.core.errors import check_writable, writing_to
     from pretrain import distributed as D
     from pretrain.augment import on_device
     from pretrain.config import dump_config

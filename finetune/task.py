@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from pretrain import distributed as D
 from pretrain.augment import PhotoToUint8, on_device
 from pretrain.supervised import SupervisedTask

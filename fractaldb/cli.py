@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from fractaldb.errors import OUTPUT_ERRNOS, output_error
+from fractaldb.core.errors import OUTPUT_ERRNOS, output_error
 
 # name -> "module:attribute"; the module must not import torch at import time.
 LAZY_SUBCOMMANDS: dict[str, str] = {

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from pretrain.config import effective_color_jitter
 
 LEVEL_DENOM = 10.0  # timm's _LEVEL_DENOM: magnitude 10 is the strongest level

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fractaldb.atomic import link_or_copy, replace_atomically
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import link_or_copy, replace_atomically
+from fractaldb.core.errors import FractalDBError
 from pretrain.models import unwrap
 from pretrain.runfolder import write_failure
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 # option name -> config key, for options that override a recipe value when given.
 _OVERRIDES = {
@@ -257,7 +257,7 @@ def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
 
 def run_task(task: Any, opts: dict[str, Any]) -> None:
     """Resolve the configuration, open the data and run the engine (shared by subcommands)."""
-    from fractaldb.errors import check_writable, writing_to
+    from fractaldb.core.errors import check_writable, writing_to
     from pretrain import distributed as D
     from pretrain.config import dump_config
     from pretrain.engine import train

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from fractaldb.errors import FractalDBError
-from fractaldb.options import parse_key_values, parse_value  # noqa: F401  (re-exported)
+from fractaldb.core.errors import FractalDBError
+from fractaldb.core.options import parse_key_values, parse_value  # noqa: F401  (re-exported)
 
 ENGINE_DEFAULTS: dict[str, Any] = {
     "description": "",

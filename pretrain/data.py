@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 
 @dataclass(frozen=True)

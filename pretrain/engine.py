@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fractaldb.atomic import write_text_atomically
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import write_text_atomically
+from fractaldb.core.errors import FractalDBError
 from pretrain import distributed as D
 from pretrain.checkpoint import keep_copy, load_checkpoint, save_checkpoint
 from pretrain.config import config_diff, dump_config

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 PREFIX = "hf:"
 INSTALL_HINT = "pip install 'fractaldb[hf]' (in a checkout: uv sync --extra hf)"

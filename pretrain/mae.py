@@ -21,8 +21,8 @@ from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from fractaldb.atomic import replace_atomically
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import replace_atomically
+from fractaldb.core.errors import FractalDBError
 
 # FractalDB recipes normalise with mean = std = 0.5 (Nakashima et al., AAAI 2022).
 DEFAULT_MEAN: tuple[float, ...] = (0.5,)

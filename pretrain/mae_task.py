@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from pretrain import distributed as D
 from pretrain.augment import AugmentConfig, BatchAugment, eval_resize, on_device
 from pretrain.data import epoch_seed

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from fractaldb.atomic import write_text_atomically
+from fractaldb.core.atomic import write_text_atomically
 from pretrain.runfolder import write_failure
 
 

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from fractaldb.atomic import replace_atomically, write_text_atomically
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import replace_atomically, write_text_atomically
+from fractaldb.core.errors import FractalDBError
 from pretrain.hf_models import (
     HFClassifier,
     check_hf_name,

@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 CHECKPOINT_GLOBS = ("last.pt", "checkpoint-*.pt", "model*.safetensors")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from pretrain.config import ONTHEFLY_PRESET
 from pretrain.data import synthetic_data
 from shards.badsamples import BadSamples, CheckedLoader

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from pretrain.augment import AugmentConfig, BatchAugment, on_device
 from pretrain.config import describe_value, effective_color_jitter
 from pretrain.distributed import reduce_sums

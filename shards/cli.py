@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from fractaldb.errors import FractalDBError, writing_to
-from fractaldb.options import parse_key_values
+from fractaldb.core.errors import FractalDBError, writing_to
+from fractaldb.core.options import parse_key_values
+from fractaldb.settings import COLORS, MODES, RENDER_DEVICES, SCHEMES
 from shards.lock import folder_lock, lock_name
 from shards.presets import DEFAULT_PRESET, FORMATS, Layout, all_presets, load_preset
 
@@ -72,11 +73,11 @@ def resolve_settings(preset, overrides: dict[str, Any]):
 )
 @click.option("--image-size", type=int, help="Image side in pixels.")
 @click.option("--points", type=int, help="Chaos-game points per image.")
-@click.option("--mode", type=click.Choice(["point", "patch"]), help="Point or 3x3 patch stamps.")
-@click.option("--color", type=click.Choice(["gray", "color", "hue"]), help="Colouring.")
+@click.option("--mode", type=click.Choice(MODES), help="Point or 3x3 patch stamps.")
+@click.option("--color", type=click.Choice(COLORS), help="Colouring.")
 @click.option(
     "--scheme",
-    type=click.Choice(["fractaldb", "jitter", "none"]),
+    type=click.Choice(SCHEMES),
     help="How instances of a category differ.",
 )
 @click.option("--jitter", type=float, help="Coefficient jitter D of the jitter scheme.")
@@ -104,7 +105,7 @@ def resolve_settings(preset, overrides: dict[str, Any]):
 )
 @click.option(
     "--device",
-    type=click.Choice(["cpu", "cuda"]),
+    type=click.Choice(RENDER_DEVICES),
     default="cpu",
     show_default=True,
     help="Render on the CPU or on the GPU (needs fractaldb[cuda]; the same bytes).",
@@ -252,7 +253,7 @@ def write_preview(out: Path, categories, settings, instances_per_category: int) 
         from fractaldb.preview import contact_sheet, save_image
     except ImportError:
         return None
-    from fractaldb.atomic import remove_stale_temporaries
+    from fractaldb.core.atomic import remove_stale_temporaries
 
     remove_stale_temporaries(path)  # of a run killed while writing it
     picks = [i for i in (0, 1, 2, 3, 4, 40, 80, 400) if i < instances_per_category]

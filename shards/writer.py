@@ -35,11 +35,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fractaldb.atomic import remove_stale_temporaries
 from fractaldb.categories import CategorySet
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import remove_stale_temporaries
+from fractaldb.core.errors import FractalDBError
+from fractaldb.core.seeding import derive_seed
 from fractaldb.render import Renderer
-from fractaldb.seeding import derive_seed
 from fractaldb.settings import RenderSettings
 from shards.layout import grid_cells, sample_key, shard_name, shard_range
 from shards.manifest import (

@@ -1,4 +1,4 @@
-"""fractaldb.atomic: all or nothing, durable (fsync before rename, folder after), plain modes."""
+"""fractaldb.core.atomic: all or nothing, durable (fsync before rename, folder after), plain modes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fractaldb import atomic
-from fractaldb.atomic import (
+from fractaldb.core import atomic
+from fractaldb.core.atomic import (
     link_or_copy,
     remove_stale_temporaries,
     replace_atomically,

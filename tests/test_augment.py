@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from pretrain.augment import (
     RAND_OPS,
     AugmentConfig,

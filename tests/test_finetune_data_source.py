@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from pretrain.data import DatasetData
 
 

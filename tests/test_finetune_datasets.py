@@ -17,7 +17,7 @@ from fixtures_downstream import (
 
 from finetune.datasets import build_datasets, fingerprint, holdout_indices
 from finetune.task import FinetuneTask
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from pretrain.config import resolve_config
 
 

@@ -9,7 +9,7 @@ from timm.optim import create_optimizer_v2
 from finetune.config import recipe_path
 from finetune.model import freeze_for_linear_probe
 from finetune.task import FinetuneTask
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from pretrain.config import list_recipes, load_recipe, resolve_config
 from pretrain.engine import plan_batch
 from pretrain.models import create_model

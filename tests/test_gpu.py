@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from fractaldb import gpu
 from fractaldb.categories import Category, CategorySet
 from fractaldb.cli import main
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from fractaldb.ifs import det_probs
 from fractaldb.render import render_instance
 from fractaldb.settings import RenderSettings
@@ -193,11 +193,11 @@ from numba import cuda, types as t
 import numba.cuda.dispatcher as dispatcher
 # No GPU here: device functions ask the current device for its compute capability.
 dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
-import fractaldb.gpu as g
+import fractaldb.gpu_kernels as g
 sig = (t.float64[:, :, ::1], t.uint8[:, ::1], t.uint64[::1], t.int64, t.int64, t.float64,
        t.boolean, t.uint8[:, :, ::1])
-exact, _ = cuda.compile_ptx(g._exact_kernel.py_func, sig, cc=(9, 0))
-fast, _ = cuda.compile_ptx(g._fast_kernel.py_func, sig[:-1] + (t.uint32[:, :, ::1],), cc=(9, 0))
+exact, _ = cuda.compile_ptx(g.exact_kernel.py_func, sig, cc=(9, 0))
+fast, _ = cuda.compile_ptx(g.fast_kernel.py_func, sig[:-1] + (t.uint32[:, :, ::1],), cc=(9, 0))
 print(len(re.findall(r"\\bfma\\.", exact)), len(re.findall(r"\\bmul\\.rn\\.f64", exact)),
       len(re.findall(r"\\bfma\\.", fast)))
 """

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fractaldb.categories import Category, CategorySet
+from fractaldb.core.seeding import hash_seed, substream, uniform_array, unit_float
 from fractaldb.ifs import det_probs
 from fractaldb.instances import (
     mask_from_bits,
@@ -14,7 +15,6 @@ from fractaldb.instances import (
     variant_maps,
 )
 from fractaldb.render import Renderer, render_instance, render_plan
-from fractaldb.seeding import hash_seed, substream, uniform_array, unit_float
 from fractaldb.settings import RenderSettings
 
 MAPS = np.array(

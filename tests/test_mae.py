@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from timm.layers import build_sincos2d_pos_embed
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from pretrain.mae import (
     MaskedAutoencoder,
     check_mask_ratio,

@@ -91,7 +91,7 @@ def test_checkpoint_contents_and_refusals(tmp_path, tiny_config):
     # the periodic copy is a hard link to the epoch's last.pt, not a second file
     assert (tmp_path / "checkpoint-0001.pt").stat().st_ino == (tmp_path / "last.pt").stat().st_ino
     # Fresh start over an existing run, changed settings, or other data: refused, not mixed.
-    from fractaldb.errors import FractalDBError
+    from fractaldb.core.errors import FractalDBError
 
     with pytest.raises(FractalDBError, match="already holds a checkpoint"):
         train(cfg, SupervisedTask(), data, tmp_path)
@@ -114,7 +114,7 @@ def test_batch_plan_and_lr_scaling(tiny_config):
     plan = plan_batch(tiny_config(batch_size=64, lr=None, blr=5e-4, micro_batch=8), 4)
     assert (plan.per_rank, plan.micro_batch, plan.accum_steps) == (16, 8, 2)
     assert plan.lr == pytest.approx(5e-4 * 64 / 512)
-    from fractaldb.errors import FractalDBError
+    from fractaldb.core.errors import FractalDBError
 
     with pytest.raises(FractalDBError, match="split evenly"):
         plan_batch(tiny_config(batch_size=30), 4)

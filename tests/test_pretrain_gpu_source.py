@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from fractaldb import gpu
 from fractaldb.cli import main
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from fractaldb.render import render_instance
 from fractaldb.search import search_categories
 from pretrain.gpu_source import GpuOnTheFlyData

@@ -141,7 +141,7 @@ def test_nan_coefficients_do_not_leak():
 
 
 def test_settings_reject_unknown_and_invalid_values():
-    from fractaldb.errors import FractalDBError
+    from fractaldb.core.errors import FractalDBError
 
     with pytest.raises(FractalDBError, match="unknown render setting"):
         RenderSettings.from_dict({"image_size": 64, "colour": "gray"})

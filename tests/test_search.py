@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fractaldb.categories import load_categories
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from fractaldb.ifs import SigmaSampler, det_probs, measure_fill, sample_singular_values
 from fractaldb.search import search_categories
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 
 def parse_value(text: str) -> Any:
