@@ -173,8 +173,8 @@ def onthefly_training(cats: CategorySet, args: argparse.Namespace) -> list[dict[
     import io
     import tempfile
 
-    from pretrain.engine import train
-    from pretrain.shards_source import open_shards_source
+    from pretrain.engine.loop import train
+    from pretrain.sources import open_shards_source, resolve_onthefly
 
     tt = _train_throughput_module()
     results = []
@@ -205,6 +205,7 @@ def onthefly_training(cats: CategorySet, args: argparse.Namespace) -> list[dict[
             cfg = tt.make_config(task, targs, model, on_the_fly=str(path), render_device="cuda",
                                  samples_per_epoch=total * targs.batch_size,
                                  render={"image_size": args.image_size, "points": args.points})  # fmt: skip
+            resolve_onthefly(cfg)
             data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
             with contextlib.redirect_stdout(io.StringIO()):
                 train(cfg, task, data, Path(tmp) / f"run-{task_name}")

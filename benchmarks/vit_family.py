@@ -259,7 +259,7 @@ def full_size_throughput(img_size: int, batch: int = 32, rounds: int = 4) -> lis
     change in the machine's load hits them alike: compare them as ratios."""
     import torch
 
-    from pretrain.models import create_model
+    from pretrain.engine.models import create_model
 
     torch.manual_seed(0)
     x, y = torch.randn(batch, 3, img_size, img_size), torch.randint(0, 12, (batch,))

@@ -1,4 +1,4 @@
-"""Freeze a timm classifier for linear probing (models come from pretrain.models.create_model)."""
+"""Freeze a timm classifier for linear probing (models come from pretrain.engine.models.create_model)."""
 
 from __future__ import annotations
 

@@ -11,12 +11,11 @@ import click
 def run_finetune(opts: dict[str, Any]) -> None:
     """Fine-tune as described by the command's options (see finetune.cli)."""
     from fractaldb.core.errors import check_writable, writing_to
-    from pretrain import distributed as D
-    from pretrain.augment import on_device
-    from pretrain.config import dump_config
-    from pretrain.data import DatasetData
-    from pretrain.engine import train
-    from pretrain.runfolder import remove_if_failed_early
+    from pretrain.engine import distributed as D
+    from pretrain.engine.config import dump_config, on_device
+    from pretrain.engine.data import DatasetData
+    from pretrain.engine.loop import train
+    from pretrain.engine.runfolder import remove_if_failed_early
     from shards.badsamples import SkipUndecodable
 
     from .config import finetune_config

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from fractaldb.core.errors import FractalDBError
-from pretrain.augment import AugmentConfig, BatchAugment, on_device
-from pretrain.config import describe_value, effective_color_jitter
-from pretrain.distributed import reduce_sums
-from pretrain.models import check_model_name, create_model, export_safetensors
-from pretrain.task import Task
+from pretrain.engine.augment import AugmentConfig, BatchAugment
+from pretrain.engine.config import describe_value, effective_color_jitter, on_device
+from pretrain.engine.distributed import reduce_sums
+from pretrain.engine.models import check_model_name, create_model, export_safetensors
+from pretrain.engine.task import Task
 
 
 class SupervisedTask(Task):
@@ -79,7 +79,7 @@ class SupervisedTask(Task):
 
     def _batch_augment(self) -> BatchAugment:
         in_chans = int(self.cfg["model_args"].get("in_chans", 3))
-        return BatchAugment(AugmentConfig.from_cfg(self.cfg, in_chans))
+        return self.batch_augment_for(AugmentConfig.from_cfg(self.cfg, in_chans))
 
     def check_batch(self, micro_batch: int) -> None:
         """timm's batch-mode Mixup pairs each sample with its mirror: the batch must be even."""
@@ -105,11 +105,13 @@ class SupervisedTask(Task):
         """timm's training transform: RandomResizedCrop, RandAugment, colour jitter, erasing;
         None with --augment device (the same steps then run in `augment`, on the device)."""
         if on_device(cfg):
-            BatchAugment(AugmentConfig.from_cfg(cfg))  # bad settings fail before any loader
+            # bad settings fail before any loader; the same object augments after setup
+            in_chans = int(cfg["model_args"].get("in_chans", 3))
+            self.batch_augment_for(AugmentConfig.from_cfg(cfg, in_chans))
             return None
         from timm.data import create_transform
 
-        from pretrain.augment_pil import robust_pil_augment
+        from pretrain.engine.augment_pil import robust_pil_augment
 
         c = cfg
         transform = create_transform(
@@ -144,7 +146,7 @@ class SupervisedTask(Task):
         )
 
     def augment(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 batches: crop/flip/RandAugment/erasing on the device (pretrain/augment.py);
+        """uint8 batches: crop/flip/RandAugment/erasing on the device (pretrain/engine/augment.py);
         then, on either path, Mixup/CutMix (timm's, on the device) when the recipe mixes."""
         images, labels = batch[0], batch[1]
         if images.dtype == torch.uint8:

@@ -173,13 +173,10 @@ def render(
     if workers < 1:
         raise FractalDBError(f"--workers must be >= 1, got {workers}")
 
-    writer = write_shards
     if device == "cuda":
         from fractaldb.gpu import require_cuda
-        from shards.gpu_writer import write_shards_gpu
 
         require_cuda("--device cuda")  # before any search or rendering
-        writer = write_shards_gpu
     out_dir = Path(out) if out else Path("data") / preset.name
     categories = load_categories(categories_path) if categories_path is not None else None
     then = "; then re-run the same command (it keeps the complete shards)"
@@ -193,7 +190,7 @@ def render(
             categories = run_search(preset.search, workers, quiet)
         t0 = time.perf_counter()
         # a failed write (full disk...) leaves no temporary behind: the atomic writer removes it
-        report = writer(
+        report = write_shards(
             categories,
             settings,
             layout,
@@ -203,6 +200,7 @@ def render(
             num_nodes=num_nodes,
             node_rank=node_rank,
             progress=not quiet,
+            device=device,
         )
         elapsed = time.perf_counter() - t0
         preview = None

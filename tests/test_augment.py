@@ -1,4 +1,4 @@
-"""Batched device augmentation (pretrain/augment.py) on CPU tensors: shapes, ranges, per-sample
+"""Batched device augmentation (pretrain/engine/augment.py) on CPU tensors: shapes, ranges, per-sample
 independence, determinism, and agreement with timm's PIL path (crop distributions, op
 strengths); the uint8 data path from shards to the model."""
 
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from fractaldb.core.errors import FractalDBError
-from pretrain.augment import (
+from pretrain.engine.augment import (
     RAND_OPS,
     AugmentConfig,
     AugmentParams,
@@ -22,9 +22,9 @@ from pretrain.augment import (
     parse_rand_augment,
     posterize,
     rand_augment_draw,
-    resolve_augment,
     sample_crops,
 )
+from pretrain.engine.config import resolve_augment
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -162,7 +162,7 @@ def test_posterize_at_zero_bits_is_black_as_on_the_pil_path():
     # give the published result, a black image, instead of failing
     from PIL import Image
 
-    from pretrain.augment_pil import posterize_any_bits
+    from pretrain.engine.augment_pil import posterize_any_bits
 
     for increasing in (False, True):
         mags = torch.linspace(0, 10, 41)
@@ -303,7 +303,7 @@ def test_interpolation_without_batched_form_is_one_line_error():
 
 
 def test_supervised_augment_hook_mixes_on_the_device_path():
-    from pretrain.config import resolve_config
+    from pretrain.engine.config import resolve_config
     from pretrain.supervised import SupervisedTask
 
     task = SupervisedTask()

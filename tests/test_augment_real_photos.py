@@ -39,7 +39,7 @@ def photos() -> list[bytes]:
 
 def shipped_recipes_with_augment() -> list[tuple[str, str]]:
     """(package, recipe) for every shipped supervised / fine-tuning recipe using RandAugment."""
-    from pretrain.config import list_recipes, load_recipe
+    from pretrain.engine.config import list_recipes, load_recipe
 
     found = []
     for package in ("finetune", "pretrain"):
@@ -58,7 +58,7 @@ def training_transform(package: str, name: str):
     from importlib import resources
 
     from finetune.task import FinetuneTask
-    from pretrain.config import resolve_config
+    from pretrain.engine.config import resolve_config
     from pretrain.supervised import SupervisedTask
 
     task = FinetuneTask() if package == "finetune" else SupervisedTask()
@@ -76,7 +76,7 @@ def test_every_augmenting_recipe_is_swept():
 def test_recipe_transform_survives_real_photos(photos, package, name, monkeypatch):
     import torch
 
-    from pretrain import augment_pil
+    from pretrain.engine import augment_pil
 
     zero_bit_calls = []
     original = augment_pil.posterize_any_bits
@@ -94,7 +94,7 @@ def test_recipe_transform_survives_real_photos(photos, package, name, monkeypatc
         with Image.open(io.BytesIO(data)) as img:
             out = transform(img.convert("RGB"))
         assert out.shape == (3, 32, 32) and torch.isfinite(out).all()
-    from pretrain.config import load_recipe
+    from pretrain.engine.config import load_recipe
 
     if "inc1" in load_recipe(name, package)["auto_augment"]:
         # the increasing policy reaches 0 bits at its top magnitude: the sweep hit that case
@@ -102,7 +102,7 @@ def test_recipe_transform_survives_real_photos(photos, package, name, monkeypatc
 
 
 def test_zero_bit_posterize_is_black_like_pillow_before_13():
-    from pretrain.augment_pil import posterize_any_bits
+    from pretrain.engine.augment_pil import posterize_any_bits
 
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
@@ -118,7 +118,7 @@ def test_timm_top_magnitude_posterize_op_runs():
     """timm's own op at magnitude 10 asks for 0 bits; hardened, it returns a black image."""
     from timm.data.auto_augment import AugmentOp, RandAugment
 
-    from pretrain.augment_pil import robust_pil_augment
+    from pretrain.engine.augment_pil import robust_pil_augment
 
     op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)
     assert op.level_fn(10, op.hparams) == (0,)

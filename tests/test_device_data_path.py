@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from helpers import read_metrics, train_straight_and_resumed
 
 from fractaldb.cli import main
-from pretrain.config import resolve_config
+from pretrain.engine.config import resolve_config
 from pretrain.shards_source import ShardsData
 from pretrain.supervised import SupervisedTask
 
@@ -63,7 +63,7 @@ def shards_source(cfg, task, root):
 
 
 def test_gray_shards_reach_the_model_as_three_channels_only_on_the_device(gray_shards, tmp_path):
-    from pretrain.engine import train
+    from pretrain.engine.loop import train
 
     task = RecordingTask()
     cfg = tiny(task, augment="device", epochs=1, batch_size=32, samples_per_epoch=64)
@@ -143,7 +143,7 @@ def test_finetune_on_photos_decodes_in_workers_and_augments_on_the_device(
     from fixtures_downstream import accept_fixture_md5, make_cifar10, make_flowers102
 
     from finetune.cli import finetune
-    from pretrain.augment import PhotoToUint8
+    from pretrain.engine.augment import PhotoToUint8
 
     builder = {"cifar10": make_cifar10, "flowers102": make_flowers102}[dataset]
     md5s = builder(tmp_path)

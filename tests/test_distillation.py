@@ -19,7 +19,7 @@ from finetune.cli import finetune
 from finetune.distill import distillation_loss
 from finetune.task import FinetuneTask
 from finetune.weights import load_state_into
-from pretrain.models import create_model
+from pretrain.engine.models import create_model
 
 ARCH = ["--model-arg", "patch_size=8", "--model-arg", "depth=2", "--model-arg", "embed_dim=32",
         "--model-arg", "num_heads=2"]  # fmt: skip

@@ -120,7 +120,7 @@ def test_full_disk_during_render_leaves_nothing_partial(tmp_path, cats, monkeypa
 def test_full_disk_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, monkeypatch):
     import torch
 
-    from pretrain.checkpoint import load_checkpoint
+    from pretrain.engine.checkpoint import load_checkpoint
 
     real_save, saves = torch.save, []
 
@@ -142,7 +142,7 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, 
 def test_full_disk_in_the_tensorboard_writer(tmp_path, monkeypatch):
     from torch.utils.tensorboard import SummaryWriter
 
-    from pretrain.checkpoint import load_checkpoint
+    from pretrain.engine.checkpoint import load_checkpoint
 
     real, calls = SummaryWriter.add_scalar, []
 

@@ -122,7 +122,7 @@ def test_finetune_from_pretraining_run_loads_its_weights(tmp_path, pretrain_run)
 def test_gray_pretrained_run_fine_tunes_on_rgb_photos(tmp_path):
     import yaml
 
-    from pretrain.models import create_model
+    from pretrain.engine.models import create_model
 
     arch = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
     gray = create_model("vit_tiny_patch16_224", img_size=32, num_classes=0, in_chans=1, **arch)

@@ -1,4 +1,4 @@
-"""pretrain.data.DatasetData: the engine's map-style data source used by fine-tuning."""
+"""pretrain.engine.data.DatasetData: the engine's map-style data source used by fine-tuning."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from fractaldb.core.errors import FractalDBError
-from pretrain.data import DatasetData
+from pretrain.engine.data import DatasetData
 
 
 def source(n_train: int = 23, n_val: int = 10, **kw) -> DatasetData:

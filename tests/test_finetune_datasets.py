@@ -18,7 +18,7 @@ from fixtures_downstream import (
 from finetune.datasets import build_datasets, fingerprint, holdout_indices
 from finetune.task import FinetuneTask
 from fractaldb.core.errors import FractalDBError
-from pretrain.config import resolve_config
+from pretrain.engine.config import resolve_config
 
 
 def test_cifar10_fixture_through_torchvision(tmp_path, monkeypatch):

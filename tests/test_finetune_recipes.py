@@ -10,9 +10,9 @@ from finetune.config import recipe_path
 from finetune.model import freeze_for_linear_probe
 from finetune.task import FinetuneTask
 from fractaldb.core.errors import FractalDBError
-from pretrain.config import list_recipes, load_recipe, resolve_config
-from pretrain.engine import plan_batch
-from pretrain.models import create_model
+from pretrain.engine.config import list_recipes, load_recipe, resolve_config
+from pretrain.engine.loop import plan_batch
+from pretrain.engine.models import create_model
 
 TINY = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
 

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from finetune.model import freeze_for_linear_probe
 from finetune.weights import load_init
 from fractaldb.core.errors import FractalDBError
-from pretrain.models import create_model
+from pretrain.engine.models import create_model
 
 TINY = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
 NAME = "vit_tiny_patch16_224"

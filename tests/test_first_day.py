@@ -92,7 +92,7 @@ def test_shards_run_config_has_no_render_preset_on_the_fly_run_has_one(tmp_path)
 
 
 def test_recipes_cite_papers_and_code_not_a_file_users_lack():
-    from pretrain.config import list_recipes
+    from pretrain.engine.config import list_recipes
 
     for package in ("pretrain", "finetune"):
         for name in list_recipes(package):
@@ -125,7 +125,7 @@ def test_render_prints_where_the_preview_went(tmp_path):
 
 
 def test_readme_quick_start_states_size_and_fine_tunes_with_a_shipped_recipe():
-    from pretrain.config import list_recipes
+    from pretrain.engine.config import list_recipes
 
     readme = (REPO / "README.md").read_text()
     quick = readme[readme.index("## Quick start") : readme.index("## Generating categories")]

@@ -167,13 +167,13 @@ def test_no_cuda_without_the_simulator_exits_2_in_one_line(tmp_path):
 
 
 def test_render_device_cuda_writes_the_cpu_shards_byte_for_byte(tmp_path):
-    from shards.gpu_writer import write_shards_gpu
-
     settings = TINY.replace(image_size=16, points=300)
     layout = Layout(instances_per_category=6, samples_per_shard=5, format="png")
     cpu, dev = tmp_path / "cpu", tmp_path / "gpu"
     write_shards(CATS, settings, layout, cpu, workers=1, progress=False)
-    report = write_shards_gpu(CATS, settings, layout, dev, workers=2, progress=False, batch_size=4)
+    report = write_shards(
+        CATS, settings, layout, dev, workers=2, progress=False, batch_size=4, device="cuda"
+    )
     assert report.finalized and report.written == 3
     names = sorted(p.name for p in cpu.glob("*.tar"))
     assert names == sorted(p.name for p in dev.glob("*.tar")) and len(names) == 3

@@ -14,7 +14,7 @@ from fixtures_downstream import make_image_folder
 from helpers import assert_one_line_error, read_metrics
 
 from fractaldb.cli import main
-from pretrain.models import create_model, load_exported
+from pretrain.engine.models import create_model, load_exported
 
 transformers = pytest.importorskip("transformers", reason="the dev group installs transformers")
 

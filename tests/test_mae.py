@@ -19,11 +19,10 @@ from pretrain.mae import (
     forward_loss,
     patchify,
     random_masking,
-    reconstruction_grid,
     save_encoder,
-    save_reconstruction,
     unpatchify,
 )
+from pretrain.mae_picture import reconstruction_grid, save_reconstruction
 
 NAME = "vit_tiny_patch16_224"
 TINY = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
@@ -273,7 +272,7 @@ def test_other_bad_input() -> None:
 
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_reconstruction_picture(tmp_path, in_chans: int) -> None:
-    from pretrain.mae import MASK_RGB, RECON_LABEL_WIDTH
+    from pretrain.mae_picture import MASK_RGB, RECON_LABEL_WIDTH
 
     mae = tiny_mae(in_chans)
     mae.train()
@@ -320,7 +319,7 @@ def test_reconstruction_picture(tmp_path, in_chans: int) -> None:
 
 def test_reconstruction_mask_stands_out_on_gray_fractals() -> None:
     """FractalDB's gray-127 fractals on black: the mask must not look like fractal pixels."""
-    from pretrain.mae import MASK_RGB
+    from pretrain.mae_picture import MASK_RGB
 
     mae = tiny_mae(1)
     fractal = torch.full((2, 1, 32, 32), -1.0)  # black background

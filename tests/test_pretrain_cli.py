@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from helpers import assert_one_line_error
 
 from fractaldb.cli import main
-from pretrain.config import config_notes, effective_color_jitter, list_recipes, load_recipe
+from pretrain.engine.config import config_notes, effective_color_jitter, list_recipes, load_recipe
 
 TINY = ["--recipe", "tiny-cpu", "--device", "cpu", "--workers", "0"]
 

@@ -9,9 +9,9 @@ import timm
 import torch
 from helpers import CrashAtEpoch, read_metrics, train_straight_and_resumed
 
-from pretrain.checkpoint import load_checkpoint
-from pretrain.data import synthetic_data
-from pretrain.engine import NonFiniteLoss, plan_batch, train
+from pretrain.engine.checkpoint import load_checkpoint
+from pretrain.engine.data import synthetic_data
+from pretrain.engine.loop import NonFiniteLoss, plan_batch, train
 from pretrain.supervised import SupervisedTask
 
 

@@ -67,7 +67,7 @@ GLOO_STREAM = """
 import json, sys
 import torch
 import torch.distributed as dist
-from pretrain import distributed as D
+from pretrain.engine import distributed as D
 from pretrain.gpu_source import GpuOnTheFlyData
 info = D.init_distributed("cpu")
 cfg = {"device": "cpu", "model_args": {}, "img_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3}
@@ -180,7 +180,7 @@ def test_render_device_cuda_without_cuda_is_a_one_line_error(cats_path, tmp_path
 
 
 def test_auto_renders_in_loader_workers_on_a_cpu_device(cats_path):
-    from pretrain.shards_source import resolve_render_device
+    from pretrain.sources import resolve_render_device
 
     cfg = {"render_device": "auto", "gpu_mode": "exact", "device": "cpu", "render": {}}
     assert resolve_render_device(cfg) == "cpu"

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from helpers import assert_one_line_error, read_metrics, train_straight_and_resumed
 
 from fractaldb.cli import main
-from pretrain.checkpoint import load_checkpoint
-from pretrain.data import TensorData, synthetic_data
-from pretrain.engine import train
-from pretrain.mae import RECON_LABEL_WIDTH, reconstruction_grid
+from pretrain.engine.checkpoint import load_checkpoint
+from pretrain.engine.data import TensorData, synthetic_data
+from pretrain.engine.loop import train
+from pretrain.mae_picture import RECON_LABEL_WIDTH, reconstruction_grid
 from pretrain.mae_task import MAETask
 
 TINY_ARGS = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
@@ -35,7 +35,7 @@ def _one_thread():
 
 def mae_config(**overrides):
     """The mae-tiny-cpu recipe at embed dim 32, logging every step."""
-    from pretrain.config import resolve_config
+    from pretrain.engine.config import resolve_config
 
     base = {"log_every": 1, "seed": 0, "device": "cpu", "amp": "none", "workers": 0}
     cfg = resolve_config(MAETask.defaults, "mae-tiny-cpu", {**base, **overrides}, "mae")
@@ -225,7 +225,7 @@ def test_gray_mae_from_rendered_shards_with_held_out_set(tmp_path):
     "recipe", ["mae-vit-tiny-fractal", "mae-vit-small-fractal", "mae-tiny-cpu"]
 )
 def test_mae_recipes_resolve_for_the_task(recipe):
-    from pretrain.config import resolve_config
+    from pretrain.engine.config import resolve_config
 
     cfg = resolve_config(MAETask.defaults, recipe, {}, "mae")  # unknown keys would raise
     task = MAETask()

@@ -12,8 +12,8 @@ from torch import nn
 
 from fractaldb.core.atomic import link_or_copy, replace_atomically
 from fractaldb.core.errors import FractalDBError
-from pretrain.models import unwrap
-from pretrain.runfolder import write_failure
+from pretrain.engine.models import unwrap
+from pretrain.engine.runfolder import write_failure
 
 FORMAT = "fractaldb-checkpoint/1"
 

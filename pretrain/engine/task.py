@@ -1,6 +1,6 @@
 """The task plug-in interface of the training engine, and the data-source contract.
 
-The engine (pretrain/engine.py) owns everything generic: distributed setup, batch/lr
+The engine (pretrain/engine/loop.py) owns everything generic: distributed setup, batch/lr
 arithmetic, optimizer, per-step schedule, AMP, clipping, EMA, checkpoints, logging, resume.
 A Task supplies only what differs between supervised pre-training, MAE and fine-tuning.
 """
@@ -13,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from pretrain.engine.augment import AugmentConfig, BatchAugment
 
 
 class Task:
@@ -33,6 +35,14 @@ class Task:
     def bind_data(self, data: DataSource) -> None:
         """Receive the run's data source after setup (e.g. to pick fixed images to visualise)."""
         self.data_source = data
+
+    def batch_augment_for(self, config: AugmentConfig) -> BatchAugment:
+        """The batched device augmentation for `config`, built once: the object that checks
+        the settings before any loader starts is the one that augments the batches."""
+        built: BatchAugment | None = getattr(self, "_built_batch_augment", None)
+        if built is None or built.config != config:
+            built = self._built_batch_augment = BatchAugment(config)
+        return built
 
     def check_batch(self, micro_batch: int) -> None:
         """Reject per-rank batch sizes the task cannot use (raise FractalDBError)."""

@@ -28,7 +28,7 @@ distributions and op strengths in tests/test_augment.py):
   their input to 8-bit levels as PIL does;
 * Posterize at 0 bits (timm's level for the strongest magnitudes, which Pillow >= 13 rejects)
   gives a black image, as the TensorFlow reference and the PIL path
-  (pretrain/augment_pil.py) do;
+  (pretrain/engine/augment_pil.py) do;
 * a crop that shrinks the image by more than 1.25x is sampled at 2x the output resolution and
   box-filtered (PIL's resampling filters widen with the scale factor; `grid_sample` alone would
   alias thin fractal strokes); the fill mask is computed at the output resolution;
@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from fractaldb.core.errors import FractalDBError
-from pretrain.config import effective_color_jitter
+from pretrain.engine.config import effective_color_jitter
 
 LEVEL_DENOM = 10.0  # timm's _LEVEL_DENOM: magnitude 10 is the strongest level
 GEOMETRIC_OPS = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
@@ -141,26 +141,6 @@ def level_to_arg(op: str, magnitude: torch.Tensor, sign: torch.Tensor, increasin
             return torch.clamp(1.0 + sign * level * 0.9, min=0.1)
         return level * 1.8 + 0.1
     return torch.zeros_like(magnitude)  # AutoContrast, Equalize, Invert take no argument
-
-
-AUGMENT_MODES = ("auto", "cpu", "device")
-# On a CPU-only machine the PIL path stays the default: see README "The device data path".
-CPU_DEFAULT = "cpu"
-
-
-def resolve_augment(mode: str, device: str = "auto") -> str:
-    """`auto` -> `device` when training on CUDA, else CPU_DEFAULT; `cpu`/`device` as given."""
-    if mode not in AUGMENT_MODES:
-        raise FractalDBError(f"augment {mode!r}; fix: --augment auto, cpu or device")
-    if mode != "auto":
-        return mode
-    cuda = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return "device" if cuda else CPU_DEFAULT
-
-
-def on_device(cfg: dict[str, Any]) -> bool:
-    """Whether this run augments on the device (loaders then deliver uint8 batches)."""
-    return resolve_augment(cfg.get("augment", "auto"), cfg.get("device", "auto")) == "device"
 
 
 # --- photometric ops on float images in [0, 1], (N, C, H, W), per-sample arguments (N,) -------

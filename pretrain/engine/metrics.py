@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from fractaldb.core.atomic import write_text_atomically
-from pretrain.runfolder import write_failure
+from pretrain.engine.runfolder import write_failure
 
 
 class WindowMeter:

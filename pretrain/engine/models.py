@@ -14,7 +14,7 @@ from torch import nn
 
 from fractaldb.core.atomic import replace_atomically, write_text_atomically
 from fractaldb.core.errors import FractalDBError
-from pretrain.hf_models import (
+from pretrain.engine.hf_models import (
     HFClassifier,
     check_hf_name,
     create_hf_model,

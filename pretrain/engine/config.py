@@ -42,7 +42,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "samples_per_epoch": None,
     "workers": 8,
     # where training images are augmented: `device` (uint8 batches from the loader, augmented
-    # on the training device by the task, pretrain/augment.py), `cpu` (timm's PIL transform in
+    # on the training device by the task, pretrain/engine/augment.py), `cpu` (timm's PIL transform in
     # the loader workers), or `auto` (device on CUDA, cpu otherwise; see README)
     "augment": "auto",
     # batch and learning rate: batch_size is GLOBAL (all ranks, all accumulation steps)
@@ -80,6 +80,14 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     # undecodable samples (or unreadable shards) skipped per epoch before the run stops
     "max_bad_samples": 100,
 }
+
+# Where training images are augmented (the `augment` key): the batched device path, timm's PIL
+# chain in the loader workers, or auto (resolved once, by resolve_config).
+AUGMENT_MODES = ("auto", "cpu", "device")
+# On a CPU-only machine the PIL path stays the default: see docs/training.md "The device data path".
+CPU_DEFAULT = "cpu"
+# Autocast dtypes (the `amp` key); auto = bf16 on GPU, none on CPU (engine.loop.resolve_amp).
+AMP_MODES = ("auto", "bf16", "fp16", "none")
 
 # The render settings of --on-the-fly runs that name no render_preset.
 ONTHEFLY_PRESET = "fractaldb-1k"
@@ -192,7 +200,37 @@ def resolve_config(
             cfg[k] = float(v)
     cfg["model_args"] = dict(cfg.get("model_args") or {})
     check_ranges(cfg)
+    # resolved here, once, and recorded: a resume on another machine keeps the same data path;
+    # batches rendered on the GPU are augmented where they are
+    gpu_rendered = bool(cfg.get("on_the_fly")) and cfg.get("render_device") == "cuda"
+    cfg["augment"] = resolve_augment(cfg["augment"], cfg["device"], gpu_rendered)
     return cfg
+
+
+def resolve_augment(mode: str, device: str = "auto", batches_on_device: bool = False) -> str:
+    """`auto` -> `device` when training on CUDA (or when the batches already are on the
+    device), else CPU_DEFAULT; `cpu`/`device` as given."""
+    if mode not in AUGMENT_MODES:
+        raise FractalDBError(f"augment {mode!r}; fix: --augment auto, cpu or device")
+    if mode != "auto":
+        return mode
+    if batches_on_device or str(device).startswith("cuda"):
+        return "device"
+    if device == "auto":
+        import torch  # here only: the configuration is read by the torch-free CLI
+
+        if torch.cuda.is_available():
+            return "device"
+    return CPU_DEFAULT
+
+
+def on_device(cfg: dict[str, Any]) -> bool:
+    """Whether this run augments on the device (loaders then deliver uint8 batches); reads the
+    mode resolve_config settled."""
+    mode = cfg["augment"]
+    if mode not in ("cpu", "device"):
+        raise ValueError(f"augment {mode!r} is not resolved; build configs with resolve_config")
+    return mode == "device"
 
 
 def _auto_augment_name(policy: str) -> str:

@@ -2,7 +2,7 @@
 
 `train(cfg, task, data, out_dir)` handles distributed setup, global-batch arithmetic, timm's
 optimizer and per-step scheduler factories, AMP, clipping, EMA, checkpoint/resume, logging
-and export. The task (pretrain/task.py) supplies the model, the batch augmentation on the
+and export. The task (pretrain/engine/task.py) supplies the model, the batch augmentation on the
 device (Task.augment), the loss and the evaluation.
 
 Pieces, in the order they run: `setup_run` (build everything, resume) -> per epoch
@@ -29,13 +29,13 @@ from tqdm import tqdm
 
 from fractaldb.core.atomic import write_text_atomically
 from fractaldb.core.errors import FractalDBError
-from pretrain import distributed as D
-from pretrain.checkpoint import keep_copy, load_checkpoint, save_checkpoint
-from pretrain.config import config_diff, dump_config
-from pretrain.data import epoch_seed
-from pretrain.metrics import RunLogger, WindowMeter
-from pretrain.models import unwrap
-from pretrain.task import DataSource, Task
+from pretrain.engine import distributed as D
+from pretrain.engine.checkpoint import keep_copy, load_checkpoint, save_checkpoint
+from pretrain.engine.config import config_diff, dump_config
+from pretrain.engine.data import epoch_seed
+from pretrain.engine.metrics import RunLogger, WindowMeter
+from pretrain.engine.models import unwrap
+from pretrain.engine.task import DataSource, Task
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,54 @@
+"""The options only `fractaldb finetune` has (what to fine-tune on, from which weights, how),
+and the names they choose from; torch-free, the console reads them for --help."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+# DeiT's distillation losses (finetune.distill); none = plain fine-tuning
+DISTILLATIONS = ("none", "hard", "soft")
+
+
+def finetune_options(f: Callable) -> Callable:
+    """--dataset, --data-root, --init and the other fine-tuning options, over engine_options."""
+    opts = [
+        click.option(
+            "--dataset", required=True, help="cifar10, cifar100, pets, flowers102 or folder."
+        ),
+        click.option("--data-root", required=True, type=click.Path(), help="Dataset root folder."),
+        click.option(
+            "--init", "init", required=True, help="Run folder, weights file, 'timm' or 'scratch'."
+        ),
+        click.option("--download", is_flag=True, help="Let torchvision download the dataset."),
+        click.option(
+            "--test-root", type=click.Path(), default=None, help="folder: separate test folder."
+        ),
+        click.option(
+            "--val-split",
+            type=float,
+            default=None,
+            help="folder: hold out this fraction of each class.",
+        ),
+        click.option(
+            "--val-per-class",
+            type=int,
+            default=None,
+            help="folder: hold out the last N images (sorted by path) of each class.",
+        ),
+        click.option("--linear-probe", is_flag=True, help="Train only the classifier head."),
+        click.option(
+            "--teacher",
+            metavar="RUN|FILE",
+            help="Teacher for DeiT distillation: a fractaldb run folder or its model.safetensors.",
+        ),
+        click.option(
+            "--distillation",
+            type=click.Choice(DISTILLATIONS),
+            help="DeiT's distillation loss on a *_distilled_* model (recipe default: none).",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
