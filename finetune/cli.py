@@ -106,3 +106,57 @@ def report(runs: tuple[str, ...], out_md: str | None, out_png: str | None) -> No
     if out_png:
         with writing_to(out_png, "chart"):
             click.echo(f"chart: {bar_chart(loaded, out_png)}")
+
+
+PROBE_EPILOG = """\b
+Examples:
+  # frozen features of a pre-training run on an image folder, last 15 of each class held out
+  fractaldb probe --dataset folder --data-root flowers/train --val-per-class 15 \\
+      --init runs/mae-tiny --out runs/probe-mae
+  # the same for random weights: the floor any pre-training must clear
+  fractaldb probe --dataset folder --data-root flowers/train --val-per-class 15 \\
+      --init scratch --model vit_tiny_patch16_224 --img-size 64 --out runs/probe-scratch
+\b
+Nothing is trained but the probe: the backbone runs once over the training and validation
+images (evaluation transform), then k-NN (k 20, cosine, temperature 0.07) and a linear probe
+(L-BFGS logistic regression on standardised features, L2 1e-4) give their top-1 on the
+validation images in OUT/probe.json. Unreadable photos are left out and counted.
+"""
+
+
+@click.command(epilog=PROBE_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dataset", required=True, help="cifar10, cifar100, pets, flowers102 or folder.")
+@click.option("--data-root", required=True, type=click.Path(), help="Dataset root folder.")
+@click.option(
+    "--init", "init", required=True, help="Run folder, weights file, 'timm' or 'scratch'."
+)
+@click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
+@click.option("--test-root", type=click.Path(), default=None, help="folder: separate test folder.")
+@click.option(
+    "--val-split", type=float, default=None, help="folder: hold out this fraction of each class."
+)
+@click.option(
+    "--val-per-class",
+    type=int,
+    default=None,
+    help="folder: hold out the last N images (sorted by path) of each class.",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes probe.json.")
+@click.option("--recipe", default=None, help="Fine-tuning recipe (its image size, mean/std).")
+@click.option("--model", default=None, help="timm model name (default: the --init run's).")
+@click.option("--model-arg", multiple=True, help="Extra timm.create_model argument KEY=VALUE.")
+@click.option("--img-size", type=click.IntRange(min=8), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--set", "sets", multiple=True, help="Override a configuration key KEY=VALUE.")
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
+def probe(**opts) -> None:
+    """k-NN and linear-probe top-1 of a backbone's frozen features on a downstream dataset."""
+    from pretrain.cli import startup_notice
+
+    startup_notice("probe", opts)
+    from .run import run_probe
+
+    run_probe(opts)

@@ -76,3 +76,131 @@ def run_finetune(opts: dict[str, Any]) -> None:
             click.echo(f"results: {opts['out']}/results.json")
     finally:
         D.cleanup()
+
+
+class _LeaveOutUnreadable:
+    """A map-style dataset whose unreadable photos come back as None (left out and counted by
+    the collate, never replaced by another photo)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        from shards.badsamples import UndecodableSample
+
+        try:
+            return self.dataset[index]
+        except UndecodableSample as exc:
+            return ("unreadable", exc.name)
+
+
+def _collate_readable(items: list[Any]) -> tuple[Any, Any, list[str]]:
+    """Stack the readable (image, label) pairs; name the unreadable ones."""
+    import torch
+
+    good = [it for it in items if not (isinstance(it, tuple) and it[0] == "unreadable")]
+    bad = [it[1] for it in items if isinstance(it, tuple) and it[0] == "unreadable"]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), bad
+    images = torch.stack([g[0] for g in good])
+    labels = torch.as_tensor([int(g[1]) for g in good])
+    return images, labels, bad
+
+
+def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
+    """k-NN and linear-probe top-1 of --init's frozen features (see finetune.probe); write
+    OUT/probe.json and return its contents."""
+    import json
+    import time
+    from pathlib import Path
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from fractaldb.atomic import write_text_atomically
+    from fractaldb.errors import check_writable, writing_to
+    from pretrain import distributed as D
+    from pretrain.config import dump_config
+
+    from .config import finetune_config
+    from .datasets import DATASETS, build_datasets, fingerprint
+    from .probe import extract_features, probe_results
+    from .task import FinetuneTask
+
+    if opts["dataset"] not in DATASETS:  # before anything slow
+        build_datasets(opts["dataset"], opts["data_root"])
+    cfg, recipe = finetune_config(FinetuneTask, {**opts, "linear_probe": True})
+    if opts.get("print_config"):
+        click.echo(dump_config(cfg), nl=False)
+        return {}
+    out = Path(opts["out"])
+    check_writable(out, "probe folder")
+    start = time.time()
+    torch.manual_seed(int(cfg["seed"]))
+    task = FinetuneTask(recipe=recipe)
+    eval_tf = task.eval_transform(cfg)
+    ds = build_datasets(
+        cfg["dataset"],
+        opts["data_root"],
+        train_transform=eval_tf,
+        eval_transform=eval_tf,
+        download=bool(opts.get("download")),
+        test_root=opts.get("test_root"),
+        val_split=cfg["val_split"],
+        val_per_class=cfg["val_per_class"],
+    )
+    device = D.init_distributed(cfg["device"]).device
+    try:
+        task.setup(cfg, ds.num_classes)
+        model = task.build_model().to(device)
+        unreadable: list[str] = []
+
+        def batches(dataset: Any) -> Any:
+            loader = DataLoader(
+                _LeaveOutUnreadable(dataset),
+                batch_size=int(cfg["batch_size"]),
+                num_workers=int(cfg["workers"]),
+                collate_fn=_collate_readable,
+            )
+            for images, labels, bad in loader:
+                unreadable.extend(bad)
+                if len(labels):
+                    yield images, labels
+
+        train = extract_features(model, batches(ds.train), device)
+        val = extract_features(model, batches(ds.test), device)
+        if not len(train[1]) or not len(val[1]):
+            from fractaldb.errors import FractalDBError
+
+            raise FractalDBError(
+                f"no readable {'training' if not len(train[1]) else 'validation'} photos in "
+                f"{opts['data_root']}; fix: point --data-root at a folder of readable images"
+            )
+        results = probe_results(train, val, ds.num_classes)
+    finally:
+        D.cleanup()
+    results.update({
+        "init": cfg["init"],
+        "init_summary": task.init_summary,
+        "model": cfg["model"],
+        "model_args": cfg["model_args"],
+        "img_size": int(cfg["img_size"]),
+        "dataset": cfg["dataset"],
+        "dataset_sha256": fingerprint(ds),
+        "unreadable": len(unreadable),
+        "unreadable_first": unreadable[:10],
+        "seconds": round(time.time() - start, 1),
+    })  # fmt: skip
+    with writing_to(out, "probe folder"):
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(out / "probe.json", json.dumps(results, indent=2) + "\n")
+    click.echo(
+        f"k-NN top-1 {results['knn_top1']:.2f}  linear-probe top-1 {results['linear_top1']:.2f}"
+        f"  ({results['train_samples']} train / {results['val_samples']} val"
+        + (f", {len(unreadable)} unreadable left out" if unreadable else "")
+        + f"): {out / 'probe.json'}"
+    )
+    return results

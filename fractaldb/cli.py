@@ -20,6 +20,7 @@ LAZY_SUBCOMMANDS: dict[str, str] = {
     "shards": "shards.cli:shards",
     "pretrain": "pretrain.cli:pretrain",
     "finetune": "finetune.cli:finetune",
+    "probe": "finetune.cli:probe",
     "report": "finetune.cli:report",
     "inspect": "finetune.inspect_cli:inspect",
 }
