@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from finetune.options import finetune_options
+from finetune.options import dataset_options, finetune_options
 from pretrain.engine.options import engine_options, startup_notice
 
 FINETUNE_EPILOG = """\b
@@ -45,6 +45,7 @@ with `fractaldb report RUN [RUN ...]`.
 
 
 @click.command(epilog=FINETUNE_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@dataset_options
 @finetune_options
 @engine_options
 def finetune(**opts) -> None:
@@ -125,22 +126,7 @@ validation images in OUT/probe.json. Unreadable photos are left out and counted.
 
 
 @click.command(epilog=PROBE_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dataset", required=True, help="cifar10, cifar100, pets, flowers102 or folder.")
-@click.option("--data-root", required=True, type=click.Path(), help="Dataset root folder.")
-@click.option(
-    "--init", "init", required=True, help="Run folder, weights file, 'timm' or 'scratch'."
-)
-@click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
-@click.option("--test-root", type=click.Path(), default=None, help="folder: separate test folder.")
-@click.option(
-    "--val-split", type=float, default=None, help="folder: hold out this fraction of each class."
-)
-@click.option(
-    "--val-per-class",
-    type=int,
-    default=None,
-    help="folder: hold out the last N images (sorted by path) of each class.",
-)
+@dataset_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes probe.json.")
 @click.option("--recipe", default=None, help="Fine-tuning recipe (its image size, mean/std).")
 @click.option("--model", default=None, help="timm model name (default: the --init run's).")
@@ -154,8 +140,6 @@ validation images in OUT/probe.json. Unreadable photos are left out and counted.
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
 def probe(**opts) -> None:
     """k-NN and linear-probe top-1 of a backbone's frozen features on a downstream dataset."""
-    from pretrain.cli import startup_notice
-
     startup_notice("probe", opts)
     from .run import run_probe
 

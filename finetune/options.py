@@ -1,5 +1,7 @@
-"""The options only `fractaldb finetune` has (what to fine-tune on, from which weights, how),
-and the names they choose from; torch-free, the console reads them for --help."""
+"""The options of the fine-tuning stage's commands (what to evaluate on, from which weights,
+how to fine-tune) and the names they choose from; torch-free, the console reads them for
+--help. The training options `fractaldb finetune` shares with pre-training are
+pretrain.engine.options.engine_options."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import click
 DISTILLATIONS = ("none", "hard", "soft")
 
 
-def finetune_options(f: Callable) -> Callable:
-    """--dataset, --data-root, --init and the other fine-tuning options, over engine_options."""
+def dataset_options(f: Callable) -> Callable:
+    """What to evaluate on and from which weights (`fractaldb finetune` and `fractaldb probe`)."""
     opts = [
         click.option(
             "--dataset", required=True, help="cifar10, cifar100, pets, flowers102 or folder."
@@ -37,6 +39,15 @@ def finetune_options(f: Callable) -> Callable:
             default=None,
             help="folder: hold out the last N images (sorted by path) of each class.",
         ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def finetune_options(f: Callable) -> Callable:
+    """How `fractaldb finetune` trains: linear probe, DeiT distillation from a teacher."""
+    opts = [
         click.option("--linear-probe", is_flag=True, help="Train only the classifier head."),
         click.option(
             "--teacher",

@@ -120,10 +120,10 @@ def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from fractaldb.atomic import write_text_atomically
-    from fractaldb.errors import check_writable, writing_to
-    from pretrain import distributed as D
-    from pretrain.config import dump_config
+    from fractaldb.core.atomic import write_text_atomically
+    from fractaldb.core.errors import check_writable, writing_to
+    from pretrain.engine import distributed as D
+    from pretrain.engine.config import dump_config
 
     from .config import finetune_config
     from .datasets import DATASETS, build_datasets, fingerprint
@@ -173,7 +173,7 @@ def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
         train = extract_features(model, batches(ds.train), device)
         val = extract_features(model, batches(ds.test), device)
         if not len(train[1]) or not len(val[1]):
-            from fractaldb.errors import FractalDBError
+            from fractaldb.core.errors import FractalDBError
 
             raise FractalDBError(
                 f"no readable {'training' if not len(train[1]) else 'validation'} photos in "
