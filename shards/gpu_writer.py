@@ -16,8 +16,8 @@ from typing import Any
 from fractaldb.categories import CategorySet
 from fractaldb.render import Renderer
 from fractaldb.settings import RenderSettings
+from shards.encode import encode_members, ordered_map
 from shards.presets import Layout
-from shards.writer import encode_members, ordered_map
 
 
 def gpu_device_name() -> str:

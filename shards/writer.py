@@ -21,8 +21,7 @@ import os
 import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
     Future,
@@ -34,10 +33,8 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
 from fractaldb.categories import CategorySet
@@ -46,7 +43,8 @@ from fractaldb.core.errors import FractalDBError
 from fractaldb.core.seeding import derive_seed
 from fractaldb.render import Renderer
 from fractaldb.settings import RENDER_DEVICES, RenderSettings
-from shards.layout import grid_cells, sample_key, shard_name, shard_range
+from shards.encode import encode_members, ordered_map
+from shards.layout import grid_cells, shard_name, shard_range
 from shards.manifest import (
     CATEGORIES,
     check_same_dataset,
@@ -61,8 +59,6 @@ from shards.tario import file_sha256, write_tar_atomically
 TAG_ORDER = 101  # seed stream of the global sample order (distinct from the renderer's tags)
 PROGRESS_SECONDS = 0.2  # how often the parent refreshes the progress bar from the workers
 ORPHAN_CHECK_SECONDS = 0.5  # how often an idle worker checks that its parent is alive
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -106,31 +102,6 @@ def shard_cells(
     return list(zip(cats.tolist(), insts.tolist(), strict=True))
 
 
-def encode_params(fmt: str, quality: int) -> list[int]:
-    """Return OpenCV's imencode parameters for a format and quality."""
-    if fmt == "png":
-        # Fractals are runs of one colour: unfiltered rows and zlib's run-length strategy
-        # encode about twice as fast as OpenCV's default (SUB filter, default strategy) and
-        # give smaller files on gray and hue fractals.
-        return [
-            cv2.IMWRITE_PNG_COMPRESSION, quality,
-            cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE,
-            cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-        ]  # fmt: skip
-    if fmt == "jpg":
-        return [cv2.IMWRITE_JPEG_QUALITY, quality]
-    return [cv2.IMWRITE_WEBP_QUALITY, quality]
-
-
-def encode_image(image: np.ndarray, fmt: str, quality: int) -> bytes:
-    """Encode a gray or RGB uint8 image with OpenCV."""
-    bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode("." + fmt, bgr, encode_params(fmt, quality))
-    if not ok:
-        raise RuntimeError(f"OpenCV failed to encode a {fmt} image")
-    return buf.tobytes()
-
-
 class CpuRendering:
     """The CPU rendering backend: each sample rendered in this process as its turn comes."""
 
@@ -161,18 +132,6 @@ def sample_members(
     """
     category, instance = cell
     return encode_members(layout, cell, renderer.render(category, instance))
-
-
-def encode_members(
-    layout: Layout, cell: tuple[int, int], image: np.ndarray
-) -> list[tuple[str, bytes]]:
-    """Encode one rendered sample (here or on the GPU) into its tar members (image, .cls)."""
-    category, instance = cell
-    key = sample_key(category, instance)
-    return [
-        (f"{key}.{layout.format}", encode_image(image, layout.format, layout.quality)),
-        (f"{key}.cls", str(category).encode()),
-    ]
 
 
 def shard_write_failed(final: Path, exc: OSError) -> FractalDBError:
@@ -333,22 +292,6 @@ def _write_in_processes(
                 record(f)
         # a worker killed outright cannot clean up after itself
         remove_stale_temporaries(*(Path(job.out) / shard_name(k) for k in todo))
-
-
-def ordered_map(
-    fn: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor | None, window: int
-) -> Iterator[R]:
-    """Map in a thread pool, yielding results in input order with at most `window` in flight."""
-    if pool is None:
-        yield from map(fn, items)
-        return
-    pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 def _shard_ok(path: Path, record: dict[str, Any] | None) -> bool:

@@ -24,13 +24,7 @@ from pretrain.mae_task import MAETask
 TINY_ARGS = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The test machine's cores are shared; oversubscribed intra-op threads are far slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: the cores are shared
 
 
 def mae_config(**overrides):
@@ -196,7 +190,6 @@ def test_cli_default_recipe_and_bad_input(tmp_path):
 
 
 def test_gray_mae_from_rendered_shards_with_held_out_set(tmp_path):
-    pytest.importorskip("shards.loader", reason="needs the shards loader (issue 2)")
     from fractaldb.search import search_categories
     from fractaldb.settings import RenderSettings
     from shards.presets import Layout

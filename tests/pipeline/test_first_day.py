@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from fractaldb.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load_benchmark(name: str):

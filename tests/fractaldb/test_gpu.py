@@ -215,7 +215,7 @@ def test_exact_kernel_compiles_for_a_real_gpu_without_fma():
         text=True,
         env=env,
         timeout=300,
-        cwd=Path(__file__).parents[1],
+        cwd=Path(__file__).parents[2],
     )
     assert res.returncode == 0, res.stderr[-2000:]
     fma_exact, mul_exact, fma_fast = map(int, res.stdout.split())
@@ -225,7 +225,7 @@ def test_exact_kernel_compiles_for_a_real_gpu_without_fma():
 
 def load_benchmark(monkeypatch):
     """benchmarks/render_gpu.py as the module `render_gpu` (its CPU workers unpickle it)."""
-    path = Path(__file__).parents[1] / "benchmarks" / "render_gpu.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "render_gpu.py"
     spec = importlib.util.spec_from_file_location("render_gpu", path)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "render_gpu", bench)

@@ -13,9 +13,6 @@ from pretrain.engine.config import resolve_config
 from pretrain.shards_source import ShardsData
 from pretrain.supervised import SupervisedTask
 
-pytest.importorskip("shards.writer", reason="needs the shards writer (issue 2)")
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

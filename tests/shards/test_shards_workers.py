@@ -26,7 +26,7 @@ from shards.writer import write_shards
 SETTINGS = RenderSettings(image_size=32, points=2000, mode="patch", color="gray", seed=5)
 LAYOUT = Layout(instances_per_category=14, samples_per_shard=8, format="png")  # 7 shards
 FRACTALDB = str(Path(sys.executable).with_name("fractaldb"))
-ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
 
 
 @pytest.fixture(scope="module")

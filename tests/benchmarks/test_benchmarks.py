@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 TINY = [
     "--device", "cpu", "--model", "vit_tiny_patch16_224", "--img-size", "32",
@@ -19,19 +18,14 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def bench():
-    path = Path(__file__).parents[1] / "benchmarks" / "train_throughput.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "train_throughput.py"
     spec = importlib.util.spec_from_file_location("train_throughput", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: the cores are shared
 
 
 def run_json(bench, capsys, *args: str) -> dict:
@@ -70,7 +64,6 @@ def test_suite_plan_and_errors(bench, capsys):
 
 
 def test_shards_versus_synthetic_ratio(bench, capsys, tmp_path):
-    pytest.importorskip("shards.writer", reason="needs the shards writer (issue 2)")
     rep = run_json(bench, capsys, "--render-categories", "2", "--render-instances", "8")
     (sup,) = rep["results"]
     assert rep["data"] == "rendered"
@@ -95,7 +88,7 @@ def test_runs_as_a_script_next_to_benchmarks_shards(tmp_path):
     import subprocess
     import sys
 
-    script = Path(__file__).parents[1] / "benchmarks" / "train_throughput.py"
+    script = Path(__file__).parents[2] / "benchmarks" / "train_throughput.py"
     empty = tmp_path / "empty"
     empty.mkdir()
     res = subprocess.run(
@@ -109,7 +102,7 @@ def test_runs_as_a_script_next_to_benchmarks_shards(tmp_path):
 
 
 def test_augment_batch_benchmark_runs_on_cpu(capsys):
-    path = Path(__file__).parents[1] / "benchmarks" / "augment_batch.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "augment_batch.py"
     spec = importlib.util.spec_from_file_location("augment_batch", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

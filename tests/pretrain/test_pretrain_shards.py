@@ -9,8 +9,6 @@ from click.testing import CliRunner
 
 from fractaldb.cli import main
 
-pytest.importorskip("shards.loader", reason="needs the shards loader (issue 2)")
-
 
 @pytest.fixture(scope="module")
 def fractal_shards(tmp_path_factory):

@@ -152,7 +152,7 @@ def test_divergence_check_benchmark_runs():
     import sys
     from pathlib import Path
 
-    script = Path(__file__).parents[1] / "benchmarks" / "divergence_check.py"
+    script = Path(__file__).parents[2] / "benchmarks" / "divergence_check.py"
     out = subprocess.run(
         [sys.executable, str(script), "--num-categories", "4", "--json"],
         capture_output=True, text=True, check=True,

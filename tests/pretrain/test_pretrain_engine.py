@@ -14,14 +14,7 @@ from pretrain.engine.data import synthetic_data
 from pretrain.engine.loop import NonFiniteLoss, plan_batch, train
 from pretrain.supervised import SupervisedTask
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The test machine's cores are shared; oversubscribed intra-op threads are far slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: the cores are shared
 
 
 class NaNFromEpoch(CrashAtEpoch):

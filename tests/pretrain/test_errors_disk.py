@@ -179,7 +179,7 @@ def test_second_render_into_the_same_folder_is_refused(tmp_path, cats):
                 print("locked", flush=True)
                 time.sleep(60)
         """)],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2],
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"

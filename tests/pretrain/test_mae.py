@@ -361,7 +361,7 @@ def test_decoder_puts_tokens_at_their_patch_positions() -> None:
 def test_recipes_build_a_model(recipe: str) -> None:
     import yaml
 
-    path = Path(__file__).parents[1] / "pretrain" / "recipes" / f"{recipe}.yaml"
+    path = Path(__file__).parents[2] / "pretrain" / "recipes" / f"{recipe}.yaml"
     cfg = yaml.safe_load(path.read_text())
     assert cfg["task"] == "mae" and cfg["description"] and cfg["source"]
     assert cfg["lr_base_size"] == 256 and 0 < cfg["mask_ratio"] < 1

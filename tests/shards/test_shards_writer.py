@@ -20,11 +20,12 @@ from fractaldb.search import search_categories
 from fractaldb.settings import RenderSettings
 from shards.cli import node_from_env
 from shards.codec import decode_image
+from shards.encode import encode_image
 from shards.layout import grid_cells, permute
 from shards.presets import Layout, all_presets, load_preset
 from shards.tario import file_sha256, write_tar
 from shards.verify import pick_positions
-from shards.writer import encode_image, write_shards
+from shards.writer import write_shards
 
 SETTINGS = RenderSettings(image_size=32, points=2000, mode="patch", color="gray", seed=3)
 LAYOUT = Layout(instances_per_category=12, samples_per_shard=10, format="png")
@@ -209,7 +210,7 @@ def _render_cmd(cats_path: Path, out: Path) -> list[str]:
 def test_kill_minus_9_then_rerun_gives_the_same_bytes(cats, tmp_path):
     cmd_out = tmp_path / "killed"
     cmd = _render_cmd(cats[1], cmd_out)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     for _ in range(2):  # kill twice, at different points, then finish
         proc = subprocess.Popen(cmd, start_new_session=True, env=env)
         deadline = time.time() + 60
@@ -316,7 +317,7 @@ def test_bad_input_gives_one_line_errors(cats, reference, tmp_path):
 
 def test_image_formats_decode(cats, tmp_path):
     from shards.codec import decode_image
-    from shards.writer import encode_image
+    from shards.encode import encode_image
 
     rgb = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
     assert (decode_image(encode_image(rgb, "png", 1)) == rgb).all()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "shards.py"
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "shards.py"
 
 
 def test_generation_figures_with_one_worker_and_all_cores():
