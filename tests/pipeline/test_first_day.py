@@ -128,7 +128,8 @@ def test_readme_quick_start_states_size_and_fine_tunes_with_a_shipped_recipe():
     from pretrain.engine.config import list_recipes
 
     readme = (REPO / "README.md").read_text()
-    quick = readme[readme.index("## Quick start") : readme.index("## Generating categories")]
+    start = readme.index("## Quick start")
+    quick = readme[start : readme.index("\n## ", start + 1)]
     assert "about 6 GB" in quick and "preview.png" in quick
     assert "fractaldb finetune --dataset folder" in quick and "--init runs/quickstart" in quick
     recipe = quick.split("--recipe ")[-1].split()[0]
