@@ -59,8 +59,16 @@ def run_search(
     metavar="KEY=VALUE",
     help="Sampler setting, e.g. min_fill=0.2, n_max=7, n_choices=[2,3], sigma_min=3.5.",
 )
+@click.option(
+    "--perturb",
+    type=float,
+    default=None,
+    metavar="D",
+    help="1p-frac: search one system, then write K classes, each the system with every "
+    "coefficient times U(1-D, 1+D) (e.g. 0.1).",
+)
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True)
-def search(num_categories, sampler, seed, workers, sampler_args, out) -> None:
+def search(num_categories, sampler, seed, workers, sampler_args, perturb, out) -> None:
     """Search IFS categories and write them as a small JSON file.
 
     \b
@@ -68,6 +76,9 @@ def search(num_categories, sampler, seed, workers, sampler_args, out) -> None:
       fractaldb search --num-categories 1000 --out fractaldb-1k.json      # FractalDB-1k
       fractaldb search -k 1000 --sampler sigma --out sigma-1k.json
       fractaldb search -k 100 --set min_fill=0.1 --set n_max=4 --out small.json
+      # 1p-frac: one 2-map system (sigma-factor 3.5), 1,000 perturbation classes
+      fractaldb search -k 1000 --sampler sigma --set n_choices=[2] --set sigma_min=3.5 \\
+          --set sigma_max=3.5 --perturb 0.1 --out 1p-frac.json
     The file is byte-identical for any --workers.
     """
     import os
@@ -76,7 +87,13 @@ def search(num_categories, sampler, seed, workers, sampler_args, out) -> None:
     check_writable(out, "categories file")
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
-    cats = run_search(num_categories, sampler, seed, workers, settings)
+    if perturb is not None:
+        from fractaldb.perturb import perturbed_copies
+
+        base = run_search(1, sampler, seed, workers, settings)
+        cats = perturbed_copies(base, num_categories, perturb, seed)
+    else:
+        cats = run_search(num_categories, sampler, seed, workers, settings)
     with writing_to(out, "categories file"):
         cats.save(out)
     s = cats.search_stats

@@ -154,8 +154,14 @@ class MAETask(Task):
         )
 
     def build_model(self) -> nn.Module:
-        """MaskedAutoencoder(cfg model, img_size, model_args, decoder_*, mask_ratio, norm_pix)."""
-        return self._new_model()
+        """MaskedAutoencoder(cfg model, img_size, model_args, decoder_*, mask_ratio, norm_pix);
+        its encoder from `init_weights` when given (e.g. supervised fractal training first)."""
+        model = self._new_model()
+        if self.cfg.get("init_weights"):
+            from pretrain.models import load_matching_weights
+
+            load_matching_weights(model.encoder, self.cfg["init_weights"])
+        return model
 
     def _pil_to_tensor(self, cfg: dict[str, Any]) -> list[Any]:
         from torchvision import transforms as T

@@ -93,13 +93,18 @@ class SupervisedTask(Task):
     def build_model(self) -> nn.Module:
         """timm.create_model(name, num_classes, drop_path_rate, img_size, **model_args)."""
         cfg = self.cfg
-        return create_model(
+        model = create_model(
             cfg["model"],
             img_size=int(cfg["img_size"]),
             num_classes=self.num_classes,
             drop_path_rate=float(cfg["drop_path"]),
             **cfg["model_args"],
         )
+        if cfg.get("init_weights"):
+            from pretrain.models import load_matching_weights
+
+            load_matching_weights(model, cfg["init_weights"])
+        return model
 
     def train_transform(self, cfg: dict[str, Any]) -> Any:
         """timm's training transform: RandomResizedCrop, RandAugment, colour jitter, erasing;

@@ -370,3 +370,49 @@ def finalize(folder: str) -> None:
 
     m = merge(folder)
     click.echo(f"{folder}: {len(m['shards'])} shards, {m['num_samples']} samples finalized")
+
+
+@shards.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="New folder.")
+@click.option("--per-class", type=int, default=None, help="Photos per class (default all).")
+@click.option(
+    "--hold-out-per-class",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Leave out the last N photos of each class (sorted by path), as finetune "
+    "--val-per-class N holds them out.",
+)
+@click.option("--image-size", type=int, default=None, help="Resize to PX x PX (default: keep).")
+@click.option("--samples-per-shard", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sample order.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pack(folder, out, per_class, hold_out_per_class, image_size, samples_per_shard, seed, quiet):
+    """Pack an image folder (FOLDER/CLASS/IMAGE) into shards that pre-training reads.
+
+    \b
+    Natural-image controls train on photos with the same command as on fractals:
+      fractaldb shards pack cifar10/train --per-class 320 --hold-out-per-class 500 \\
+          --out data/cifar-3200
+      fractaldb pretrain supervised --data data/cifar-3200 ... --out runs/natural-sup
+    Photos held out for a downstream validation (--hold-out-per-class, the same rule as
+    finetune --val-per-class) never enter the shards.
+    """
+    from tqdm import tqdm
+
+    from shards.pack import class_files, pack_image_folder, select
+
+    _, files = class_files(Path(folder))
+    total = len(select(files, per_class, max(0, hold_out_per_class)))
+    with tqdm(total=total, desc="pack", unit="img", disable=quiet, dynamic_ncols=True) as bar:
+        packed = pack_image_folder(
+            folder, out, per_class=per_class, hold_out_per_class=hold_out_per_class,
+            image_size=image_size, samples_per_shard=samples_per_shard, seed=seed,
+            progress=lambda n: bar.update(n - bar.n),
+        )  # fmt: skip
+    skipped = len(packed["unreadable"])
+    click.echo(
+        f"packed {packed['num_samples']} photos of {len(packed['classes'])} classes into {out}"
+        + (f" ({skipped} unreadable skipped, named in packed.json)" if skipped else "")
+    )

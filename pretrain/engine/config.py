@@ -25,6 +25,10 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "model": None,
     "model_args": {},
     "img_size": 224,
+    # start from another run's weights (RUN/model.safetensors or a .safetensors file): every
+    # tensor whose name and shape match, the classifier head left fresh (e.g. MAE, then
+    # supervised training on fractals)
+    "init_weights": None,
     # data (paths are recorded for reproducibility; the manifest hash is what resume checks)
     "data": None,
     "val_data": None,

@@ -156,3 +156,35 @@ def load_exported(path: str | Path, **overrides: Any) -> nn.Module:
         return timm.create_model(
             meta["architecture"], pretrained=True, pretrained_cfg_overlay=overlay, **args
         )
+
+
+def load_matching_weights(model: nn.Module, source: str | Path) -> tuple[int, int]:
+    """Copy every tensor of a safetensors file (or RUN/model.safetensors) whose name and shape
+    match `model`'s; return (loaded, skipped). A file that matches nothing is refused."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise FractalDBError(
+            f"init_weights {source}: no such weights file; fix: a run folder holding "
+            "model.safetensors, or a .safetensors file"
+        )
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise FractalDBError(
+            f"init_weights {path} is not a readable safetensors file ({err}); fix: point at a "
+            "run's model.safetensors"
+        ) from None
+    own = model.state_dict()
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not keep:
+        raise FractalDBError(
+            f"init_weights {path}: no tensor matches {type(model).__name__}'s names and shapes; "
+            "fix: weights of the same architecture (--model and --model-arg)"
+        )
+    model.load_state_dict(keep, strict=False)
+    return len(keep), len(state) - len(keep)
