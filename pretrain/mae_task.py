@@ -158,7 +158,7 @@ class MAETask(Task):
         its encoder from `init_weights` when given (e.g. supervised fractal training first)."""
         model = self._new_model()
         if self.cfg.get("init_weights"):
-            from pretrain.models import load_matching_weights
+            from pretrain.engine.models import load_matching_weights
 
             load_matching_weights(model.encoder, self.cfg["init_weights"])
         return model

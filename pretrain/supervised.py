@@ -101,7 +101,7 @@ class SupervisedTask(Task):
             **cfg["model_args"],
         )
         if cfg.get("init_weights"):
-            from pretrain.models import load_matching_weights
+            from pretrain.engine.models import load_matching_weights
 
             load_matching_weights(model, cfg["init_weights"])
         return model
