@@ -4,7 +4,7 @@ The console is the one module above every stage: `STAGES` names each stage's sub
 "module:attribute", floor by floor (search -> render -> shards -> pre-train -> fine-tune ->
 report), and they are imported only when invoked, so `fractaldb --help` and the renderer
 commands never import torch. The stage packages import only the floors below their own
-(fractaldb < shards < pretrain < finetune; tests/test_layers.py).
+(fractaldb < shards < pretrain < finetune; tests/pipeline/test_layers.py).
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ import torch
 
 from fractaldb.core.errors import FractalDBError
 from fractaldb.settings import GPU_MODES, RENDER_DEVICES
-from pretrain.engine.config import ONTHEFLY_PRESET
 from pretrain.engine.data import synthetic_data
 from pretrain.gpu_source import GpuOnTheFlyData
 from pretrain.shards_source import OnTheFlyData, ShardsData
 from shards.presets import load_preset
+
+# The render settings of --on-the-fly runs that name no render_preset.
+ONTHEFLY_PRESET = "fractaldb-1k"
 
 
 def check_exists(value: str, option: str) -> str:

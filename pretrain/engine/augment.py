@@ -20,7 +20,7 @@ sample), so the step never waits on the device, and a CPU run and a GPU run with
 draw the same crops and ops.
 
 The faithful subset, and where it differs from the PIL path (documented, tested for
-distributions and op strengths in tests/test_augment.py):
+distributions and op strengths in tests/pretrain/test_augment.py):
 * geometric RandAugment ops are applied before the photometric ones of the same sample (PIL
   interleaves them in the drawn order); the fill colour is then also subject to the photometric
   ops drawn after it, as in PIL when the geometric op came first;

@@ -33,8 +33,8 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "data": None,
     "val_data": None,
     "on_the_fly": None,
-    # --on-the-fly only: the render settings (a `fractaldb render` preset; ONTHEFLY_PRESET
-    # when not given) and the grid size; left empty for runs that read shards
+    # --on-the-fly only: the render settings (a `fractaldb render` preset; when not given,
+    # pretrain.sources.ONTHEFLY_PRESET) and the grid size; left empty for runs that read shards
     "render_preset": None,
     # render settings over the preset's (image_size, points, mode, color, scheme, ...)
     "render": {},
@@ -47,7 +47,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "workers": 8,
     # where training images are augmented: `device` (uint8 batches from the loader, augmented
     # on the training device by the task, pretrain/engine/augment.py), `cpu` (timm's PIL transform in
-    # the loader workers), or `auto` (device on CUDA, cpu otherwise; see README)
+    # the loader workers), or `auto` (device on CUDA, cpu otherwise; see docs/training.md)
     "augment": "auto",
     # batch and learning rate: batch_size is GLOBAL (all ranks, all accumulation steps)
     "batch_size": 1024,
@@ -92,9 +92,6 @@ AUGMENT_MODES = ("auto", "cpu", "device")
 CPU_DEFAULT = "cpu"
 # Autocast dtypes (the `amp` key); auto = bf16 on GPU, none on CPU (engine.loop.resolve_amp).
 AMP_MODES = ("auto", "bf16", "fp16", "none")
-
-# The render settings of --on-the-fly runs that name no render_preset.
-ONTHEFLY_PRESET = "fractaldb-1k"
 
 # Keys that may differ between a run and its resumption without changing the result.
 RESUME_MUTABLE_KEYS = frozenset(

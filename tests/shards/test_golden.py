@@ -9,7 +9,7 @@ written by older versions are no longer reproduced: bump the format version
 (shards/manifest.py FORMAT_VERSION, and fractaldb/categories.py FORMAT_VERSION if the search
 changed), say why in the commit, then regenerate the table below with
 
-    uv run python tests/test_golden.py
+    uv run python tests/shards/test_golden.py
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from shards.presets import Layout
 from shards.writer import write_shards
 
 # ---- GOLDEN TABLE (sha256 hex) ------------------------------------------------------------
-# Regenerate: `uv run python tests/test_golden.py` prints this table. A change to any value
+# Regenerate: `uv run python tests/shards/test_golden.py` prints this table. A change to any value
 # changes the bytes users get: it requires a format-version bump (see the module docstring).
 GOLDEN: dict[str, str] = {
     "categories": "edd348b066e112037d284a461fa0d9b3212834d9ad76a3fe9584cfbe3e2077fb",
@@ -93,7 +93,7 @@ def test_rendered_bytes_match_the_golden_table(tmp_path):
     assert not changed, (
         f"rendered bytes changed for {changed}: a dependency upgrade (NumPy Generator streams, "
         "OpenCV's zlib) or a renderer change broke reproducibility. If deliberate, bump the "
-        "format version and regenerate the table with `uv run python tests/test_golden.py`."
+        "format version and regenerate the table with `uv run python tests/shards/test_golden.py`."
     )
 
 
