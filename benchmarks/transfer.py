@@ -60,20 +60,25 @@ import os
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if __name__ == "__main__" and not __package__:
+    # run as a file: import the benchmarks package from the repository, and never this folder's
+    # modules as top-level ones (benchmarks/shards.py would shadow the shards package)
+    sys.path[0] = str(REPO)
+
+from benchmarks.photos import find_image_folder, is_archive  # noqa: E402
+from benchmarks.steps import Step, StepFailed, needed, run_steps, sets  # noqa: E402, F401
+
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 ARCHIVES = {"cifar10": "cifar10-train-jpg.tar.gz", "flowers12": "flowers12-train-jpg.tar.gz"}
 MODEL = "vit_tiny_patch16_224"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 USAGE = """examples:
   uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
       --out runs/transfer-cpu
@@ -347,87 +352,6 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
-class StepFailed(Exception):
-    """A command of the pipeline exited with a non-zero status."""
-
-
-class BadInput(Exception):
-    """The command line names something that is not there (one-line error, exit 2)."""
-
-
-@dataclass
-class Step:
-    """One `fractaldb ARGS` command; skipped when `done` exists, started after `after`."""
-
-    name: str
-    args: list[str]
-    done: Path | None
-    after: tuple[str, ...] = ()
-
-    @property
-    def shown(self) -> str:
-        """The command as a user would type it."""
-        return "fractaldb " + shlex.join(self.args)
-
-
-def fractaldb_exe() -> list[str]:
-    """The `fractaldb` console script of this interpreter's environment."""
-    local = Path(sys.executable).parent / "fractaldb"
-    if local.is_file():
-        return [str(local)]
-    found = shutil.which("fractaldb")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from fractaldb.cli import main; main()"]
-
-
-def launch(args: list[str]) -> Any:
-    """Start `fractaldb ARGS` as a child process (isolated memory, threads and CUDA state);
-    return its Popen, whose poll() is None while it runs and its exit status after."""
-    return subprocess.Popen([*fractaldb_exe(), *args])
-
-
-def execute(args: list[str]) -> int:
-    """Run `fractaldb ARGS` to the end in a child process; return its exit status."""
-    return launch(args).wait()
-
-
-def run_steps(steps: list[Step], parallel: int = 1, poll_s: float = 0.2) -> None:
-    """Run the steps in list order, up to `parallel` at once, each after its `after` steps;
-    a failure lets the running ones finish (they are restartable), then raises StepFailed."""
-    pending, running, finished = list(steps), {}, set()
-    failed: list[str] = []
-    while pending or running:
-        for step in list(pending):
-            if step.done is not None and step.done.exists():
-                print(f"# skip (done: {step.done})\n#   {step.shown}", flush=True)
-                pending.remove(step)
-                finished.add(step.name)
-            elif not failed and len(running) < parallel and set(step.after) <= finished:
-                print(f"+ {step.shown}", flush=True)
-                running[step.name] = (step, launch(step.args))
-                pending.remove(step)
-        if failed and not running:
-            break
-        if not running:
-            if pending:  # cannot happen for a well-formed plan; never spin forever
-                raise StepFailed(f"steps wait on unknown steps: {[s.name for s in pending]}")
-            break
-        ended = {name: p.poll() for name, (_, p) in running.items()}
-        ended = {name: rc for name, rc in ended.items() if rc is not None}
-        if not ended:
-            time.sleep(poll_s)
-            continue
-        for name, rc in ended.items():
-            step, _ = running.pop(name)
-            if rc == 0:
-                finished.add(name)
-            else:
-                failed.append(f"step failed with exit code {rc}: {step.shown}")
-    if failed:
-        raise StepFailed("; ".join(failed))
-
-
 def engine_args(b: Budget, img_size: int, seed: int, workers: int) -> list[str]:
     """Options shared by every pre-training and fine-tuning command."""
     out = ["--model", MODEL, "--img-size", str(img_size)]
@@ -435,11 +359,6 @@ def engine_args(b: Budget, img_size: int, seed: int, workers: int) -> list[str]:
         out += ["--model-arg", a]
     out += ["--device", b.device, "--amp", b.amp, "--workers", str(workers)]
     return out + ["--seed", str(seed), "--resume", "auto"]
-
-
-def sets(pairs: tuple[str, ...]) -> list[str]:
-    """--set KEY=VALUE for each pair."""
-    return [x for p in pairs for x in ("--set", p)]
 
 
 def arm_names(b: Budget) -> list[str]:
@@ -475,18 +394,6 @@ def variant_flags(args: argparse.Namespace) -> list[str]:
     if args.scale != 1:
         flags += ["--scale", str(args.scale)]
     return flags
-
-
-def needed(steps: list[Step], wanted: set[str]) -> list[Step]:
-    """The steps named in `wanted` and every step they wait on, in their list order."""
-    by_name = {s.name: s for s in steps}
-    keep, todo = set(), list(wanted)
-    while todo:
-        name = todo.pop()
-        if name not in keep:
-            keep.add(name)
-            todo += by_name[name].after
-    return [s for s in steps if s.name in keep]
 
 
 def n_images(b: Budget) -> int:
@@ -614,7 +521,8 @@ def pretrain_steps(
             if natural is None:
                 raise BadInput(f"arm {arm.name} needs the CIFAR-10 photos (none resolved)")
             pack, shards = photo_pack_step("natural", natural, out, n // 10)
-            steps.append(pack)
+            if all(s.name != pack.name for s in steps):  # natural-sup and natural-mae share it
+                steps.append(pack)
             made = pretrain(arm, arm.name, ["--data", str(shards)], (pack.name,), n)
         elif arm.on_the_fly:
             _, _, cats = made_sets[arm.data]
@@ -660,9 +568,8 @@ class Downstream:
         return ["--val-per-class", str(self.val_per_class)]
 
 
-def is_archive(path: Path) -> bool:
-    """A .tar, .tar.gz or .tgz file."""
-    return path.is_file() and path.name.endswith((".tar", ".tar.gz", ".tgz"))
+class BadInput(Exception):
+    """The command line names something that is not there (one-line error, exit 2)."""
 
 
 def resolve_dataset(spec: str, b: Budget, data_dir: Path, val_per_class: int | None) -> Downstream:
@@ -681,21 +588,6 @@ def resolve_dataset(spec: str, b: Budget, data_dir: Path, val_per_class: int | N
         raise BadInput(f"{source} not found (dataset {spec!r}); fix: {fix}")
     held_out = val_per_class if val_per_class is not None else recipe.val_per_class
     return Downstream(name, source, recipe, held_out)
-
-
-def find_image_folder(root: Path) -> Path | None:
-    """The shallowest folder under `root` whose sub-folders (2 or more) all hold images."""
-    queue = [root]
-    while queue:
-        folder = queue.pop(0)
-        subs = sorted(p for p in folder.iterdir() if p.is_dir())
-        with_images = [
-            s for s in subs if any(f.suffix.lower() in IMAGE_SUFFIXES for f in s.iterdir())
-        ]
-        if len(subs) >= 2 and len(with_images) == len(subs):
-            return folder
-        queue += subs
-    return None
 
 
 def prepare(ds: Downstream, tmp: Path) -> Path:
