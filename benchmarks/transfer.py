@@ -1,13 +1,26 @@
-"""Does fractal pre-training beat training from scratch on real photos? One benchmark, any set.
+"""Does fractal pre-training beat training from scratch, and natural photos, on real photos?
 
-Every arm is pre-trained once per budget, then fine-tuned on each `--dataset` with that
-dataset's recipe, identical for every arm (only the init differs), once per `--ft-seeds` seed:
-  scratch        random init
-  fractaldb-sup  supervised pre-training on FractalDB-style categories (FractalDB search and
-                 instance scheme), gray points rendered at 64 px
-  sigma-sup      supervised pre-training on sigma-sampler (Anderson & Farrell) categories,
-                 hue-coloured points rendered at 64 px
-  sigma-mae      MAE pre-training on the same sigma set
+Every arm is pre-trained once per budget, then measured on each `--dataset` three ways, with
+the same recipe for every arm (only the init differs): fine-tuned end to end (once per
+`--ft-seeds` seed; the recipe tuned for scratch on validation, long enough that scratch has
+plateaued: OUT/curve-DATASET.png shows it), and on frozen features by a linear probe and a
+k-NN vote (`fractaldb probe`; no schedule to tune, no seeds). The arms (`--arms` names them, or
+the groups `core` and `variant`):
+  scratch            random init
+  fractaldb-sup      supervised on FractalDB-style categories (gray points at 64 px)
+  sigma-sup          supervised on sigma-sampler (Anderson & Farrell) categories, hue colour
+  sigma-mae          MAE on the same sigma set
+  natural-sup        supervised on CIFAR-10 training photos: as many images and steps as the
+                     fractal arms, CIFAR-10's validation photos left out (in-domain on cifar10)
+  natural-mae        MAE on the same photos
+  target-mae         MAE on the downstream set's own training photos (same steps)
+  variants of supervised fractal pre-training at about the same image count: many-sup
+  (classes / 3 x 3), ofdb-sup (one image per class), 1p-frac-D-sup (one 2-map system, D
+  perturbation classes, D 0.05 / 0.1 / 0.2), full-aug-sup and many-full-aug-sup (crops from
+  8 %, flips, RandAugment, mixup/cutmix, erasing), on-the-fly-sup (no image seen twice),
+  hq-render-sup (rendered at twice the size with patch stamps, downsampled), mae-then-sup and
+  sup-then-mae (one pre-training after the other).
+`--scale N` multiplies every pre-training's epochs (same images): the compute curve.
 Datasets: `cifar10` and `flowers12` (the archives in `--data-dir`, ../shared/data by default:
 cifar10-train-jpg.tar.gz, flowers12-train-jpg.tar.gz), or any image folder or `.tar.gz` of
 one (<class>/<image> below some folder). Each is split per class: the last `--val-per-class`
@@ -31,10 +44,12 @@ Usage (re-running the same line skips finished steps and resumes interrupted run
     uv run python benchmarks/transfer.py --budget gpu --dataset cifar10 flowers12 \\
         --ft-seeds 0 1 2 --parallel-arms 4 --out runs/transfer-gpu
     uv run python benchmarks/transfer.py --budget smoke --dataset cifar10 --out /tmp/t-smoke
+    uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 \
+        --arms fractaldb-sup sigma-mae natural-sup natural-mae --scale 4 --out runs/cpu-x4
 `--parallel-arms N` runs up to N steps that do not depend on each other at once (each its
-own process, sharing one GPU; the data-loading workers are split between them): the two
-renders, the three pre-trainings, then the fine-tunes (a fine-tune waits for its arm's
-pre-training only; scratch starts at once).
+own process, sharing one GPU; the data-loading workers are split between them), in list
+order: renders, pre-trainings, probes, then the fine-tunes (each waits for its arm's
+pre-training only; scratch's start at once).
 Variants of a budget, each into its own OUT: `--arms` runs only the named arms (and the steps
 they need), `--sup-epochs N` pre-trains the supervised arms N epochs instead of the budget's,
 `--ft-img-size PX` fine-tunes every set at PX instead of its recipe's resolution:
@@ -43,8 +58,9 @@ they need), `--sup-epochs N` pre-trains the supervised arms N epochs instead of 
     uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
         --arms scratch sigma-mae --ft-img-size 96 --out runs/transfer-cpu-96px
 
-Recipes were fixed before any run and nothing was tuned on anything but validation. Base: the
-shipped `adamw-cifar` fine-tuning recipe (AdamW, wd 0.05, cosine, smoothing 0.1, hflip) and the
+Nothing was tuned on anything but validation. Base: the shipped `adamw-cifar` fine-tuning
+recipe (AdamW, wd 0.05, cosine, smoothing 0.1, hflip; cpu flowers12: 40 epochs at lr 2e-3,
+chosen by a sweep for scratch, docs/results.md) and the
 `deit-tiny-fractaldb` / `mae-vit-tiny-fractal` pre-training recipes, shortened to the budget:
 absolute lr (the recipes' batch-scaled values are meant for hundreds of epochs), 1-2 warm-up
 epochs, RandomResizedCrop from 35 % (small crops of small images leave a few pixels of
