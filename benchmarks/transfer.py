@@ -1,13 +1,26 @@
-"""Does fractal pre-training beat training from scratch on real photos? One benchmark, any set.
+"""Does fractal pre-training beat training from scratch, and natural photos, on real photos?
 
-Every arm is pre-trained once per budget, then fine-tuned on each `--dataset` with that
-dataset's recipe, identical for every arm (only the init differs), once per `--ft-seeds` seed:
-  scratch        random init
-  fractaldb-sup  supervised pre-training on FractalDB-style categories (FractalDB search and
-                 instance scheme), gray points rendered at 64 px
-  sigma-sup      supervised pre-training on sigma-sampler (Anderson & Farrell) categories,
-                 hue-coloured points rendered at 64 px
-  sigma-mae      MAE pre-training on the same sigma set
+Every arm is pre-trained once per budget, then measured on each `--dataset` three ways, with
+the same recipe for every arm (only the init differs): fine-tuned end to end (once per
+`--ft-seeds` seed; the recipe tuned for scratch on validation, long enough that scratch has
+plateaued: OUT/curve-DATASET.png shows it), and on frozen features by a linear probe and a
+k-NN vote (`fractaldb probe`; no schedule to tune, no seeds). The arms (`--arms` names them, or
+the groups `core` and `variant`):
+  scratch            random init
+  fractaldb-sup      supervised on FractalDB-style categories (gray points at 64 px)
+  sigma-sup          supervised on sigma-sampler (Anderson & Farrell) categories, hue colour
+  sigma-mae          MAE on the same sigma set
+  natural-sup        supervised on CIFAR-10 training photos: as many images and steps as the
+                     fractal arms, CIFAR-10's validation photos left out (in-domain on cifar10)
+  natural-mae        MAE on the same photos
+  target-mae         MAE on the downstream set's own training photos (same steps)
+  variants of supervised fractal pre-training at about the same image count: many-sup
+  (classes / 3 x 3), ofdb-sup (one image per class), 1p-frac-D-sup (one 2-map system, D
+  perturbation classes, D 0.05 / 0.1 / 0.2), full-aug-sup and many-full-aug-sup (crops from
+  8 %, flips, RandAugment, mixup/cutmix, erasing), on-the-fly-sup (no image seen twice),
+  hq-render-sup (rendered at twice the size with patch stamps, downsampled), mae-then-sup and
+  sup-then-mae (one pre-training after the other).
+`--scale N` multiplies every pre-training's epochs (same images): the compute curve.
 Datasets: `cifar10` and `flowers12` (the archives in `--data-dir`, ../shared/data by default:
 cifar10-train-jpg.tar.gz, flowers12-train-jpg.tar.gz), or any image folder or `.tar.gz` of
 one (<class>/<image> below some folder). Each is split per class: the last `--val-per-class`
@@ -31,10 +44,12 @@ Usage (re-running the same line skips finished steps and resumes interrupted run
     uv run python benchmarks/transfer.py --budget gpu --dataset cifar10 flowers12 \\
         --ft-seeds 0 1 2 --parallel-arms 4 --out runs/transfer-gpu
     uv run python benchmarks/transfer.py --budget smoke --dataset cifar10 --out /tmp/t-smoke
+    uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 \
+        --arms fractaldb-sup sigma-mae natural-sup natural-mae --scale 4 --out runs/cpu-x4
 `--parallel-arms N` runs up to N steps that do not depend on each other at once (each its
-own process, sharing one GPU; the data-loading workers are split between them): the two
-renders, the three pre-trainings, then the fine-tunes (a fine-tune waits for its arm's
-pre-training only; scratch starts at once).
+own process, sharing one GPU; the data-loading workers are split between them), in list
+order: renders, pre-trainings, probes, then the fine-tunes (each waits for its arm's
+pre-training only; scratch's start at once).
 Variants of a budget, each into its own OUT: `--arms` runs only the named arms (and the steps
 they need), `--sup-epochs N` pre-trains the supervised arms N epochs instead of the budget's,
 `--ft-img-size PX` fine-tunes every set at PX instead of its recipe's resolution:
@@ -43,8 +58,9 @@ they need), `--sup-epochs N` pre-trains the supervised arms N epochs instead of 
     uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
         --arms scratch sigma-mae --ft-img-size 96 --out runs/transfer-cpu-96px
 
-Recipes were fixed before any run and nothing was tuned on anything but validation. Base: the
-shipped `adamw-cifar` fine-tuning recipe (AdamW, wd 0.05, cosine, smoothing 0.1, hflip) and the
+Nothing was tuned on anything but validation. Base: the shipped `adamw-cifar` fine-tuning
+recipe (AdamW, wd 0.05, cosine, smoothing 0.1, hflip; cpu flowers12: 40 epochs at lr 2e-3,
+chosen by a sweep for scratch, docs/results.md) and the
 `deit-tiny-fractaldb` / `mae-vit-tiny-fractal` pre-training recipes, shortened to the budget:
 absolute lr (the recipes' batch-scaled values are meant for hundreds of epochs), 1-2 warm-up
 epochs, RandomResizedCrop from 35 % (small crops of small images leave a few pixels of
@@ -60,20 +76,25 @@ import os
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if __name__ == "__main__" and not __package__:
+    # run as a file: import the benchmarks package from the repository, and never this folder's
+    # modules as top-level ones (benchmarks/shards.py would shadow the shards package)
+    sys.path[0] = str(REPO)
+
+from benchmarks.photos import find_image_folder, is_archive  # noqa: E402
+from benchmarks.steps import Step, StepFailed, needed, run_steps, sets  # noqa: E402, F401
+
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 ARCHIVES = {"cifar10": "cifar10-train-jpg.tar.gz", "flowers12": "flowers12-train-jpg.tar.gz"}
 MODEL = "vit_tiny_patch16_224"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 USAGE = """examples:
   uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
       --out runs/transfer-cpu
@@ -97,6 +118,7 @@ class FineTune:
     sets: tuple[str, ...]
     samples_per_epoch: int | None = None
     val_per_class: int | None = None  # None: hold out 20 % of each class
+    recipe: str = "adamw-cifar"
 
 
 @dataclass(frozen=True)
@@ -129,18 +151,127 @@ class Budget:
 
 _LIGHT_AUG = ("auto_augment=null", "reprob=0", "mixup=0", "cutmix=0", "scale=[0.35,1.0]")
 _GPU_AUG = ("mixup=0", "cutmix=0", "scale=[0.35,1.0]", "auto_augment=rand-m9-mstd0.5-inc1")
-# How each sampler's set is rendered. FractalDB's fill-rate >= 0.2 systems drawn as 3x3 patches
-# are solid blobs (nothing but a silhouette to learn); single points keep their texture. The
-# sigma set uses its preset's hue colouring.
-RENDER: dict[str, tuple[str, list[str]]] = {
-    "fractaldb": ("quickstart", ["--mode", "point", "--color", "gray"]),
-    "sigma": ("sigma-1k", []),
-}
+# The full augmentation stack of OFDB / 1p-frac pre-training (REFERENCE.md section 9), for the
+# variant arms that test it: crops from 8 %, flips, RandAugment, mixup/cutmix, erasing
+FULL_AUG = (
+    "scale=[0.08,1.0]", "hflip=0.5", "auto_augment=rand-m9-mstd0.5-inc1", "mixup=0.8",
+    "cutmix=1.0", "smoothing=0.1", "reprob=0.25",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FractalSet:
+    """A rendered pre-training set: `fractaldb search` (optionally 1p-frac perturbation classes
+    of one system), then `fractaldb render`."""
+
+    name: str
+    sampler: str
+    classes: int
+    instances: int
+    preset: str
+    render_opts: tuple[str, ...]
+    search_sets: tuple[str, ...] = ()
+    perturb: float | None = None
+    render_scale: int = 1  # render at this multiple of the budget's size (more points alike)
+    categories_of: str | None = None  # reuse another set's categories file
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One initialisation to compare: how it is pre-trained and on what."""
+
+    name: str
+    kind: str  # scratch, sup or mae
+    data: str = ""  # a FractalSet name, "natural" (CIFAR-10 photos) or "target" (the set itself)
+    saw: str = ""  # what pre-training saw, for the table
+    sets: tuple[str, ...] = ()  # extra --set of its pre-training (after the budget's)
+    init: str | None = None  # the arm whose weights start this one's pre-training
+    on_the_fly: bool = False  # render every image new instead of reading the rendered set
+    group: str = "core"
+
+
+_GRAY_POINTS = ("--mode", "point", "--color", "gray")
+
+
+def fractal_sets(b: Budget) -> dict[str, FractalSet]:
+    """Every rendered set of a budget; all variants hold about the same number of images."""
+    n = b.categories * b.instances
+    few = max(2, n // 3)
+    one_p = ("n_choices=[2]", "sigma_min=3.5", "sigma_max=3.5")
+    out = [
+        # FractalDB's fill-rate >= 0.2 systems drawn as 3x3 patches are solid blobs at 64 px
+        # (nothing but a silhouette to learn); single points keep their texture
+        FractalSet("fractaldb", "fractaldb", b.categories, b.instances, "quickstart",
+                   _GRAY_POINTS, b.search_sets),
+        FractalSet("sigma", "sigma", b.categories, b.instances, "sigma-1k", (), b.search_sets),
+        FractalSet("many", "fractaldb", few, 3, "quickstart", _GRAY_POINTS, b.search_sets),
+        FractalSet("ofdb", "fractaldb", n, 1, "quickstart", (*_GRAY_POINTS, "--scheme", "none"),
+                   b.search_sets),
+        # rendered at twice the size with FractalDB's 3x3 patch stamps, then trained at the
+        # budget's size (the loader's crop resizes): against points drawn at the final size
+        FractalSet("hq", "fractaldb", b.categories, b.instances, "quickstart",
+                   ("--mode", "patch", "--color", "gray"), b.search_sets, render_scale=2,
+                   categories_of="fractaldb"),
+    ]  # fmt: skip
+    for delta in (0.05, 0.1, 0.2):
+        out.append(
+            FractalSet(f"1p-{delta:g}", "sigma", few, 3, "quickstart",
+                       (*_GRAY_POINTS, "--scheme", "none"), one_p, perturb=delta)
+        )  # fmt: skip
+    return {f.name: f for f in out}
+
+
+def arms_of(b: Budget) -> list[Arm]:
+    """Every arm, in table order: the core comparison, then the supervised variants."""
+    f = fractal_sets(b)
+
+    def seen(name: str) -> str:
+        s = f[name]
+        return f"{s.classes} x {s.instances} {name}"
+
+    n = b.categories * b.instances
+    core = [
+        Arm("scratch", "scratch", saw="nothing"),
+        Arm("fractaldb-sup", "sup", "fractaldb", seen("fractaldb")),
+        Arm("sigma-sup", "sup", "sigma", seen("sigma")),
+        Arm("sigma-mae", "mae", "sigma", seen("sigma")),
+        Arm("natural-sup", "sup", "natural", f"{n} CIFAR-10 photos, labels"),
+        Arm("natural-mae", "mae", "natural", f"{n} CIFAR-10 photos"),
+        Arm("target-mae", "mae", "target", "the downstream training photos"),
+    ]
+    v = "variant"
+    variants = [
+        Arm("many-sup", "sup", "many", seen("many"), group=v),
+        Arm("ofdb-sup", "sup", "ofdb", seen("ofdb"), group=v),
+        *(
+            Arm(f"1p-frac-{d:g}-sup", "sup", f"1p-{d:g}", f"{f[f'1p-{d:g}'].classes} "
+                f"perturbations (D {d:g}) of 1 system x 3", group=v)
+            for d in (0.05, 0.1, 0.2)
+        ),
+        Arm("full-aug-sup", "sup", "fractaldb", seen("fractaldb") + ", full augmentation",
+            FULL_AUG, group=v),
+        Arm("many-full-aug-sup", "sup", "many", seen("many") + ", full augmentation", FULL_AUG,
+            group=v),
+        Arm("on-the-fly-sup", "sup", "fractaldb",
+            f"{b.categories} fractaldb categories, every image rendered new", on_the_fly=True,
+            group=v),
+        Arm("hq-render-sup", "sup", "hq", seen("fractaldb") + f", {2 * b.render_size} px patches "
+            "downsampled", group=v),
+        Arm("mae-then-sup", "sup", "fractaldb", "sigma-mae, then " + seen("fractaldb"),
+            init="sigma-mae", group=v),
+        Arm("sup-then-mae", "mae", "sigma", "fractaldb-sup, then MAE on " + seen("sigma"),
+            init="fractaldb-sup", group=v),
+    ]  # fmt: skip
+    return core + variants
+
 
 _SMOKE_FT = FineTune(32, 1, 16, 5e-4, 0, (*_LIGHT_AUG, "drop_path=0", "color_jitter=0"), 64)
-# flowers: 540 training photos; batch 32 gives 16 steps an epoch
+# flowers: 540 training photos; batch 32 gives 17 steps an epoch. Tuned for scratch on
+# validation (60-epoch sweep, docs/results.md): AdamW lr 5e-4 / 1e-3 / 2e-3 reached 70.6 / 71.7 /
+# 76.1, SGD 1e-2 65.0, RandAugment (+ mixup/cutmix) lower; scratch's curve is flat from about
+# epoch 40 of 60, so 40 epochs at 2e-3
 _CPU_FLOWERS = FineTune(
-    64, 6, 32, 5e-4, 1, (*_LIGHT_AUG, "drop_path=0", "train_eval_samples=180"), None, 15
+    64, 40, 32, 2e-3, 3, (*_LIGHT_AUG, "drop_path=0", "train_eval_samples=180"), None, 15
 )
 _GPU_FLOWERS = FineTune(112, 40, 64, 5e-4, 3, (*_GPU_AUG, "reprob=0.25"), None, 15)
 
@@ -237,87 +368,6 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
-class StepFailed(Exception):
-    """A command of the pipeline exited with a non-zero status."""
-
-
-class BadInput(Exception):
-    """The command line names something that is not there (one-line error, exit 2)."""
-
-
-@dataclass
-class Step:
-    """One `fractaldb ARGS` command; skipped when `done` exists, started after `after`."""
-
-    name: str
-    args: list[str]
-    done: Path | None
-    after: tuple[str, ...] = ()
-
-    @property
-    def shown(self) -> str:
-        """The command as a user would type it."""
-        return "fractaldb " + shlex.join(self.args)
-
-
-def fractaldb_exe() -> list[str]:
-    """The `fractaldb` console script of this interpreter's environment."""
-    local = Path(sys.executable).parent / "fractaldb"
-    if local.is_file():
-        return [str(local)]
-    found = shutil.which("fractaldb")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from fractaldb.cli import main; main()"]
-
-
-def launch(args: list[str]) -> Any:
-    """Start `fractaldb ARGS` as a child process (isolated memory, threads and CUDA state);
-    return its Popen, whose poll() is None while it runs and its exit status after."""
-    return subprocess.Popen([*fractaldb_exe(), *args])
-
-
-def execute(args: list[str]) -> int:
-    """Run `fractaldb ARGS` to the end in a child process; return its exit status."""
-    return launch(args).wait()
-
-
-def run_steps(steps: list[Step], parallel: int = 1, poll_s: float = 0.2) -> None:
-    """Run the steps in list order, up to `parallel` at once, each after its `after` steps;
-    a failure lets the running ones finish (they are restartable), then raises StepFailed."""
-    pending, running, finished = list(steps), {}, set()
-    failed: list[str] = []
-    while pending or running:
-        for step in list(pending):
-            if step.done is not None and step.done.exists():
-                print(f"# skip (done: {step.done})\n#   {step.shown}", flush=True)
-                pending.remove(step)
-                finished.add(step.name)
-            elif not failed and len(running) < parallel and set(step.after) <= finished:
-                print(f"+ {step.shown}", flush=True)
-                running[step.name] = (step, launch(step.args))
-                pending.remove(step)
-        if failed and not running:
-            break
-        if not running:
-            if pending:  # cannot happen for a well-formed plan; never spin forever
-                raise StepFailed(f"steps wait on unknown steps: {[s.name for s in pending]}")
-            break
-        ended = {name: p.poll() for name, (_, p) in running.items()}
-        ended = {name: rc for name, rc in ended.items() if rc is not None}
-        if not ended:
-            time.sleep(poll_s)
-            continue
-        for name, rc in ended.items():
-            step, _ = running.pop(name)
-            if rc == 0:
-                finished.add(name)
-            else:
-                failed.append(f"step failed with exit code {rc}: {step.shown}")
-    if failed:
-        raise StepFailed("; ".join(failed))
-
-
 def engine_args(b: Budget, img_size: int, seed: int, workers: int) -> list[str]:
     """Options shared by every pre-training and fine-tuning command."""
     out = ["--model", MODEL, "--img-size", str(img_size)]
@@ -327,19 +377,19 @@ def engine_args(b: Budget, img_size: int, seed: int, workers: int) -> list[str]:
     return out + ["--seed", str(seed), "--resume", "auto"]
 
 
-def sets(pairs: tuple[str, ...]) -> list[str]:
-    """--set KEY=VALUE for each pair."""
-    return [x for p in pairs for x in ("--set", p)]
-
-
 def arm_names(b: Budget) -> list[str]:
-    """Every arm of a budget, in table order: scratch, one supervised arm per sampler, MAE."""
-    return ["scratch", *(f"{s}-sup" for s in b.samplers), f"{b.mae_sampler}-mae"]
+    """Every arm of a budget, in table order (see arms_of)."""
+    return [a.name for a in arms_of(b)]
 
 
-def with_variant(b: Budget, sup_epochs: int | None, ft_img_size: int | None) -> Budget:
+def with_variant(
+    b: Budget, sup_epochs: int | None, ft_img_size: int | None, scale: int = 1
+) -> Budget:
     """The budget with the supervised pre-training epochs and/or every set's fine-tuning
-    resolution replaced (None keeps the budget's)."""
+    resolution replaced (None keeps the budget's); `scale` multiplies every pre-training's
+    epochs (the compute curve: same images, N times the steps)."""
+    if scale != 1:
+        b = replace(b, pre_epochs=b.pre_epochs * scale, mae_epochs=b.mae_epochs * scale)
     if sup_epochs is not None:
         b = replace(b, pre_epochs=sup_epochs)
     if ft_img_size is not None:
@@ -357,70 +407,164 @@ def variant_flags(args: argparse.Namespace) -> list[str]:
         flags += ["--sup-epochs", str(args.sup_epochs)]
     if args.ft_img_size is not None:
         flags += ["--ft-img-size", str(args.ft_img_size)]
+    if args.scale != 1:
+        flags += ["--scale", str(args.scale)]
     return flags
 
 
-def needed(steps: list[Step], wanted: set[str]) -> list[Step]:
-    """The steps named in `wanted` and every step they wait on, in their list order."""
-    by_name = {s.name: s for s in steps}
-    keep, todo = set(), list(wanted)
-    while todo:
-        name = todo.pop()
-        if name not in keep:
-            keep.add(name)
-            todo += by_name[name].after
-    return [s for s in steps if s.name in keep]
+def n_images(b: Budget) -> int:
+    """Images of every pre-training set (natural and target controls see as many per epoch)."""
+    return b.categories * b.instances
 
 
-def pretrain_steps(b: Budget, out: Path, seed: int, workers: int) -> tuple[list[Step], dict]:
-    """Search, render and pre-train steps; and {arm name: (pre-training run folder, step)}."""
+def data_steps(b: Budget, out: Path, seed: int, need: set[str]) -> tuple[list[Step], dict]:
+    """Search and render steps of the fractal sets in `need`; and {set: (shards, step, cats)}."""
     steps: list[Step] = []
-    arms: dict[str, tuple[Path, str]] = {}
+    made: dict[str, tuple[Path, str, Path]] = {}
     data = out / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    pre_common = ["--batch-size", str(b.pre_batch)]
-    if b.pre_samples_per_epoch:
-        pre_common += ["--samples-per-epoch", str(b.pre_samples_per_epoch)]
-    common = engine_args(b, b.img_size, seed, workers)
-    for sampler in b.samplers:
-        preset, render_opts = RENDER[sampler]
-        cats = data / f"{sampler}-{b.categories}.json"
-        shards = data / f"{sampler}-{b.categories}x{b.instances}-{b.render_size}px"
-        search = ["search", "-k", str(b.categories), "--sampler", sampler, "--seed", "1"]
+    sets_ = fractal_sets(b)
+    searched: dict[str, tuple[Path, str]] = {}
+    wanted = [n for n in sets_ if n in need]
+    for name in dict.fromkeys(sets_[n].categories_of or n for n in wanted):
+        f = sets_[name]
+        cats = data / f"{name}-{f.classes}.json"
+        search = ["search", "-k", str(f.classes), "--sampler", f.sampler, "--seed", "1"]
+        if f.perturb is not None:
+            search += ["--perturb", f"{f.perturb:g}"]
+        search += [*sets(f.search_sets), "--out", str(cats)]
+        steps.append(Step(f"search-{name}", search, cats))
+        searched[name] = (cats, f"search-{name}")
+    for name in wanted:
+        f = sets_[name]
+        cats, search_step = searched[f.categories_of or name]
+        size, points = b.render_size * f.render_scale, b.points * f.render_scale**2
+        shards = data / f"{name}-{f.classes}x{f.instances}-{size}px"
+        render = ["render", "--preset", f.preset, "--categories", str(cats)]
+        render += ["--instances-per-category", str(f.instances), "--image-size", str(size)]
+        render += ["--points", str(points), *f.render_opts, "--seed", str(seed), "--quiet"]
         steps.append(
-            Step(f"search-{sampler}", search + sets(b.search_sets) + ["--out", str(cats)], cats)
-        )
-        render = ["render", "--preset", preset, "--categories", str(cats)]
-        render += ["--instances-per-category", str(b.instances), "--image-size", str(b.render_size)]
-        render += ["--points", str(b.points), *render_opts, "--seed", str(seed), "--quiet"]
-        steps.append(
-            Step(f"render-{sampler}", render + ["--out", str(shards)], shards / "manifest.json",
-                 (f"search-{sampler}",))
+            Step(f"render-{name}", render + ["--out", str(shards)], shards / "manifest.json",
+                 (search_step,))
         )  # fmt: skip
-        pre = ["--data", str(shards), *pre_common]
-        sup = out / "pretrain" / f"{sampler}-sup"
+        made[name] = (shards, f"render-{name}", cats)
+    for name in need - set(made):  # on the fly: the categories only
+        if name in searched:
+            made[name] = (Path(), searched[name][1], searched[name][0])
+    return steps, made
+
+
+def root_arg(ds: Downstream) -> str:
+    """The extracted class folder, or a placeholder until it is extracted (plans are made
+    twice: first to learn what still needs the photos)."""
+    return str(ds.root) if ds.root else f"<{ds.name} images>"
+
+
+def photo_pack_step(
+    name: str, ds: Downstream, out: Path, per_class: int | None
+) -> tuple[Step, Path]:
+    """`fractaldb shards pack` of a photo set, leaving out its validation photos (the
+    fine-tuning split's rule: the last N of each class)."""
+    shards = out / "data" / name
+    hold_out = ds.val_per_class or 0
+    args = ["shards", "pack", root_arg(ds), "--out", str(shards)]
+    if per_class is not None:
+        args += ["--per-class", str(per_class)]
+    args += ["--hold-out-per-class", str(hold_out), "--quiet"]
+    return Step(f"pack-{name}", args, shards / "_info.json"), shards  # fmt: skip
+
+
+def pretrain_args(
+    b: Budget, arm: Arm, data: list[str], init: Path | None, common: list[str], samples: int | None
+) -> list[str]:
+    """The `fractaldb pretrain` command of one arm (without --out)."""
+    pre = [*data, "--batch-size", str(b.pre_batch)]
+    if samples or b.pre_samples_per_epoch:
+        pre += ["--samples-per-epoch", str(samples or b.pre_samples_per_epoch)]
+    if arm.kind == "sup":
         args = ["pretrain", "supervised", "--recipe", "deit-tiny-fractaldb", *pre]
         args += ["--epochs", str(b.pre_epochs), "--lr", str(b.pre_lr)]
-        args += ["--set", f"warmup_epochs={b.pre_warmup}", *sets(b.pre_sets), *common]
-        steps.append(
-            Step(f"pretrain-{sampler}-sup", args + ["--out", str(sup)], sup / "model.safetensors",
-                 (f"render-{sampler}",))
-        )  # fmt: skip
-        arms[f"{sampler}-sup"] = (sup, f"pretrain-{sampler}-sup")
-        if sampler == b.mae_sampler:
-            mae = out / "pretrain" / f"{sampler}-mae"
-            dim, depth, heads = b.mae_decoder
-            args = ["pretrain", "mae", "--recipe", "mae-vit-tiny-fractal", *pre]
-            args += ["--epochs", str(b.mae_epochs), "--lr", str(b.mae_lr)]
-            args += ["--set", f"warmup_epochs={b.pre_warmup}"]
-            args += ["--decoder-dim", str(dim), "--decoder-depth", str(depth)]
-            args += ["--decoder-heads", str(heads), "--set", "scale=[0.35,1.0]", *common]
-            steps.append(
-                Step(f"pretrain-{sampler}-mae", args + ["--out", str(mae)],
-                     mae / "model.safetensors", (f"render-{sampler}",))
-            )  # fmt: skip
-            arms[f"{sampler}-mae"] = (mae, f"pretrain-{sampler}-mae")
-    return steps, arms
+        args += ["--set", f"warmup_epochs={b.pre_warmup}", *sets(b.pre_sets)]
+    else:
+        dim, depth, heads = b.mae_decoder
+        args = ["pretrain", "mae", "--recipe", "mae-vit-tiny-fractal", *pre]
+        args += ["--epochs", str(b.mae_epochs), "--lr", str(b.mae_lr)]
+        args += ["--set", f"warmup_epochs={b.pre_warmup}"]
+        args += ["--decoder-dim", str(dim), "--decoder-depth", str(depth)]
+        args += ["--decoder-heads", str(heads), "--set", "scale=[0.35,1.0]"]
+    args += sets(arm.sets)
+    if init is not None:
+        args += ["--set", f"init_weights={init}"]
+    return args + common
+
+
+def pretrain_steps(
+    b: Budget,
+    out: Path,
+    seed: int,
+    workers: int,
+    chosen: list[Arm],
+    dss: list[Downstream],
+    natural: Downstream | None,
+) -> tuple[list[Step], dict]:
+    """Data and pre-training steps of the chosen arms; and {arm: {dataset: (run, step)}}
+    (("scratch", "") for scratch; target-mae has its own run per dataset)."""
+    by_name = {a.name: a for a in arms_of(b)}
+    need = {by_name[a.init].data for a in chosen if a.init} | {a.data for a in chosen}
+    steps, made_sets = data_steps(b, out, seed, need)
+    common = engine_args(b, b.img_size, seed, workers)
+    n = n_images(b)
+    runs: dict[str, dict[str, tuple[Path | str, str]]] = {}
+
+    made_runs: dict[str, tuple[Path, str]] = {}
+
+    def pretrain(
+        arm: Arm, run_name: str, data: list[str], after: tuple[str, ...], samples: int | None
+    ) -> tuple[Path, str]:
+        init = None
+        if arm.init:
+            init, parent_step = ensure(by_name[arm.init])
+            after = (*after, parent_step)
+        run = out / "pretrain" / run_name
+        args = pretrain_args(b, arm, data, init, common, samples) + ["--out", str(run)]
+        steps.append(Step(f"pretrain-{run_name}", args, run / "model.safetensors", after))
+        return run, f"pretrain-{run_name}"
+
+    def ensure(arm: Arm) -> tuple[Path, str]:
+        """The arm's pre-training run and step, planned once (an init may ask first)."""
+        if arm.name in made_runs:
+            return made_runs[arm.name]
+        if arm.data == "natural":
+            if natural is None:
+                raise BadInput(f"arm {arm.name} needs the CIFAR-10 photos (none resolved)")
+            pack, shards = photo_pack_step("natural", natural, out, n // 10)
+            if all(s.name != pack.name for s in steps):  # natural-sup and natural-mae share it
+                steps.append(pack)
+            made = pretrain(arm, arm.name, ["--data", str(shards)], (pack.name,), n)
+        elif arm.on_the_fly:
+            _, _, cats = made_sets[arm.data]
+            data = ["--on-the-fly", str(cats), "--image-size", str(b.render_size)]
+            data += ["--points", str(b.points), "--mode", "point", "--color", "gray"]
+            made = pretrain(arm, arm.name, data, (f"search-{arm.data}",), n)
+        else:
+            shards, render_step, _ = made_sets[arm.data]
+            made = pretrain(arm, arm.name, ["--data", str(shards)], (render_step,), None)
+        made_runs[arm.name] = made
+        return made
+
+    for arm in chosen:
+        if arm.kind == "scratch":
+            runs[arm.name] = {ds.name: ("scratch", "") for ds in dss}
+        elif arm.data == "target":
+            runs[arm.name] = {}
+            for ds in dss:
+                pack, shards = photo_pack_step(f"target-{ds.name}", ds, out, None)
+                steps.append(pack)
+                runs[arm.name][ds.name] = pretrain(
+                    arm, f"{arm.name}-{ds.name}", ["--data", str(shards)], (pack.name,), n
+                )
+        else:
+            runs[arm.name] = {ds.name: ensure(arm) for ds in dss}
+    return steps, runs
 
 
 @dataclass
@@ -440,9 +584,8 @@ class Downstream:
         return ["--val-per-class", str(self.val_per_class)]
 
 
-def is_archive(path: Path) -> bool:
-    """A .tar, .tar.gz or .tgz file."""
-    return path.is_file() and path.name.endswith((".tar", ".tar.gz", ".tgz"))
+class BadInput(Exception):
+    """The command line names something that is not there (one-line error, exit 2)."""
 
 
 def resolve_dataset(spec: str, b: Budget, data_dir: Path, val_per_class: int | None) -> Downstream:
@@ -461,21 +604,6 @@ def resolve_dataset(spec: str, b: Budget, data_dir: Path, val_per_class: int | N
         raise BadInput(f"{source} not found (dataset {spec!r}); fix: {fix}")
     held_out = val_per_class if val_per_class is not None else recipe.val_per_class
     return Downstream(name, source, recipe, held_out)
-
-
-def find_image_folder(root: Path) -> Path | None:
-    """The shallowest folder under `root` whose sub-folders (2 or more) all hold images."""
-    queue = [root]
-    while queue:
-        folder = queue.pop(0)
-        subs = sorted(p for p in folder.iterdir() if p.is_dir())
-        with_images = [
-            s for s in subs if any(f.suffix.lower() in IMAGE_SUFFIXES for f in s.iterdir())
-        ]
-        if len(subs) >= 2 and len(with_images) == len(subs):
-            return folder
-        queue += subs
-    return None
 
 
 def prepare(ds: Downstream, tmp: Path) -> Path:
@@ -503,19 +631,32 @@ def ft_run(out: Path, dataset: str, arm: str, seed: int) -> Path:
 
 
 def finetune_steps(
-    b: Budget, out: Path, ds: Downstream, arms: dict, ft_seeds: list[int], workers: int
+    b: Budget, out: Path, ds: Downstream, runs: dict, ft_seeds: list[int], workers: int
 ) -> list[Step]:
-    """One fine-tune per (seed, arm) with the dataset's recipe; seed-major, so that an
-    interrupted run has every arm at the first seeds."""
+    """One frozen-feature probe per arm (k-NN and linear; deterministic, so no seeds: cheap,
+    first), then one fine-tune per (seed, arm) with the dataset's recipe; seed-major, so that
+    an interrupted run has every arm at the first seeds."""
     r = ds.recipe
     steps = []
+    data = ["--dataset", "folder", "--data-root", root_arg(ds), *ds.split_args()]
+    for arm, per_dataset in runs.items():
+        init, after = per_dataset[ds.name]
+        folder = probe_run(out, ds.name, arm)
+        pr = ["probe", *data, "--init", str(init), "--recipe", r.recipe]
+        pr += ["--model", MODEL, "--img-size", str(r.img_size)]
+        pr += [x for a in b.model_args for x in ("--model-arg", a)]
+        pr += ["--device", b.device, "--workers", str(workers), "--batch-size", "256"]
+        deps = (after,) if after else ()
+        steps.append(
+            Step(f"probe-{ds.name}-{arm}", [*pr, "--out", str(folder)], folder / "probe.json",
+                 deps)
+        )  # fmt: skip
     for seed in ft_seeds:
-        for arm, (init, after) in arms.items():
+        for arm, per_dataset in runs.items():
+            init, after = per_dataset[ds.name]
             run = ft_run(out, ds.name, arm, seed)
-            root = str(ds.root) if ds.root else f"<{ds.name} images>"
-            ft = ["finetune", "--dataset", "folder", "--data-root", root, *ds.split_args()]
-            ft += ["--init", str(init), "--recipe", "adamw-cifar", "--epochs", str(r.epochs)]
-            ft += ["--batch-size", str(r.batch), "--lr", str(r.lr)]
+            ft = ["finetune", *data, "--init", str(init), "--recipe", r.recipe]
+            ft += ["--epochs", str(r.epochs), "--batch-size", str(r.batch), "--lr", str(r.lr)]
             ft += ["--set", f"warmup_epochs={r.warmup}", *sets(r.sets)]
             if r.samples_per_epoch:
                 ft += ["--samples-per-epoch", str(r.samples_per_epoch)]
@@ -527,13 +668,21 @@ def finetune_steps(
     return steps
 
 
+def probe_run(out: Path, dataset: str, arm: str) -> Path:
+    """Folder of one arm's frozen-feature probe on a dataset."""
+    return out / "probe" / dataset / arm
+
+
 def mean_sd(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(out: Path, dataset: str, arms: list[str], ft_seeds: list[int]) -> list[dict]:
-    """Per arm: last-epoch and best validation top-1 and train top-1 over the finished seeds."""
+def summarize(
+    out: Path, dataset: str, arms: list[str], ft_seeds: list[int], saw: dict[str, str] | None = None
+) -> list[dict]:
+    """Per arm: last-epoch and best validation top-1, train top-1 and the per-epoch validation
+    curve over the finished seeds; the frozen-feature probe's k-NN and linear top-1."""
     from finetune.report import load_run
 
     rows = []
@@ -543,42 +692,93 @@ def summarize(out: Path, dataset: str, arms: list[str], ft_seeds: list[int]) -> 
             s for s, r in zip(ft_seeds, runs, strict=True) if (r / "model.safetensors").exists()
         ]
         done = [load_run(ft_run(out, dataset, arm, s)) for s in seeds]
-        if not done:
+        probe_file = probe_run(out, dataset, arm) / "probe.json"
+        probe = json.loads(probe_file.read_text()) if probe_file.exists() else None
+        if not done and probe is None:
             continue
-        last = [r["last"]["top1"] for r in done]
-        best = [r["best"]["top1"] for r in done]
         ends = [r["history"][-1] for r in done]
-        train = [h["train_top1"] for h in ends if "train_top1" in h]
+        epochs = min((len(r["history"]) for r in done), default=0)
+        curve = [statistics.fmean(r["history"][e]["top1"] for r in done) for e in range(epochs)]
         rows.append({
             "arm": arm,
+            "saw": (saw or {}).get(arm, ""),
             "seeds": seeds,
-            "last": last,
-            "best": best,
-            "train": train,
-            "img_size": done[0]["img_size"],
-            "epochs": done[0]["epochs"],
+            "last": [r["last"]["top1"] for r in done],
+            "best": [r["best"]["top1"] for r in done],
+            "train": [h["train_top1"] for h in ends if "train_top1" in h],
+            "curve": curve,
+            "knn": probe["knn_top1"] if probe else None,
+            "linear": probe["linear_top1"] if probe else None,
+            "img_size": done[0]["img_size"] if done else probe["img_size"],
+            "epochs": done[0]["epochs"] if done else None,
         })  # fmt: skip
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    """Table: mean ± sd of last-epoch and best top-1, train top-1, gain over scratch."""
-    scratch = next((statistics.fmean(r["last"]) for r in rows if r["arm"] == "scratch"), None)
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def markdown(rows: list[dict], in_domain: bool = False) -> str:
+    """Table: what each arm saw; fine-tuned top-1 (mean ± sd of last and best epoch), gain
+    over scratch; linear-probe and k-NN top-1 on frozen features; train top-1; the seeds."""
+    scratch = next(
+        (statistics.fmean(r["last"]) for r in rows if r["arm"] == "scratch" and r["last"]), None
+    )
     lines = [
-        "| init | val top-1, last epoch | val top-1, best epoch | train top-1 | vs scratch | seeds |",
-        "|---|---|---|---|---|---|",
+        "| init | pre-training saw | fine-tuned, last epoch | best epoch | vs scratch | "
+        "linear probe | k-NN | train top-1 | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        last, best = mean_sd(r["last"]), mean_sd(r["best"])
-        train = f"{statistics.fmean(r['train']):.1f}" if r["train"] else "-"
-        gain = statistics.fmean(r["last"]) - scratch if scratch is not None else None
+        saw = r.get("saw", "")
+        if in_domain and r["arm"].startswith(("natural-", "target-")):
+            saw += " (in-domain)"
+        if r["last"]:
+            last, best = mean_sd(r["last"]), mean_sd(r["best"])
+            ft = f"{last[0]:.2f} ± {last[1]:.2f}"
+            bst = f"{best[0]:.2f} ± {best[1]:.2f}"
+            gain = statistics.fmean(r["last"]) - scratch if scratch is not None else None
+        else:
+            ft = bst = "-"
+            gain = None
         gain_s = "" if r["arm"] == "scratch" or gain is None else f"{gain:+.2f}"
+        train = f"{statistics.fmean(r['train']):.1f}" if r["train"] else "-"
         seeds = " ".join(f"{v:.1f}" for v in r["last"])
         lines.append(
-            f"| {r['arm']} | {last[0]:.2f} ± {last[1]:.2f} | {best[0]:.2f} ± {best[1]:.2f} | "
-            f"{train} | {gain_s} | {len(r['last'])}: {seeds} |"
+            f"| {r['arm']} | {saw} | {ft} | {bst} | {gain_s} | {_pct(r.get('linear'))} | "
+            f"{_pct(r.get('knn'))} | {train} | {len(r['last'])}: {seeds} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def curve_chart(dataset: str, rows: list[dict], path: Path) -> Path:
+    """Validation top-1 against fine-tuning epoch (mean over seeds), one line per arm, scratch
+    in black: whether the recipe is long enough for scratch to plateau."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fractaldb.atomic import replace_atomically
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for r in rows:
+        if not r.get("curve"):
+            continue
+        epochs = range(1, len(r["curve"]) + 1)
+        style = {"color": "black", "linewidth": 2.2} if r["arm"] == "scratch" else {"alpha": 0.7}
+        ax.plot(epochs, r["curve"], label=r["arm"], **style)
+    ax.set_xlabel("fine-tuning epoch")
+    ax.set_ylabel("val top-1 (%)")
+    ax.set_title(f"{dataset}: validation during fine-tuning (mean over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    try:
+        return replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def chart(tables: dict[str, list[dict]], path: Path) -> Path:
@@ -598,7 +798,8 @@ def chart(tables: dict[str, list[dict]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(4.0, 2.2 * len(datasets) + 1), 3.4))
     x = np.arange(len(datasets))
     for i, arm in enumerate(arms):
-        rows = [next((r for r in tables[d] if r["arm"] == arm), None) for d in datasets]
+        rows = [next((r for r in tables[d] if r["arm"] == arm and r["last"]), None)
+                for d in datasets]  # fmt: skip
         pos = x + (i - (len(arms) - 1) / 2) * width
         # an arm a group did not run (a variant with --arms): NaN draws no bar, no error bar
         means = [mean_sd(r["last"])[0] if r else float("nan") for r in rows]
@@ -664,25 +865,30 @@ def summary(
             f"{ds.source.name}: {' '.join(ds.split_args())}; fine-tuned at {r.img_size} px, "
             f"{r.epochs} epochs, batch {r.batch}, lr {r.lr:g}.",
             "",
-            markdown(tables[ds.name]).rstrip("\n"),
+            markdown(tables[ds.name], ds.name == "cifar10").rstrip("\n"),
         ]
     lines += ["", "![val top-1](results.png)", "", "Commands:", "", "```", *log, "```", ""]
     return "\n".join(lines)
 
 
+def chosen_arms(args: argparse.Namespace, b: Budget) -> list[Arm]:
+    """The arms --arms names (arm names or the groups `core` / `variant`), in table order."""
+    arms = arms_of(b)
+    if not args.arms:
+        return arms
+    return [a for a in arms if a.name in args.arms or a.group in args.arms]
+
+
 def plan(
-    args: argparse.Namespace, b: Budget, dss: list[Downstream]
+    args: argparse.Namespace, b: Budget, dss: list[Downstream], natural: Downstream | None = None
 ) -> tuple[list[Step], list[str]]:
     """Every step of the benchmark, in the order a single worker runs them; and the arms."""
     workers = max(0, b.workers // max(1, args.parallel_arms)) if b.workers else 0
-    steps, pre = pretrain_steps(b, args.out, args.seed, workers)
-    arms = {"scratch": ("scratch", ""), **pre}
-    if args.arms:  # only the named arms' pre-training (and what it waits on)
-        arms = {a: v for a, v in arms.items() if a in args.arms}
-        steps = needed(steps, {after for _, after in arms.values() if after})
+    chosen = chosen_arms(args, b)
+    steps, runs = pretrain_steps(b, args.out, args.seed, workers, chosen, dss, natural)
     for ds in dss:
-        steps += finetune_steps(b, args.out, ds, arms, args.ft_seeds, workers)
-    return steps, list(arms)
+        steps += finetune_steps(b, args.out, ds, runs, args.ft_seeds, workers)
+    return steps, [a.name for a in chosen]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -709,7 +915,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--arms", nargs="+", default=None,
-        help="run only these arms (default all: scratch fractaldb-sup sigma-sup sigma-mae)",
+        help="run only these arms, or the groups core / variant (default: all)",
     )  # fmt: skip
     parser.add_argument(
         "--sup-epochs", type=int, default=None,
@@ -719,20 +925,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ft-img-size", type=int, default=None,
         help="fine-tuning resolution for every set (default: each recipe's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--scale", type=int, default=1,
+        help="pre-training epochs x N, same images (the compute curve: 1, 4, 16)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     return parser.parse_args(argv)
 
 
 def check_variant(args: argparse.Namespace, b: Budget) -> None:
-    """Raise BadInput for an unknown arm or a non-positive epoch count or resolution."""
+    """Raise BadInput for an unknown arm or a non-positive epoch count, scale or resolution."""
     known = arm_names(b)
-    unknown = [a for a in args.arms or [] if a not in known]
+    unknown = [a for a in args.arms or [] if a not in known and a not in ("core", "variant")]
     if unknown:
-        raise BadInput(f"--arms {' '.join(unknown)} unknown; fix: some of {' '.join(known)}")
+        raise BadInput(
+            f"--arms {' '.join(unknown)} unknown; fix: core, variant or some of {' '.join(known)}"
+        )
     if args.sup_epochs is not None and args.sup_epochs < 1:
         raise BadInput(f"--sup-epochs {args.sup_epochs}; fix: 1 or more")
+    if args.scale < 1:
+        raise BadInput(f"--scale {args.scale}; fix: 1 or more (pre-training epochs x N)")
     if args.ft_img_size is not None and args.ft_img_size < 8:
         raise BadInput(f"--ft-img-size {args.ft_img_size}; fix: 8 px or more")
+
+
+def resolve_natural(
+    args: argparse.Namespace, b: Budget, dss: list[Downstream]
+) -> Downstream | None:
+    """The CIFAR-10 photos the natural-image arms pre-train on (None when no arm needs them);
+    the downstream cifar10 itself when it is one of the sets."""
+    if not any(a.data == "natural" for a in chosen_arms(args, b)):
+        return None
+    same = next((d for d in dss if d.name == "cifar10"), None)
+    if same is not None:
+        return same
+    path = args.data_dir / ARCHIVES["cifar10"]
+    if not path.is_file():
+        raise BadInput(
+            f"the natural-image arms pre-train on CIFAR-10 photos, and {path} is not there; fix: "
+            f"--data-dir DIR holding {ARCHIVES['cifar10']}, or --arms without natural-sup "
+            "natural-mae"
+        )
+    return resolve_dataset("cifar10", b, args.data_dir, args.val_per_class)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -742,10 +976,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.parallel_arms < 1:
             raise BadInput(f"--parallel-arms {args.parallel_arms}; fix: 1 or more")
         check_variant(args, BUDGETS[args.budget])
-        b = with_variant(BUDGETS[args.budget], args.sup_epochs, args.ft_img_size)
+        if len(set(args.dataset)) < len(args.dataset):
+            raise BadInput(f"--dataset {' '.join(args.dataset)} names a set twice; fix: once each")
+        b = with_variant(BUDGETS[args.budget], args.sup_epochs, args.ft_img_size, args.scale)
         dss = [resolve_dataset(d, b, args.data_dir, args.val_per_class) for d in args.dataset]
         if len({d.name for d in dss}) < len(dss):
             raise BadInput(f"--dataset {' '.join(args.dataset)} names a set twice; fix: once each")
+        natural = resolve_natural(args, b, dss)
     except BadInput as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -754,24 +991,27 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="transfer-photos-"))
     try:
-        steps, arms = plan(args, b, dss)
-        for ds in dss:
-            mine = [s for s in steps if s.name.startswith(f"finetune-{ds.name}-")]
-            if any(not s.done.exists() for s in mine):
+        steps, arms = plan(args, b, dss, natural)
+        photo_sets = dss + ([natural] if natural is not None and natural not in dss else [])
+        for ds in photo_sets:
+            if any(root_arg(ds) in s.args and not s.done.exists() for s in steps):
                 (tmp / ds.name).mkdir()
                 ds.root = prepare(ds, tmp / ds.name)
-        steps, arms = plan(args, b, dss)  # again, now with the extracted folders
+        steps, arms = plan(args, b, dss, natural)  # again, now with the extracted folders
         run_steps(steps, args.parallel_arms)
         log = [s.shown for s in steps]
-        tables = {ds.name: summarize(out, ds.name, arms, args.ft_seeds) for ds in dss}
+        seen = {a.name: a.saw for a in arms_of(b)}
+        tables = {ds.name: summarize(out, ds.name, arms, args.ft_seeds, seen) for ds in dss}
     except StepFailed as err:
         print(f"error: {err}; fix: see the output above, then re-run the same line to resume")
         return 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for ds in dss:
-        (out / f"results-{ds.name}.md").write_text(markdown(tables[ds.name]))
+        in_domain = ds.name == "cifar10"
+        (out / f"results-{ds.name}.md").write_text(markdown(tables[ds.name], in_domain))
     png = chart(tables, out / "results.png")
+    curves = [curve_chart(ds.name, tables[ds.name], out / f"curve-{ds.name}.png") for ds in dss]
     minutes = (time.time() - start) / 60
     variant = variant_flags(args)
     (out / "summary.md").write_text(
@@ -780,6 +1020,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "budget": args.budget,
         "variant": variant,
+        "scale": args.scale,
+        "pre_epochs": b.pre_epochs,
+        "mae_epochs": b.mae_epochs,
         "seed": args.seed,
         "ft_seeds": args.ft_seeds,
         "minutes": round(minutes, 1),
@@ -789,7 +1032,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "transfer.json").write_text(json.dumps(figures, indent=2) + "\n")
     if args.json:
         print(json.dumps({k: v for k, v in figures.items() if k != "commands"}))
-    print(f"# done in {minutes:.1f} min: {out / 'summary.md'}, {png}")
+    shown = ", ".join(str(p) for p in [png, *curves])
+    print(f"# done in {minutes:.1f} min: {out / 'summary.md'}, {shown}")
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -36,22 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if __name__ == "__main__" and not __package__:  # run as a file: see benchmarks/transfer.py
+    sys.path[0] = str(REPO)
+
+from benchmarks import transfer as T  # noqa: E402
+
 DEFAULT_TAR = REPO.parent / "shared" / "data" / "flowers12-train-jpg.tar.gz"
-
-
-def _transfer():
-    """benchmarks/transfer.py as a module (its Step/run_steps/sets helpers); loaded by path so
-    that benchmarks/ never goes on sys.path (benchmarks/shards.py would shadow shards)."""
-    spec = importlib.util.spec_from_file_location(
-        "transfer", Path(__file__).with_name("transfer.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-T = _transfer()
 
 
 def run_step(args: list[str], done: Path | None, log: list[str]) -> None:

@@ -186,6 +186,60 @@ def _image_folder(path: Path, transform: Callable | None, flag: str) -> Any:
         ) from err
 
 
+# folders up to this many images are decoded once, up front, and kept in memory (uint8): a
+# fine-tune of a few hundred photos over many epochs otherwise decodes every JPEG every epoch
+DECODE_ONCE_MAX_IMAGES = 20_000
+DECODE_ONCE_MAX_BYTES = 2 << 30
+
+
+class DecodedOnce:
+    """An image loader over a fixed list of files that decodes each file once (RGB uint8 kept
+    in memory) and hands out PIL images from then on; an unreadable file raises the same error
+    on every access, as the plain loader would. Loader workers inherit the decoded images."""
+
+    def __init__(self, paths: list[str], load: Callable[[str], Any]) -> None:
+        import numpy as np
+
+        self.load = load
+        self.images: dict[str, Any] = {}
+        size = 0
+        for path in paths:
+            try:
+                array = np.asarray(load(path))
+            except (OSError, SyntaxError, ValueError) as exc:
+                self.images[path] = exc
+                continue
+            size += array.nbytes
+            if size > DECODE_ONCE_MAX_BYTES:  # too large to keep: decode on access instead
+                self.images.clear()
+                return
+            self.images[path] = array
+
+    def __call__(self, path: str) -> Any:
+        from PIL import Image
+
+        got = self.images.get(path)
+        if got is None:
+            return self.load(path)
+        if isinstance(got, Exception):
+            raise got
+        return Image.fromarray(got)
+
+
+def decode_once(*folders: Any) -> None:
+    """Give image folders of the same files one shared DecodedOnce loader when they are small."""
+    from torchvision.datasets.folder import default_loader
+
+    from shards.badsamples import NamedImageLoader
+
+    paths = sorted({p for f in folders for p, _ in f.samples})
+    if not paths or len(paths) > DECODE_ONCE_MAX_IMAGES:
+        return
+    loader = NamedImageLoader(DecodedOnce(paths, default_loader))
+    for f in folders:
+        f.loader = loader
+
+
 def _folder(root: Path, train_tf, eval_tf, test_root, val_split, val_per_class) -> DownstreamData:
     from torch.utils.data import Subset
 
@@ -209,6 +263,8 @@ def _folder(root: Path, train_tf, eval_tf, test_root, val_split, val_per_class) 
                 f"--test-root classes differ from --data-root classes (e.g. {missing}); "
                 "fix: give both folders the same class sub-folders"
             )
+        decode_once(train)
+        decode_once(test)
         return DownstreamData(
             "folder", train, test, list(train.classes), {"train": str(root), "test": str(test_root)}
         )
@@ -228,6 +284,7 @@ def _folder(root: Path, train_tf, eval_tf, test_root, val_split, val_per_class) 
             "fix: add images or pass --test-root"
         )
     test_full = _image_folder(root, eval_tf, "--data-root")
+    decode_once(train, test_full)
     splits = {"train": f"{root} minus {held_desc}", "test": f"{root}: {held_desc}"}
     return DownstreamData(
         "folder", Subset(train, train_idx), Subset(test_full, test_idx), list(train.classes), splits

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
 import tarfile
 import threading
 import time
@@ -26,17 +25,13 @@ CIFAR_CLASSES = (
     "truck",
 )
 FLOWERS = ("daisy", "iris", "pansy")
-ARMS = ("scratch", "fractaldb-sup", "sigma-sup", "sigma-mae")
+CORE = ("scratch", "fractaldb-sup", "sigma-sup", "sigma-mae", "natural-sup", "natural-mae",
+        "target-mae")  # fmt: skip
 
 
-def load_script(name: str = "transfer"):
-    """Import benchmarks/transfer.py as a fresh module."""
-    path = Path(__file__).parents[1] / "benchmarks" / "transfer.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def load_script():
+    """benchmarks/transfer.py, imported as the package module it is."""
+    return importlib.import_module("benchmarks.transfer")
 
 
 @pytest.fixture(scope="module")
@@ -95,42 +90,83 @@ def in_process(args: list[str]) -> Finished:
 @pytest.fixture(scope="module")
 def smoke_run(script, data_dir, tmp_path_factory):
     # the child-process launcher is checked in test_fractaldb_child_process
-    script.launch = in_process
+    from benchmarks import steps
+
     out = tmp_path_factory.mktemp("transfer") / "smoke"
     argv = ["--budget", "smoke", "--out", str(out), "--data-dir", str(data_dir)]
-    argv += ["--dataset", "cifar10", "flowers12", "--ft-seeds", "0", "1", "--json"]
-    argv += ["--val-per-class", "2"]
-    assert script.main(argv) == 0
+    # one downstream set keeps the 18 arms within CI time; several sets are planned below
+    argv += ["--dataset", "flowers12", "--ft-seeds", "0", "--json", "--val-per-class", "2"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(steps, "launch", in_process)
+        assert script.main(argv) == 0
     return out, argv
 
 
-def test_a_table_per_dataset_with_every_arm(smoke_run):
+@pytest.fixture
+def in_process_steps(monkeypatch):
+    """Steps run in this process (no torch import per child)."""
+    from benchmarks import steps
+
+    monkeypatch.setattr(steps, "launch", in_process)
+
+
+def test_a_table_per_dataset_with_every_arm_and_column(script, smoke_run):
     out, _ = smoke_run
-    for dataset in ("cifar10", "flowers12"):
+    arms = script.arm_names(script.BUDGETS["smoke"])
+    assert set(CORE) < set(arms) and len(arms) == 18
+    for dataset in ("flowers12",):
         table = (out / f"results-{dataset}.md").read_text().splitlines()
-        assert sorted(row.split("|")[1].strip() for row in table[2:]) == sorted(ARMS)
-        for row in table[2:]:
-            assert row.split("|")[-2].strip().startswith("2: ")  # two fine-tuning seeds
+        header = [c.strip() for c in table[0].split("|")]
+        assert "linear probe" in header and "k-NN" in header and "pre-training saw" in header
+        rows = {row.split("|")[1].strip(): row.split("|") for row in table[2:]}
+        assert sorted(rows) == sorted(arms)
+        for arm, row in rows.items():
+            assert row[-2].strip().startswith("1: ")  # one fine-tuning seed
+            linear, knn = float(row[header.index("linear probe")]), float(row[header.index("k-NN")])
+            assert 0.0 <= linear <= 100.0 and 0.0 <= knn <= 100.0, arm
+        assert "(in-domain)" not in rows["natural-sup"][2]
+        curve = out / f"curve-{dataset}.png"
+        assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "results.png").stat().st_size > 0
+    # a control drawn from CIFAR-10 is in-domain when CIFAR-10 is the downstream set
+    figures = json.loads((out / "transfer.json").read_text())
+    as_cifar = script.markdown(figures["results"]["flowers12"], in_domain=True)
+    natural = next(line for line in as_cifar.splitlines() if line.startswith("| natural-sup "))
+    target = next(line for line in as_cifar.splitlines() if line.startswith("| target-mae "))
+    assert "(in-domain)" in natural and "(in-domain)" in target
+    assert "(in-domain)" not in as_cifar.split("| sigma-mae ")[1].split("\n")[0]
     summary = (out / "summary.md").read_text()
-    assert (
-        "budget `smoke`, fine-tuning seeds 0 1" in summary and "fractaldb pretrain mae" in summary
-    )
+    assert "budget `smoke`, fine-tuning seeds 0," in summary and "fractaldb pretrain mae" in summary
     figures = json.loads((out / "transfer.json").read_text())
     sigma = next(r for r in figures["results"]["flowers12"] if r["arm"] == "sigma-mae")
-    assert sigma["seeds"] == [0, 1] and len(sigma["last"]) == len(sigma["train"]) == 2
+    assert sigma["seeds"] == [0] and len(sigma["last"]) == len(sigma["train"]) == 1
     assert sigma["img_size"] == 48  # the flowers recipe's resolution, not pre-training's 32
+    assert len(sigma["curve"]) == 1  # validation top-1 per fine-tuning epoch (1 epoch here)
+    probe = json.loads((out / "probe" / "flowers12" / "sigma-mae" / "probe.json").read_text())
+    assert probe["init_summary"]["loaded"] > 0 and probe["val_samples"] == 2 * 3
+
+
+def test_controls_never_see_the_validation_photos(smoke_run):
+    out, _ = smoke_run
+    # target-mae packs the downstream training split only (4 flowers per class, 2 held out)
+    target = json.loads((out / "data" / "target-flowers12" / "packed.json").read_text())
+    assert target["hold_out_per_class"] == 2 and target["samples_per_class"] == [2, 2, 2]
+    # natural-* pre-train on CIFAR-10 photos minus its validation part (5 per class, 2 held out)
+    natural = json.loads((out / "data" / "natural" / "packed.json").read_text())
+    assert natural["hold_out_per_class"] == 2 and natural["samples_per_class"] == [3] * 10
+    for arm in ("target-mae-flowers12", "natural-sup", "mae-then-sup"):
+        assert (out / "pretrain" / arm / "model.safetensors").exists()
 
 
 def test_arms_share_the_recipe_and_differ_only_in_init(smoke_run):
     out, _ = smoke_run
-    for dataset, classes, img in (("cifar10", 10, 32), ("flowers12", 3, 48)):
+    for dataset, classes, img in (("flowers12", 3, 48),):
         runs = {
             (a, s): json.loads(
                 (out / "finetune" / dataset / a / f"seed{s}" / "results.json").read_text()
             )
-            for a in ARMS
-            for s in (0, 1)
+            for a in CORE
+            for s in (0,)
         }
         for (arm, _), r in runs.items():
             assert r["epochs_done"] == 1 and r["img_size"] == img
@@ -138,7 +174,7 @@ def test_arms_share_the_recipe_and_differ_only_in_init(smoke_run):
             assert r["init"]["kind"] == ("scratch" if arm == "scratch" else "run")
             assert 0.0 <= r["history"][-1]["train_top1"] <= 100.0
             if arm != "scratch":
-                assert r["init"]["loaded"] > 0 and Path(r["init"]["source"]).name == arm
+                assert r["init"]["loaded"] > 0 and Path(r["init"]["source"]).name.startswith(arm)
         same = ("recipe", "model", "model_args", "img_size", "batch_size", "lr", "normalize")
         for key in same:
             assert len({json.dumps(r[key], sort_keys=True) for r in runs.values()}) == 1, key
@@ -147,16 +183,16 @@ def test_arms_share_the_recipe_and_differ_only_in_init(smoke_run):
     assert not (Path(__file__).parents[1] / "train").exists()
 
 
-def test_rerun_skips_finished_steps(script, smoke_run, capsys):
+def test_rerun_skips_finished_steps(script, smoke_run, capsys, in_process_steps):
     out, argv = smoke_run
-    before = (out / "finetune" / "flowers12" / "scratch" / "seed1" / "results.json").read_text()
+    before = (out / "finetune" / "flowers12" / "scratch" / "seed0" / "results.json").read_text()
     assert script.main(argv) == 0
     printed = capsys.readouterr().out
     assert "+ fractaldb" not in printed
-    # 2 x (search, render), 3 pre-trainings, 2 datasets x 4 arms x 2 seeds
-    assert printed.count("# skip (done:") == 7 + 16
+    commands = json.loads((out / "transfer.json").read_text())["commands"]
+    assert printed.count("# skip (done:") == len(commands)
     assert "extracting" not in printed
-    after = (out / "finetune" / "flowers12" / "scratch" / "seed1" / "results.json").read_text()
+    after = (out / "finetune" / "flowers12" / "scratch" / "seed0" / "results.json").read_text()
     assert after == before
 
 
@@ -181,8 +217,12 @@ class Sleeper:
         return self.rc
 
 
-def test_parallel_arms_overlap_independent_steps_and_keep_dependencies(data_dir, tmp_path):
-    fresh = load_script("transfer_parallel")
+def test_parallel_arms_overlap_independent_steps_and_keep_dependencies(
+    data_dir, tmp_path, monkeypatch
+):
+    from benchmarks import steps as step_runner
+
+    fresh = load_script()
     record: list = []
     done_of = {}
 
@@ -190,13 +230,15 @@ def test_parallel_arms_overlap_independent_steps_and_keep_dependencies(data_dir,
         done = done_of[" ".join(args)]
         return Sleeper(done, 0.15, record)
 
-    fresh.launch = fake_launch
+    monkeypatch.setattr(step_runner, "launch", fake_launch)
     argv = ["--budget", "smoke", "--out", str(tmp_path / "o"), "--data-dir", str(data_dir)]
     argv += ["--dataset", "flowers12", "--ft-seeds", "0", "1", "--parallel-arms", "3"]
     args = fresh.parse_args(argv)
     b = fresh.BUDGETS["smoke"]
     ds = [fresh.resolve_dataset("flowers12", b, data_dir, None)]
-    steps, _ = fresh.plan(args, b, ds)
+    natural = fresh.resolve_natural(args, b, ds)
+    steps, _ = fresh.plan(args, b, ds, natural)
+    assert len({s.name for s in steps}) == len(steps)  # every step planned once
     done_of.update({" ".join(s.args): s.done for s in steps})
     start = time.monotonic()
     fresh.run_steps(steps, parallel=3, poll_s=0.01)
@@ -214,21 +256,19 @@ def test_parallel_arms_overlap_independent_steps_and_keep_dependencies(data_dir,
         for dep in step.after:
             dep_done = next(s.done for s in steps if s.name == dep)
             assert times[("start", step.done)] >= times[("end", dep_done)]
-    # the scratch fine-tunes wait on nothing: they start before any pre-training ends
-    first_pretrain_end = min(
-        t for (k, d), t in times.items() if k == "end" and "pretrain" in str(d)
-    )
-    scratch = next(s for s in steps if s.name == "finetune-flowers12-scratch-0")
-    assert times[("start", scratch.done)] < first_pretrain_end
+    # scratch waits on nothing (steps start in list order as soon as their inputs exist)
+    scratch = [s for s in steps if s.name.startswith(("probe-flowers12-scratch", "finetune-"))]
+    assert all(s.after == () for s in scratch if "-scratch" in s.name)
+    assert any(s.after for s in scratch)  # the others wait on their pre-training
 
 
 def variant_plan(script, data_dir, tmp_path, *extra):
     """The smoke budget's plan for flowers12 with variant options; and the parsed args."""
     argv = ["--budget", "smoke", "--out", str(tmp_path / "o"), "--data-dir", str(data_dir)]
     args = script.parse_args([*argv, "--dataset", "flowers12", "--ft-seeds", "0", "1", *extra])
-    b = script.with_variant(script.BUDGETS["smoke"], args.sup_epochs, args.ft_img_size)
+    b = script.with_variant(script.BUDGETS["smoke"], args.sup_epochs, args.ft_img_size, args.scale)
     ds = [script.resolve_dataset("flowers12", b, data_dir, None)]
-    return script.plan(args, b, ds), args
+    return script.plan(args, b, ds, script.resolve_natural(args, b, ds)), args
 
 
 def option(args: list[str], name: str) -> str:
@@ -245,7 +285,31 @@ def test_arms_variant_plans_only_the_named_arms_and_their_inputs(script, data_di
     tunes = sorted(n for n in names if n.startswith("finetune-"))
     assert tunes == sorted(f"finetune-flowers12-{a}-{s}" for a in arms for s in (0, 1))
     (steps, arms), _ = variant_plan(script, data_dir, tmp_path, "--arms", "scratch")
-    assert arms == ["scratch"] and all(s.name.startswith("finetune-") for s in steps)
+    assert arms == ["scratch"] and all(s.name.startswith(("finetune-", "probe-")) for s in steps)
+    (steps, arms), _ = variant_plan(script, data_dir, tmp_path, "--arms", "mae-then-sup")
+    names = [s.name for s in steps]  # its init arm is pre-trained first, not fine-tuned
+    assert names.index("pretrain-sigma-mae") < names.index("pretrain-mae-then-sup")
+    assert arms == ["mae-then-sup"] and "finetune-flowers12-sigma-mae-0" not in names
+    init = next(s for s in steps if s.name == "pretrain-mae-then-sup").args
+    assert f"init_weights={tmp_path / 'o' / 'pretrain' / 'sigma-mae'}" in init
+    (steps, arms), _ = variant_plan(script, data_dir, tmp_path, "--arms", "core")
+    assert arms == list(CORE)
+
+
+def test_scale_multiplies_every_pretraining_and_nothing_else(script, data_dir, tmp_path):
+    b = script.BUDGETS["smoke"]
+    (base, _), _ = variant_plan(script, data_dir, tmp_path, "--arms", "core")
+    (scaled, _), args = variant_plan(script, data_dir, tmp_path, "--arms", "core", "--scale", "4")
+    for old, new in zip(base, scaled, strict=True):
+        if new.args[0] == "pretrain":
+            epochs = b.pre_epochs if new.args[1] == "supervised" else b.mae_epochs
+            assert option(new.args, "--epochs") == str(4 * epochs)
+            assert option(new.args, "--samples-per-epoch") == option(
+                old.args, "--samples-per-epoch"
+            )
+        else:
+            assert new.args == old.args
+    assert script.variant_flags(args) == ["--arms", "core", "--scale", "4"]
 
 
 def test_sup_epochs_and_ft_img_size_variants_change_only_their_commands(script, data_dir, tmp_path):
@@ -259,7 +323,7 @@ def test_sup_epochs_and_ft_img_size_variants_change_only_their_commands(script, 
         if new.args[:2] == ["pretrain", "supervised"]:
             assert option(old.args, "--epochs") == str(b.pre_epochs)
             assert option(new.args, "--epochs") == "7"
-        elif new.args[0] == "finetune":
+        elif new.args[0] in ("finetune", "probe"):
             assert option(old.args, "--img-size") == str(b.finetune["flowers12"].img_size)
             assert option(new.args, "--img-size") == "40"
         else:  # search, render, MAE: untouched
@@ -280,7 +344,9 @@ def test_failed_step_stops_new_steps_and_reports(script, tmp_path, monkeypatch):
         started.append(args[0])
         return Failing(3 if args[0] == "a" else 0)
 
-    monkeypatch.setattr(script, "launch", fake_launch)
+    from benchmarks import steps
+
+    monkeypatch.setattr(steps, "launch", fake_launch)
     steps = [
         script.Step("a", ["a"], None),
         script.Step("b", ["b"], None, ("a",)),
@@ -301,12 +367,33 @@ def test_failed_step_stops_new_steps_and_reports(script, tmp_path, monkeypatch):
         (["--arms", "scratch", "imagenet-sup"], "imagenet-sup unknown"),
         (["--sup-epochs", "0"], "1 or more"),
         (["--ft-img-size", "0"], "8 px or more"),
+        (["--scale", "0"], "1 or more"),
     ],
 )
 def test_bad_input_is_one_line_error(script, tmp_path, capsys, extra, message):
     rc = script.main(["--out", str(tmp_path / "o"), *extra])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "fix:" in err and message in err
+
+
+def test_missing_natural_archive_is_one_line_error(script, data_dir, tmp_path, capsys):
+    only_flowers = tmp_path / "d"
+    only_flowers.mkdir()
+    (only_flowers / "flowers12-train-jpg.tar.gz").symlink_to(
+        data_dir / "flowers12-train-jpg.tar.gz"
+    )
+    argv = ["--out", str(tmp_path / "o"), "--data-dir", str(only_flowers)]
+    rc = script.main([*argv, "--dataset", "flowers12", "--arms", "scratch", "natural-sup"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "cifar10-train-jpg.tar.gz" in err and "fix:" in err and "natural" in err
+    # without the natural arms the same command needs no CIFAR-10 archive
+    steps, _ = script.plan(
+        script.parse_args([*argv, "--dataset", "flowers12", "--arms", "scratch"]),
+        script.BUDGETS["smoke"],
+        [script.resolve_dataset("flowers12", script.BUDGETS["smoke"], only_flowers, None)],
+    )
+    assert steps
 
 
 def test_find_image_folder_takes_the_shallowest_class_folder(script, tmp_path):
@@ -323,15 +410,33 @@ def test_mean_sd(script):
     assert script.mean_sd([5.0]) == (5.0, 0.0)
 
 
-def test_fractaldb_child_process(script):
-    assert script.fractaldb_exe()[0].endswith("fractaldb")
-    assert script.launch.__name__ == "in_process"  # the module fixture swapped it
-    fresh = load_script("transfer_fresh")
-    assert fresh.execute(["report", "/nonexistent-run"]) == 2
+def test_fractaldb_child_process():
+    from benchmarks import steps
+
+    assert steps.fractaldb_exe()[0].endswith("fractaldb")
+    assert steps.launch.__name__ == "launch"  # the smoke run's in-process launcher is undone
+    assert steps.execute(["report", "/nonexistent-run"]) == 2
 
 
 def test_chart_draws_groups_that_ran_only_some_arms(script, tmp_path):
-    full = [{"arm": a, "last": [40.0, 42.0]} for a in ARMS]
+    full = [{"arm": a, "last": [40.0, 42.0]} for a in CORE]
     some = [{"arm": "scratch", "last": [41.0]}, {"arm": "sigma-mae", "last": [53.0, 54.0]}]
     png = script.chart({"cpu": full, "--arms scratch sigma-mae": some}, tmp_path / "c.png")
     assert png == tmp_path / "c.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_two_sets_get_a_target_mae_each_and_share_the_natural_photos(script, data_dir, tmp_path):
+    argv = ["--budget", "smoke", "--out", str(tmp_path / "o"), "--data-dir", str(data_dir)]
+    args = script.parse_args([*argv, "--dataset", "cifar10", "flowers12", "--arms", "core"])
+    b = script.BUDGETS["smoke"]
+    dss = [script.resolve_dataset(d, b, data_dir, 2) for d in ("cifar10", "flowers12")]
+    natural = script.resolve_natural(args, b, dss)
+    assert natural is dss[0]  # the downstream cifar10 itself: its validation photos left out
+    steps, _ = script.plan(args, b, dss, natural)
+    names = [s.name for s in steps]
+    assert names.count("pack-natural") == 1
+    assert {"pretrain-target-mae-cifar10", "pretrain-target-mae-flowers12"} <= set(names)
+    pack = next(s for s in steps if s.name == "pack-natural")
+    assert option(pack.args, "--hold-out-per-class") == "2"
+    tune = next(s for s in steps if s.name == "finetune-flowers12-target-mae-0")
+    assert option(tune.args, "--init").endswith("target-mae-flowers12")

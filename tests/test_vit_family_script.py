@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,12 +12,7 @@ from safetensors.torch import save_file
 
 @pytest.fixture(scope="module")
 def bench():
-    path = Path(__file__).parents[1] / "benchmarks" / "vit_family.py"
-    spec = importlib.util.spec_from_file_location("vit_family", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.vit_family")
 
 
 def test_every_arm_shares_the_recipe_and_only_the_distilled_one_has_a_teacher(bench, tmp_path):
