@@ -760,7 +760,7 @@ def curve_chart(dataset: str, rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fractaldb.atomic import replace_atomically
+    from fractaldb.core.atomic import replace_atomically
 
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
     for r in rows:
