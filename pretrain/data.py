@@ -211,6 +211,7 @@ def synthetic_patterns(
     seed: int = 0,
     noise: float = 0.6,
     instance_seed: int = 1,
+    channels: int = 3,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-dependent images: a fixed random template per class plus per-sample noise.
 
@@ -218,22 +219,29 @@ def synthetic_patterns(
     Learnable in a few dozen steps by a tiny ViT; used by tests and the synthetic benchmark.
     """
     g = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(num_classes, 3, 4, 4, generator=g)
+    coarse = torch.randn(num_classes, channels, 4, 4, generator=g)
     templates = torch.nn.functional.interpolate(coarse, size=img_size, mode="bilinear")
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     g2 = torch.Generator().manual_seed(instance_seed)
     images = templates[labels] + noise * torch.randn(
-        len(labels), 3, img_size, img_size, generator=g2
+        len(labels), channels, img_size, img_size, generator=g2
     )
     return images.clamp(-3, 3), labels
 
 
 def synthetic_data(
-    num_classes: int = 4, per_class: int = 32, img_size: int = 32, seed: int = 0
+    num_classes: int = 4, per_class: int = 32, img_size: int = 32, seed: int = 0, channels: int = 3
 ) -> TensorData:
     """A TensorData of synthetic_patterns with a held-out set drawn with other noise."""
-    x, y = synthetic_patterns(num_classes, per_class, img_size, seed=seed, instance_seed=1)
+    x, y = synthetic_patterns(
+        num_classes, per_class, img_size, seed=seed, instance_seed=1, channels=channels
+    )
     vx, vy = synthetic_patterns(
-        num_classes, max(per_class // 4, 2), img_size, seed=seed, instance_seed=2
+        num_classes,
+        max(per_class // 4, 2),
+        img_size,
+        seed=seed,
+        instance_seed=2,
+        channels=channels,
     )
     return TensorData(x, y, vx, vy, num_classes=num_classes, manifest_sha256=f"synthetic-{seed}")
