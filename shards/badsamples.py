@@ -39,11 +39,12 @@ class BadSamples:
         self._total = ctx.Value("q", 0, lock=False)
         self._names = ctx.Array("c", _NAMES_BYTES, lock=False)
 
-    def record(self, name: str, reason: str) -> None:
-        """Count one skipped sample (or shard); remember its name if it is among the first."""
+    def record(self, name: str, reason: str, count: int = 1) -> None:
+        """Count `count` skipped samples (a damaged shard's lost ones, or one); remember the
+        name if it is among the first."""
         with self._epoch.get_lock():
-            self._epoch.value += 1
-            self._total.value += 1
+            self._epoch.value += count
+            self._total.value += count
             names = self._names.value.decode(errors="replace")
             if names.count("\n") < FIRST_NAMES and f"{name} (" not in names:
                 line = f"{name} ({reason.splitlines()[0][:120] if reason else 'unreadable'})\n"
@@ -91,12 +92,13 @@ class BadSamples:
 _active: BadSamples | None = None
 
 
-def report_bad(name: str, reason: str) -> None:
-    """Record a skipped item in the tally of the pipeline running in this process, else warn."""
+def report_bad(name: str, reason: str, count: int = 1) -> None:
+    """Record `count` skipped samples in the tally of the pipeline running in this process,
+    else warn."""
     if _active is None:
         warnings.warn(f"skipping {name}: {reason}", stacklevel=2)
     else:
-        _active.record(name, reason)
+        _active.record(name, reason, count)
 
 
 class SkipUndecodableStage:

@@ -25,7 +25,7 @@ import os
 import random
 from collections.abc import Callable, Iterator
 from functools import partial
-from itertools import chain, count, islice
+from itertools import chain, count
 from typing import Any
 
 import numpy as np
@@ -230,9 +230,16 @@ def _worker_part(
     return g, [(int(order[s]), off, k) for s, off, k in assign_shards(n, g, g_size)]
 
 
-def _read_part(urls: list[str], part: list[tuple[int, int, int]]) -> Iterator[dict[str, Any]]:
+def _read_part(
+    urls: list[str],
+    part: list[tuple[int, int, int]],
+    lengths: list[int] | None = None,
+    report: bool = True,
+) -> Iterator[dict[str, Any]]:
+    # with the shard lengths, a truncated shard counts as the samples it lost
     for shard, offset, stride in part:
-        yield from islice(shard_samples(urls[shard]), offset, None, stride)
+        expected = lengths[shard] if lengths is not None else None
+        yield from shard_samples(urls[shard], expected, offset, stride, report=report)
 
 
 def _train_samples(
@@ -250,7 +257,8 @@ def _train_samples(
             key = derive_seed(state.seed, TAG_SHARDS, state.epoch, g, cycle)
             got = 0
             for i in permute(range(len(part)), len(part), key):
-                for sample in _read_part(urls, [part[int(i)]]):
+                # a damaged shard is counted once an epoch, not again at every re-read
+                for sample in _read_part(urls, [part[int(i)]], lengths, report=cycle == 1):
                     got += 1
                     yield sample
             if got == 0:
@@ -354,9 +362,11 @@ def make_train_loader(
     return loader.with_epoch(nbatches).with_length(nbatches, silent=True)
 
 
-def _eval_samples(state: EpochState, urls: list[str]) -> Iterator[dict[str, Any]]:
+def _eval_samples(
+    state: EpochState, urls: list[str], lengths: list[int] | None = None
+) -> Iterator[dict[str, Any]]:
     _, part = _worker_part(state, urls, shuffled=False)
-    yield from _read_part(urls, part)
+    yield from _read_part(urls, part, lengths)
 
 
 def make_eval_loader(
@@ -380,13 +390,13 @@ def make_eval_loader(
     rank, world_size = dist_rank_world(rank, world_size)
     shard_urls, info = _expand(urls)
     state = EpochState(0, 0, rank, world_size)
+    lengths = _shard_lengths(shard_urls, info)
     dataset = wds.DataPipeline(
-        partial(_eval_samples, state, shard_urls),
+        partial(_eval_samples, state, shard_urls, lengths),
         _decode_stage(transform, label_key, image_mode, return_keys, bad_samples),
         wds.batched(batch_size, collation_fn=default_collate, partial=True),
     )
     loader = wds.WebLoader(dataset, batch_size=None, num_workers=num_workers)
-    lengths = _shard_lengths(shard_urls, info)
     if lengths is not None:
         workers = max(1, num_workers)
         g_size = world_size * workers

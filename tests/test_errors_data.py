@@ -75,6 +75,36 @@ def test_undecodable_shard_sample_is_skipped_counted_and_named(shard_folder, tmp
     assert len(errors) == 1 and key in errors[0] and "--max-bad-samples" in errors[0]
 
 
+def cut_after_first_sample(shard) -> int:
+    """Truncate the shard at the first header of its second sample (a member boundary, no
+    end-of-archive marker); return the samples it held."""
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    keys = [m.name.split(".", 1)[0] for m in members]
+    second = next(m for m, k in zip(members, keys, strict=True) if k != keys[0])
+    shard.write_bytes(shard.read_bytes()[: second.offset])
+    return len(set(keys))
+
+
+def test_truncated_shard_counts_its_lost_samples_every_epoch(shard_folder, tmp_path):
+    data = copy_folder(shard_folder, tmp_path / "data")
+    shard = sorted(data.glob("*.tar"))[0]
+    held = cut_after_first_sample(shard)  # all are lost: a sample ends where the next begins
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, [*TINY, "--data", str(data), "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    epochs = read_metrics(run, "epoch")
+    assert [e["bad_samples"] for e in epochs] == [held, held]  # once per epoch, not per re-read
+    assert epochs[-1]["bad_samples_total"] == 2 * held
+    assert shard.name in res.output and f"{held} of its {held} sample(s) lost" in res.output
+
+    res = CliRunner().invoke(main, [*TINY, "--data", str(data), "--out", str(tmp_path / "r1"),
+                                    "--max-bad-samples", str(held - 1)])  # fmt: skip
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and shard.name in errors[0] and f"{held} unreadable" in errors[0]
+
+
 def test_missing_shard_is_counted_not_only_warned(shard_folder, tmp_path):
     data = copy_folder(shard_folder, tmp_path / "data")
     missing = sorted(data.glob("*.tar"))[1]
