@@ -17,7 +17,7 @@ def run_finetune(opts: dict[str, Any]) -> None:
     from pretrain.data import DatasetData
     from pretrain.engine import train
     from pretrain.runfolder import remove_if_failed_early
-    from shards.badsamples import SkipUndecodable
+    from shards.badsamples import LeaveOutUndecodable
 
     from .config import finetune_config
     from .datasets import DATASETS, build_datasets, fingerprint, train_probe
@@ -66,8 +66,8 @@ def run_finetune(opts: dict[str, Any]) -> None:
             max_bad_samples=cfg["max_bad_samples"],
         )
         task.data, task.dataset_sha256 = ds, data.manifest_sha256
-        # unreadable photos are skipped and counted there too, as in the training loader
-        task.train_probe = SkipUndecodable(
+        # unreadable photos are left out and counted there too, as in validation
+        task.train_probe = LeaveOutUndecodable(
             train_probe(ds.train, task.eval_transform(cfg), cfg["train_eval_samples"]),
             data.bad_samples,
         )

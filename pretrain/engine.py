@@ -668,6 +668,9 @@ def _validate(task, data, model, ema, plan, info, autocast) -> dict[str, float]:
             )
             for k, v in task.evaluate(ema.module, loader, info.device).items():
                 out[k.replace("val_", "val_ema_", 1)] = v
+    left_out = getattr(data, "val_left_out", None)  # unreadable held-out images, left out
+    if left_out is not None:
+        out["val_unreadable"] = int(D.reduce_sums({"n": left_out.epoch_count}, info.device)["n"])
     model.train()
     return out
 

@@ -132,6 +132,40 @@ class SkipUndecodableStage:
             yield decoded
 
 
+class LeaveOutUndecodable:
+    """A map-style evaluation dataset whose undecodable items are recorded and left out: they
+    come back as None (dropped by `collate_readable`), never replaced by another image, which
+    may be of another class. `left_out` counts them apart (the engine's val_unreadable)."""
+
+    def __init__(self, dataset: Any, bad: BadSamples, left_out: BadSamples | None = None) -> None:
+        self.dataset, self.bad, self.left_out = dataset, bad, left_out
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("dataset", "bad", "left_out"):
+            raise AttributeError(name)  # not yet set (unpickling): no recursion
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except UndecodableSample as exc:
+            self.bad.record(exc.name, exc.reason)
+            if self.left_out is not None:
+                self.left_out.record(exc.name, exc.reason)
+            return None
+
+
+def collate_readable(items: list[Any]) -> Any:
+    """torch's default_collate of the items that were read (None: none of them was)."""
+    from torch.utils.data import default_collate
+
+    kept = [item for item in items if item is not None]
+    return default_collate(kept) if kept else None
+
+
 class CheckedLoader:
     """Wraps a loader: starts the epoch's count (training loaders) and stops the run in the
     training process once too many samples were skipped. len() and attributes pass through."""
@@ -168,7 +202,8 @@ class CheckedLoader:
                 self.bad.check(cause=exc)
                 raise
             self.bad.check()
-            yield batch
+            if batch is not None:  # None: no item of the batch could be read (left out)
+                yield batch
 
 
 class NamedImageLoader:

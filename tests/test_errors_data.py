@@ -144,6 +144,34 @@ def test_unreadable_image_in_an_image_folder_is_skipped_and_named(tmp_path):
     assert epoch["bad_samples"] >= 1 and "img_1.png" in res.output
 
 
+def test_unreadable_validation_photo_is_left_out_and_counted_not_replaced(tmp_path):
+    """Accuracy is measured on the photos that were read; the others are counted beside it
+    (each once), never replaced by the next photo, which may be of another class."""
+    import json
+
+    from tests.fixtures_downstream import make_image_folder
+
+    train = make_image_folder(tmp_path / "train", classes=("a", "b"), per_class=4)
+    test = make_image_folder(tmp_path / "test", classes=("a", "b"), per_class=3, seed=1)
+    for bad in (test / "a" / "img_0.png", test / "a" / "img_1.png", test / "b" / "img_2.png"):
+        bad.write_bytes(b"")  # 3 of 6 unreadable, two of them next to each other
+    run = tmp_path / "ft"
+    res = CliRunner().invoke(main, [
+        "finetune", "--dataset", "folder", "--data-root", str(train), "--test-root", str(test),
+        "--init", "scratch", "--model", "vit_tiny_patch16_224", "--img-size", "32",
+        "--model-arg", "patch_size=8", "--model-arg", "depth=1", "--model-arg", "embed_dim=32",
+        "--model-arg", "num_heads=2", "--batch-size", "2", "--epochs", "1", "--device", "cpu",
+        "--workers", "0", "--set", "warmup_epochs=0", "--set", "train_eval_samples=0",
+        "--out", str(run),
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (epoch,) = read_metrics(run, "epoch")
+    assert epoch["val_samples"] == 3 and epoch["val_unreadable"] == 3
+    assert epoch["bad_samples"] == 3  # each unreadable photo once
+    row = json.loads((run / "results.json").read_text())["history"][0]
+    assert row["val_samples"] == 3 and row["val_unreadable"] == 3
+
+
 def test_bad_sample_tally_is_shared_with_worker_processes():
     import multiprocessing
 
