@@ -160,3 +160,11 @@ def test_divergence_check_benchmark_runs():
     result = json.loads(out.stdout)
     assert result["categories"] == 4 and result["flagged"] == 0
     assert result["check_ms_per_category"] > 0
+
+
+@pytest.mark.parametrize("factors", ["[nan]", "[inf]", "[1e308]", "[0.8, -inf]"])
+def test_render_non_finite_or_absurd_factors_are_refused(tmp_path, two_categories, factors):
+    res = invoke("render", "--categories", str(two_categories), "--out", str(tmp_path / "s"),
+                 "--set", f"factors={factors}", "--quiet")  # fmt: skip
+    assert_one_line_error(res, "factors must be finite numbers in (0, 4]", "--set factors=[")
+    assert not (tmp_path / "s").exists()
