@@ -20,11 +20,12 @@ def run_finetune(opts: dict[str, Any]) -> None:
     from shards.badsamples import LeaveOutUndecodable
 
     from .config import finetune_config
-    from .datasets import DATASETS, build_datasets, fingerprint, train_probe
+    from .datasets import DATASETS, build_datasets, check_data_root, fingerprint, train_probe
     from .task import FinetuneTask
 
     if opts["dataset"] not in DATASETS:  # before anything slow
         build_datasets(opts["dataset"], opts["data_root"])
+    check_data_root(opts["dataset"], opts["data_root"])  # before "no --model" and the like
     cfg, recipe = finetune_config(FinetuneTask, opts)
     if opts.get("print_config"):
         click.echo(dump_config(cfg), nl=False)

@@ -105,6 +105,17 @@ def read_dataset_info(path_or_urls: str | os.PathLike | list[str]) -> dict[str, 
         root = urls[0].rsplit("/", 1)[0]
     info_bytes = _read_text(f"{root}/{INFO}")
     if info_bytes is None:
+        given = os.fspath(path_or_urls) if isinstance(path_or_urls, (str, os.PathLike)) else ""
+        if given and os.path.isfile(given):
+            raise FractalDBError(
+                f"{given} is a file with no _info.json beside it, not a shard folder; fix: pass "
+                "the folder written by `fractaldb render`"
+            )
+        if os.path.isdir(root) and not any(n.endswith(".tar") for n in os.listdir(root)):
+            raise FractalDBError(
+                f"no shards in {root} (no .tar files, no {INFO}); fix: pass the folder written "
+                "by `fractaldb render`, or render one there"
+            )
         raise FractalDBError(
             f"{root}/{INFO} not found; fix: finish the render (or run `fractaldb shards finalize "
             f"{root}`), or pass samples_per_epoch explicitly"
