@@ -86,9 +86,11 @@ def warmup_warning(cfg: dict[str, Any]) -> str | None:
     """A one-line warning when the learning-rate warm-up lasts as long as the whole run."""
     warmup, epochs = int(cfg["warmup_epochs"] or 0), int(cfg["epochs"])
     if warmup > 0 and warmup >= epochs:
+        # one epoch leaves one shorter warm-up: none ("N < 1" reads as a riddle)
+        fix = "warmup_epochs=0" if epochs == 1 else f"warmup_epochs=N with N < {epochs}"
         return (
             f"warning: warmup_epochs {warmup} is not shorter than the run's {epochs} epochs, so "
-            f"the lr never leaves its warm-up ramp; fix: --set warmup_epochs=N with N < {epochs}"
+            f"the lr never leaves its warm-up ramp; fix: --set {fix}"
         )
     return None
 

@@ -304,7 +304,7 @@ def test_init_run_supplies_image_size_and_warmup_warns(tmp_path, pretrain_run):
     warnings = [ln for ln in res.output.splitlines() if ln.startswith("warning: warmup_epochs")]
     assert warnings == [
         "warning: warmup_epochs 10 is not shorter than the run's 1 epochs, so the lr never "
-        "leaves its warm-up ramp; fix: --set warmup_epochs=N with N < 1"
+        "leaves its warm-up ramp; fix: --set warmup_epochs=0"
     ]
     assert load_file(str(out / "model.safetensors"))["pos_embed"].shape == (1, 37, 32)
 
