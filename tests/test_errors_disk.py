@@ -159,6 +159,22 @@ def test_full_disk_in_the_tensorboard_writer(tmp_path, monkeypatch):
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
 
 
+def test_full_disk_in_the_event_writer_thread_prints_no_traceback(tmp_path, monkeypatch):
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    real, calls = RecordWriter.write, []
+
+    def write(self, data):
+        calls.append(1)
+        if len(calls) > 3:  # the file header and the first events get through
+            disk_full()
+        return real(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    res = invoke(*TINY, "--epochs", "2", "--log-every", "1", "--out", str(tmp_path / "run"))
+    assert_stops_with_one_line(res, "run log", "No space left")
+
+
 def test_a_failed_run_leaves_no_empty_run_folder(tmp_path):
     run = tmp_path / "run"
     res = invoke(*TINY, "--model-arg", "patch_size=7", "--out", str(run))
