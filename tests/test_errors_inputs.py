@@ -223,7 +223,7 @@ def test_text_file_as_init_does_not_advise_weights_only_false(tmp_path):
     init = tmp_path / "x.pt"
     init.write_text("weights: 1 2 3\nmore text here\n")
     res = invoke(*FT, *FT_MODEL, "--data-root", str(root), "--init", str(init),
-                 "--batch-size", "2", "--out", str(tmp_path / "ft"))  # fmt: skip
+                 "--batch-size", "2", "--set", "warmup_epochs=0", "--out", str(tmp_path / "ft"))  # fmt: skip
     assert_one_line_error(res, "x.pt", "not a plain PyTorch weights file", ".safetensors")
     assert (
         "weights_only` set to `False`" not in res.output and "will likely succeed" not in res.output
