@@ -155,6 +155,16 @@ def common_options(f: Callable) -> Callable:
     return f
 
 
+def check_options(opts: dict[str, Any]) -> None:
+    """Refuse out-of-range numeric options (--epochs -1, --lr nan...) before torch is imported:
+    the recipe's own values are checked again with the full configuration."""
+    from pretrain.config import check_ranges
+
+    check_ranges(
+        {key: opts[name] for name, key in _OVERRIDES.items() if opts.get(name) is not None}
+    )
+
+
 def startup_notice(command: str, opts: dict[str, Any]) -> None:
     """Say at once, on an interactive terminal, that the slow imports are under way.
 
@@ -316,6 +326,7 @@ def supervised(**opts: Any) -> None:
         raise FractalDBError(
             "no model; fix: --recipe deit-tiny-fractaldb (or tiny-cpu) or --model NAME"
         )
+    check_options(opts)
     startup_notice("pretrain supervised", opts)
     from pretrain.supervised import SupervisedTask
 
@@ -363,6 +374,7 @@ def mae(**opts: Any) -> None:
       fractaldb pretrain mae --data data/fdb1k --mask-ratio 0.6 --decoder-depth 2 \\
           --no-norm-pix-loss --out runs/mae-t2 --resume auto
     """
+    check_options(opts)
     startup_notice("pretrain mae", opts)
     from pretrain.mae_task import MAETask
 

@@ -86,9 +86,11 @@ def warmup_warning(cfg: dict[str, Any]) -> str | None:
     """A one-line warning when the learning-rate warm-up lasts as long as the whole run."""
     warmup, epochs = int(cfg["warmup_epochs"] or 0), int(cfg["epochs"])
     if warmup > 0 and warmup >= epochs:
+        # one epoch leaves one shorter warm-up: none ("N < 1" reads as a riddle)
+        fix = "warmup_epochs=0" if epochs == 1 else f"warmup_epochs=N with N < {epochs}"
         return (
             f"warning: warmup_epochs {warmup} is not shorter than the run's {epochs} epochs, so "
-            f"the lr never leaves its warm-up ramp; fix: --set warmup_epochs=N with N < {epochs}"
+            f"the lr never leaves its warm-up ramp; fix: --set {fix}"
         )
     return None
 
@@ -668,6 +670,9 @@ def _validate(task, data, model, ema, plan, info, autocast) -> dict[str, float]:
             )
             for k, v in task.evaluate(ema.module, loader, info.device).items():
                 out[k.replace("val_", "val_ema_", 1)] = v
+    left_out = getattr(data, "val_left_out", None)  # unreadable held-out images, left out
+    if left_out is not None:
+        out["val_unreadable"] = int(D.reduce_sums({"n": left_out.epoch_count}, info.device)["n"])
     model.train()
     return out
 

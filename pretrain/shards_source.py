@@ -296,7 +296,10 @@ def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform
                 "fix: --data synthetic or synthetic:10"
             )
         per_class = max(int(cfg["samples_per_epoch"] or 64 * classes) // classes, 2)
-        return synthetic_data(classes, per_class, int(cfg["img_size"]), seed=int(cfg["seed"]))
+        channels = int(cfg["model_args"].get("in_chans", 3))  # the model's, as for shards
+        return synthetic_data(
+            classes, per_class, int(cfg["img_size"]), seed=int(cfg["seed"]), channels=channels
+        )
     if fly:
         _check_exists(fly, "--on-the-fly")
         if cfg["val_data"]:
