@@ -22,8 +22,10 @@ SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_suite.py"
 def suite():
     spec = importlib.util.spec_from_file_location("gpu_suite", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_suite"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
-    return module
+    yield module
+    sys.modules.pop("gpu_suite", None)
 
 
 @pytest.fixture(scope="module")
