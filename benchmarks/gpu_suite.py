@@ -389,7 +389,6 @@ def host_environment() -> dict[str, Any]:
         "timm": _version("timm"), "numba": _version("numba"), "numba_cuda": _version("numba-cuda"),
         "triton": _version("triton"), "numpy": _version("numpy"),
         "python": platform.python_version(), "cpu": describe_machine(),
-        "simulator": os.environ.get("NUMBA_ENABLE_CUDASIM") == "1",
     }  # fmt: skip
 
 
