@@ -83,6 +83,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "eval_every": 1,
     # undecodable samples (or unreadable shards) skipped per epoch before the run stops
     "max_bad_samples": 100,
+    # what fell back on this machine and why (torch.compile -> eager, fused AdamW -> plain,
+    # GPU rendering -> CPU): a record of the run, written by the engine, never an input
+    "fallbacks": {},
 }
 
 # The render settings of --on-the-fly runs that name no render_preset.
@@ -101,6 +104,7 @@ RESUME_MUTABLE_KEYS = frozenset(
         "compile",
         "max_bad_samples",
         "render_device",  # exact GPU renders are the CPU's pixels
+        "fallbacks",
     }
 )
 
@@ -195,8 +199,24 @@ def resolve_config(
         if isinstance(defaults.get(k), float) and isinstance(v, int) and not isinstance(v, bool):
             cfg[k] = float(v)
     cfg["model_args"] = dict(cfg.get("model_args") or {})
+    # an old RUN/config.yaml as the recipe must not carry another machine's fallbacks
+    cfg["fallbacks"] = {}
     check_ranges(cfg)
     return cfg
+
+
+def record_fallback(cfg: dict[str, Any], what: str, message: str) -> None:
+    """Record in cfg["fallbacks"] (so in RUN/config.yaml) that `what` fell back, and say so in
+    one warning line on stderr (rank 0 only)."""
+    import os
+    import sys
+
+    from tqdm import tqdm  # writes around a progress bar, if one is showing
+
+    line = " ".join(message.split())
+    cfg.setdefault("fallbacks", {})[what] = line
+    if os.environ.get("RANK", "0") == "0":
+        tqdm.write(f"warning: {line}", file=sys.stderr)
 
 
 def _auto_augment_name(policy: str) -> str:

@@ -248,6 +248,12 @@ class OnTheFlyData(_HeldOutShards):
         return _Rebatch(loader, batch_size, len(ds) // batch_size)
 
 
+def trains_on_cuda(cfg: dict[str, Any]) -> bool:
+    """True if the run's training device is a CUDA GPU (`auto` included, where one is seen)."""
+    device = str(cfg["device"])
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
 def resolve_render_device(cfg: dict[str, Any]) -> str:
     """Where --on-the-fly renders: "cuda" (in the training process) or "cpu" (loader workers)."""
     from fractaldb.gpu import GPU_MODES, cuda_available
@@ -262,10 +268,22 @@ def resolve_render_device(cfg: dict[str, Any]) -> str:
             f"unknown GPU render mode {gpu_mode!r}; fix: --gpu-mode {' or '.join(GPU_MODES)}"
         )
     if choice == "auto":
-        device = str(cfg["device"])
-        on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         hue = (cfg["render"] or {}).get("color") == "hue"
-        choice = "cuda" if on_cuda and not hue and cuda_available() else "cpu"
+        choice = "cpu"
+        if trains_on_cuda(cfg) and not hue:
+            if cuda_available():
+                choice = "cuda"
+            else:
+                from fractaldb.gpu import cuda_unavailable_reason
+                from pretrain.config import record_fallback
+
+                reason, _, fix = cuda_unavailable_reason().partition("; fix: ")
+                record_fallback(
+                    cfg,
+                    "render_device",
+                    f"--on-the-fly renders on the CPU in loader workers, not on the GPU "
+                    f"(slower): {reason}; fix: {fix}",
+                )
     if choice == "cpu" and gpu_mode != "exact":
         raise FractalDBError(
             f"--gpu-mode {gpu_mode} renders on the GPU only; fix: --render-device cuda on a "
