@@ -169,12 +169,7 @@ def _train_throughput_module():
 def onthefly_training(cats: CategorySet, args: argparse.Namespace) -> list[dict[str, Any]]:
     """onthefly_gpu_images_per_s and onthefly_ratio (on-the-fly / synthetic) per model, with
     train_throughput.py's engine runs (on a GPU: compiled, bf16, 224 px)."""
-    import contextlib
-    import io
     import tempfile
-
-    from pretrain.engine.loop import train
-    from pretrain.sources import open_shards_source, resolve_onthefly
 
     tt = _train_throughput_module()
     results = []
@@ -193,23 +188,8 @@ def onthefly_training(cats: CategorySet, args: argparse.Namespace) -> list[dict[
             ])  # fmt: skip
             targs.num_classes = len(cats)
             synthetic = tt.measure(task_name, model, "synthetic", targs, None)
-            if task_name == "mae":
-                from pretrain.mae_task import MAETask
-
-                task: Any = MAETask()
-            else:
-                from pretrain.supervised import SupervisedTask
-
-                task = SupervisedTask()
-            total = targs.warmup + targs.steps
-            cfg = tt.make_config(task, targs, model, on_the_fly=str(path), render_device="cuda",
-                                 samples_per_epoch=total * targs.batch_size,
-                                 render={"image_size": args.image_size, "points": args.points})  # fmt: skip
-            resolve_onthefly(cfg)
-            data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
-            with contextlib.redirect_stdout(io.StringIO()):
-                train(cfg, task, data, Path(tmp) / f"run-{task_name}")
-            rate = tt.steady_rate(Path(tmp) / f"run-{task_name}", targs.warmup)
+            render = {"image_size": args.image_size, "points": args.points}
+            rate = measure_onthefly(task_name, model, targs, path, render)
             results.append({
                 "task": task_name,
                 "model": model,
@@ -218,6 +198,39 @@ def onthefly_training(cats: CategorySet, args: argparse.Namespace) -> list[dict[
                 "onthefly_ratio": rate["images_per_s"] / synthetic["images_per_s"],
             })  # fmt: skip
     return results
+
+
+def measure_onthefly(
+    task_name: str, model: str, targs: argparse.Namespace, cats_path: Path, render: dict
+) -> dict[str, Any]:
+    """One train_throughput.py-style engine run (warmup + steps) fed by `--on-the-fly` on the
+    GPU (categories at `cats_path`, render settings `render`); its steady-state rate."""
+    import contextlib
+    import io
+    import tempfile
+
+    from pretrain.engine.loop import train
+    from pretrain.sources import open_shards_source, resolve_onthefly
+
+    tt = _train_throughput_module()
+    if task_name == "mae":
+        from pretrain.mae_task import MAETask
+
+        task: Any = MAETask()
+    else:
+        from pretrain.supervised import SupervisedTask
+
+        task = SupervisedTask()
+    total = targs.warmup + targs.steps
+    cfg = tt.make_config(task, targs, model, on_the_fly=str(cats_path), render_device="cuda",
+                         samples_per_epoch=total * targs.batch_size, render=render)  # fmt: skip
+    resolve_onthefly(cfg)
+    data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
+    with tempfile.TemporaryDirectory(prefix="fdb-otf-run-") as tmp:
+        with contextlib.redirect_stdout(io.StringIO()):
+            train(cfg, task, data, Path(tmp) / "run")
+        rate = tt.steady_rate(Path(tmp) / "run", targs.warmup)
+    return {**rate, "fallbacks": dict(cfg.get("fallbacks") or {})}
 
 
 def print_report(r: dict[str, Any]) -> None:

@@ -192,7 +192,9 @@ def measure(
         with contextlib.redirect_stdout(io.StringIO()):
             train(cfg, task, data, Path(tmp) / "run")
         rate = steady_rate(Path(tmp) / "run", args.warmup)
-    return {"task": task_name, "model": model, "source": source, **rate}
+    # what the engine fell back from on this machine (e.g. torch.compile -> eager)
+    fallbacks = dict(cfg.get("fallbacks") or {})
+    return {"task": task_name, "model": model, "source": source, **rate, "fallbacks": fallbacks}
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:

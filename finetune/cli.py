@@ -67,6 +67,13 @@ def finetune(**opts) -> None:
       fractaldb finetune --dataset folder --data-root photos/train --val-per-class 50 \\
           --init runs/mae-tiny --recipe mae-finetune --linear-probe --out runs/probe
     """
+    from pretrain.engine.options import check_options, startup_notice
+
+    from .datasets import DATASETS, build_datasets
+
+    if opts["dataset"] not in DATASETS:  # one line, before torch is imported
+        build_datasets(opts["dataset"], opts["data_root"])
+    check_options(opts)
     startup_notice("finetune", opts)
     from .run import run_finetune
 

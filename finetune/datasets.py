@@ -73,6 +73,7 @@ def build_datasets(
             f"fix: drop them for {name}"
         )
     root = Path(root)
+    check_data_root(name, root)
     if not download and not root.exists():
         raise FractalDBError(
             f"data root {root} does not exist; fix: pass --download to fetch {name} there, "
@@ -166,6 +167,24 @@ def holdout_indices(
         train.extend(idx[:cut])
         held.extend(idx[cut:])
     return sorted(train), sorted(held)
+
+
+def check_data_root(name: str, root: str | os.PathLike) -> None:
+    """Refuse, before the model is looked at, an image-folder root that is missing or holds no
+    class folders (nothing to download there: the fix is the path)."""
+    if name != "folder":
+        return
+    root = Path(root)
+    if not root.exists():
+        raise FractalDBError(
+            f"data root {root} does not exist; fix: point --data-root at an image folder "
+            "(ROOT/CLASS/IMAGE.jpg)"
+        )
+    if root.is_dir() and not any(p.is_dir() for p in root.iterdir()):
+        raise FractalDBError(
+            f"data root {root} holds no class folders; fix: point --data-root at an image "
+            "folder (ROOT/CLASS/IMAGE.jpg)"
+        )
 
 
 def _image_folder(path: Path, transform: Callable | None, flag: str) -> Any:

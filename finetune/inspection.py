@@ -131,7 +131,11 @@ def run_label(path: Path) -> str:
 
 
 def find_images(folder: str | Path, limit: int) -> list[Path]:
-    """The first `limit` images (sorted by path) anywhere under `folder`."""
+    """The first `limit` readable images (sorted by path) anywhere under `folder`; unreadable
+    ones are skipped with a warning naming them, as training does."""
+    import click
+    from PIL import Image
+
     root = Path(folder)
     if not root.is_dir():
         raise FractalDBError(
@@ -140,7 +144,20 @@ def find_images(folder: str | Path, limit: int) -> list[Path]:
     found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
         raise FractalDBError(f"no images under {folder}; fix: a folder of .jpg/.png images")
-    return found[:limit]
+    readable: list[Path] = []
+    for path in found:
+        if len(readable) == limit:
+            break
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three for bad files
+            click.echo(f"warning: skipping unreadable image {path} ({exc})", err=True)
+            continue
+        readable.append(path)
+    if not readable:
+        raise FractalDBError(f"no readable image under {folder}; fix: a folder of .jpg/.png images")
+    return readable
 
 
 def to_batch(v: Inspected, images: list[Path]) -> tuple[torch.Tensor, np.ndarray]:

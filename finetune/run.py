@@ -16,14 +16,15 @@ def run_finetune(opts: dict[str, Any]) -> None:
     from pretrain.engine.data import DatasetData
     from pretrain.engine.loop import train
     from pretrain.engine.runfolder import remove_if_failed_early
-    from shards.badsamples import SkipUndecodable
+    from shards.badsamples import LeaveOutUndecodable
 
     from .config import finetune_config
-    from .datasets import DATASETS, build_datasets, fingerprint, train_probe
+    from .datasets import DATASETS, build_datasets, check_data_root, fingerprint, train_probe
     from .task import FinetuneTask
 
     if opts["dataset"] not in DATASETS:  # before anything slow
         build_datasets(opts["dataset"], opts["data_root"])
+    check_data_root(opts["dataset"], opts["data_root"])  # before "no --model" and the like
     cfg, recipe = finetune_config(FinetuneTask, opts)
     if opts.get("print_config"):
         click.echo(dump_config(cfg), nl=False)
@@ -65,8 +66,8 @@ def run_finetune(opts: dict[str, Any]) -> None:
             max_bad_samples=cfg["max_bad_samples"],
         )
         task.data, task.dataset_sha256 = ds, data.manifest_sha256
-        # unreadable photos are skipped and counted there too, as in the training loader
-        task.train_probe = SkipUndecodable(
+        # unreadable photos are left out and counted there too, as in validation
+        task.train_probe = LeaveOutUndecodable(
             train_probe(ds.train, task.eval_transform(cfg), cfg["train_eval_samples"]),
             data.bad_samples,
         )

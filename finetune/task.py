@@ -121,7 +121,11 @@ class FinetuneTask(SupervisedTask):
 
         rank, world = D.get_rank(), D.get_world_size()
         share = list(range(rank, len(self.train_probe), world))
-        loader = DataLoader(self.train_probe, batch_size=self.cfg["batch_size"], sampler=share)
+        from shards.badsamples import collate_readable
+
+        batches = DataLoader(self.train_probe, batch_size=self.cfg["batch_size"], sampler=share,
+                             collate_fn=collate_readable)  # fmt: skip
+        loader = (b for b in batches if b is not None)  # None: nothing of it was readable
         device = next(model.parameters()).device
         model.eval()
         with torch.no_grad():
@@ -175,6 +179,9 @@ class FinetuneTask(SupervisedTask):
             row["train_top1"] = metrics["train_top1"]
         if "val_ema_top1" in metrics:
             row["ema_top1"] = metrics["val_ema_top1"]
+        for key in ("val_samples", "val_unreadable"):  # what top1 was measured on, and not
+            if key in metrics:
+                row[key] = metrics[key]
         record_epoch(self.results, epoch + 1, row)
         write_results(out_dir, self.results)
 

@@ -24,6 +24,17 @@ SHOW_KEYS = 8  # how many missing/unexpected keys are printed before "..."
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
+def _load_failure(err: Exception) -> str:
+    """torch.load's reason in a few words, without its advice to load with weights_only=False
+    (which would run whatever code the untrusted file holds)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        return detail[0] if detail else "unsupported content"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def _read_weights(path: Path) -> dict[str, Any]:
     """Read a state dict from .safetensors, or .pt/.pth with torch.load(weights_only=True)."""
     import torch
@@ -43,8 +54,9 @@ def _read_weights(path: Path) -> dict[str, Any]:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as err:  # pickle refusals and corrupt files alike
             raise FractalDBError(
-                f"cannot load {path} with torch.load(weights_only=True) ({str(err).splitlines()[0]}); "
-                "fix: save a plain state dict or a .safetensors file"
+                f"cannot load {path} with torch.load(weights_only=True): not a plain PyTorch "
+                f"weights file ({_load_failure(err)}); fix: save a plain state dict or a "
+                ".safetensors file"
             ) from err
         for key in ("model", "state_dict", "model_ema"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):

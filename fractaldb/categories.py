@@ -100,6 +100,11 @@ class CategorySet:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CategorySet:
         """Build a category set from parsed JSON, validating it."""
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"it holds a JSON {type(data).__name__}, not an object with format_version, "
+                "sampler and categories"
+            )
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"format_version {version!r} is not supported (expected 1)")

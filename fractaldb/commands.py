@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import click
@@ -9,6 +10,8 @@ import click
 from fractaldb.core.errors import FractalDBError, check_writable, writing_to
 from fractaldb.core.options import parse_key_values
 from fractaldb.settings import COLORS, MODES, SAMPLERS, SCHEMES
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def run_search(
@@ -137,6 +140,12 @@ def preview(categories, out, num_categories, first_category, instances, tile, **
     from fractaldb.settings import RenderSettings
 
     cats = load_categories(categories)
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in IMAGE_EXTENSIONS:  # OpenCV picks the format by the extension
+        raise FractalDBError(
+            f"--out {out}: {ext or 'no extension'} is not an image format; fix: end the name "
+            f"in {', '.join(IMAGE_EXTENSIONS)}, e.g. --out preview.png"
+        )
     check_writable(out, "preview")
     try:
         inst = [int(i) for i in instances.split(",")]

@@ -67,14 +67,31 @@ def cuda_available() -> bool:
         return False
 
 
+INSTALL_CUDA = "pip install 'fractaldb[cuda]' (or: uv sync --extra cuda)"
+
+
+def numba_cuda_installed() -> bool:
+    """True if the `cuda` extra (numba-cuda, Numba's maintained CUDA target) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba_cuda") is not None
+
+
+def cuda_unavailable_reason() -> str:
+    """Why CUDA kernels cannot run here, with the fix, in words for a one-line message."""
+    if not numba_cuda_installed():
+        return f"GPU rendering needs numba-cuda, which is not installed; fix: {INSTALL_CUDA}"
+    return (
+        "no CUDA GPU is available to Numba; fix: run on a machine with an NVIDIA GPU and "
+        f"driver, with {INSTALL_CUDA}"
+    )
+
+
 def require_cuda(what: str = "--device cuda", alternative: str | None = "--device cpu") -> None:
     """Raise a one-line FractalDBError if CUDA kernels cannot run here."""
     if not cuda_available():
         other = f", or use {alternative}" if alternative else ""
-        raise FractalDBError(
-            f"{what}: no CUDA GPU is available to Numba; fix: run on a machine with an NVIDIA "
-            f"GPU and driver, with `pip install fractaldb[cuda]`{other}"
-        )
+        raise FractalDBError(f"{what}: {cuda_unavailable_reason()}{other}")
 
 
 def check_gpu_settings(settings: RenderSettings, gpu_mode: str, on_device: bool) -> None:

@@ -19,6 +19,9 @@ GPU_MODES = ("exact", "fast")
 RENDER_DEVICES = ("cpu", "cuda")
 
 
+MAX_FACTOR = 4.0  # FractalDB's widest published factors are 0.2 and 1.8
+
+
 @dataclass(frozen=True)
 class RenderSettings:
     """How to turn a category (an IFS) and an instance index into an image.
@@ -62,8 +65,12 @@ class RenderSettings:
             problems.append(f"color must be one of {', '.join(COLORS)}, got {self.color!r}")
         if self.scheme not in SCHEMES:
             problems.append(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
-        if not self.factors or any(f <= 0 for f in self.factors):
-            problems.append(f"factors must be positive numbers, got {self.factors!r}")
+        # a factor scales one IFS coefficient: NaN draws black images, a huge one near-empty ones
+        if not self.factors or not all(0 < f <= MAX_FACTOR for f in self.factors):
+            problems.append(
+                f"factors must be finite numbers in (0, {MAX_FACTOR:g}], got "
+                f"{list(self.factors)!r} (fix: e.g. --set factors=[0.8,0.9,1.1,1.2])"
+            )
         if not 0 <= self.jitter < 1:
             problems.append(f"jitter must be in [0, 1), got {self.jitter!r}")
         if not isinstance(self.seed, int) or self.seed < 0:

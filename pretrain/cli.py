@@ -12,7 +12,13 @@ import click
 
 from fractaldb.core.errors import FractalDBError
 from fractaldb.settings import COLORS, GPU_MODES, MODES, RENDER_DEVICES, SCHEMES
-from pretrain.engine.options import ENGINE_OVERRIDES, build_config, engine_options, startup_notice
+from pretrain.engine.options import (
+    ENGINE_OVERRIDES,
+    build_config,
+    check_options,
+    engine_options,
+    startup_notice,
+)
 
 # options that override the configuration key of the same name when given, beside the
 # engine's (pretrain.engine.options.ENGINE_OVERRIDES)
@@ -169,6 +175,7 @@ def supervised(**opts: Any) -> None:
         raise FractalDBError(
             "no model; fix: --recipe deit-tiny-fractaldb (or tiny-cpu) or --model NAME"
         )
+    check_options(opts)
     startup_notice("pretrain supervised", opts)
     from pretrain.supervised import SupervisedTask
 
@@ -217,6 +224,7 @@ def mae(**opts: Any) -> None:
       fractaldb pretrain mae --data data/fdb1k --mask-ratio 0.6 --decoder-depth 2 \\
           --no-norm-pix-loss --out runs/mae-t2 --resume auto
     """
+    check_options(opts, (*ENGINE_OVERRIDES, *MAE_OVERRIDES))
     startup_notice("pretrain mae", opts)
     from pretrain.mae_task import MAETask
 

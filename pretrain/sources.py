@@ -30,6 +30,12 @@ def check_exists(value: str, option: str) -> str:
     return value
 
 
+def trains_on_cuda(cfg: dict[str, Any]) -> bool:
+    """True if the run's training device is a CUDA GPU (`auto` included, where one is seen)."""
+    device = str(cfg["device"])
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
 def resolve_render_device(cfg: dict[str, Any]) -> str:
     """Where --on-the-fly renders: "cuda" (in the training process) or "cpu" (loader workers)."""
     choice, gpu_mode = cfg["render_device"], cfg["gpu_mode"]
@@ -44,10 +50,22 @@ def resolve_render_device(cfg: dict[str, Any]) -> str:
     if choice == "auto":
         from fractaldb.gpu import cuda_available
 
-        device = str(cfg["device"])
-        on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         hue = (cfg["render"] or {}).get("color") == "hue"
-        choice = "cuda" if on_cuda and not hue and cuda_available() else "cpu"
+        choice = "cpu"
+        if trains_on_cuda(cfg) and not hue:
+            if cuda_available():
+                choice = "cuda"
+            else:
+                from fractaldb.gpu import cuda_unavailable_reason
+                from pretrain.engine.config import record_fallback
+
+                reason, _, fix = cuda_unavailable_reason().partition("; fix: ")
+                record_fallback(
+                    cfg,
+                    "render_device",
+                    f"--on-the-fly renders on the CPU in loader workers, not on the GPU "
+                    f"(slower): {reason}; fix: {fix}",
+                )
     if choice == "cpu" and gpu_mode != "exact":
         raise FractalDBError(
             f"--gpu-mode {gpu_mode} renders on the GPU only; fix: --render-device cuda on a "
@@ -90,7 +108,10 @@ def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform
                 "fix: --data synthetic or synthetic:10"
             )
         per_class = max(int(cfg["samples_per_epoch"] or 64 * classes) // classes, 2)
-        return synthetic_data(classes, per_class, int(cfg["img_size"]), seed=int(cfg["seed"]))
+        channels = int(cfg["model_args"].get("in_chans", 3))  # the model's, as for shards
+        return synthetic_data(
+            classes, per_class, int(cfg["img_size"]), seed=int(cfg["seed"]), channels=channels
+        )
     if fly:
         if cfg["render_device"] not in RENDER_DEVICES or not cfg["render_preset"]:
             raise ValueError("--on-the-fly is not settled; call resolve_onthefly(cfg) first")

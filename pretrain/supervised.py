@@ -17,6 +17,25 @@ from pretrain.engine.models import check_model_name, create_model, export_safete
 from pretrain.engine.task import Task
 
 
+def one_channel(transform: Any, cfg: dict[str, Any]) -> Any:
+    """For a one-channel model (--model-arg in_chans=1): gray the PIL image just before timm's
+    ToTensor and normalise with the first mean/std value; any other model: `transform` as is.
+
+    timm's PIL ops stay on RGB (RandAugment's fill colour is an RGB tuple), so a gray fractal
+    goes gray -> RGB -> augmented -> gray, the same image the device path's BatchAugment makes.
+    """
+    if int(cfg["model_args"].get("in_chans", 3)) != 1:
+        return transform
+    from torchvision import transforms as T
+
+    steps = list(transform.transforms)
+    at = next(i for i, s in enumerate(steps) if type(s).__name__ in ("MaybeToTensor", "ToTensor"))
+    steps.insert(at, T.Grayscale(1))
+    mean, std = [float(cfg["mean"][0])], [float(cfg["std"][0])]
+    steps = [T.Normalize(mean, std) if isinstance(s, T.Normalize) else s for s in steps]
+    return T.Compose(steps)
+
+
 class SupervisedTask(Task):
     """Image classification with a timm model; soft-target loss when Mixup/CutMix is on."""
 
@@ -134,14 +153,14 @@ class SupervisedTask(Task):
             re_mode=c["remode"],
         )
         # timm's posterize asks Pillow for 0 bits at RandAugment's top magnitude (Pillow 13 raises)
-        return robust_pil_augment(transform)
+        return one_channel(robust_pil_augment(transform), cfg)
 
     def eval_transform(self, cfg: dict[str, Any]) -> Any:
         """Resize + centre crop (crop_pct from eval_crop_pct) and normalise."""
         from timm.data import create_transform
 
         c = cfg
-        return create_transform(
+        transform = create_transform(
             int(c["img_size"]),
             is_training=False,
             interpolation=c["interpolation"],
@@ -149,6 +168,7 @@ class SupervisedTask(Task):
             std=tuple(c["std"]),
             crop_pct=float(c["eval_crop_pct"]),
         )
+        return one_channel(transform, cfg)
 
     def augment(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 batches: crop/flip/RandAugment/erasing on the device (pretrain/engine/augment.py);

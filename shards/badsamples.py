@@ -39,11 +39,12 @@ class BadSamples:
         self._total = ctx.Value("q", 0, lock=False)
         self._names = ctx.Array("c", _NAMES_BYTES, lock=False)
 
-    def record(self, name: str, reason: str) -> None:
-        """Count one skipped sample (or shard); remember its name if it is among the first."""
+    def record(self, name: str, reason: str, count: int = 1) -> None:
+        """Count `count` skipped samples (a damaged shard's lost ones, or one); remember the
+        name if it is among the first."""
         with self._epoch.get_lock():
-            self._epoch.value += 1
-            self._total.value += 1
+            self._epoch.value += count
+            self._total.value += count
             names = self._names.value.decode(errors="replace")
             if names.count("\n") < FIRST_NAMES and f"{name} (" not in names:
                 line = f"{name} ({reason.splitlines()[0][:120] if reason else 'unreadable'})\n"
@@ -91,12 +92,13 @@ class BadSamples:
 _active: BadSamples | None = None
 
 
-def report_bad(name: str, reason: str) -> None:
-    """Record a skipped item in the tally of the pipeline running in this process, else warn."""
+def report_bad(name: str, reason: str, count: int = 1) -> None:
+    """Record `count` skipped samples in the tally of the pipeline running in this process,
+    else warn."""
     if _active is None:
         warnings.warn(f"skipping {name}: {reason}", stacklevel=2)
     else:
-        _active.record(name, reason)
+        _active.record(name, reason, count)
 
 
 class SkipUndecodableStage:
@@ -128,6 +130,40 @@ class SkipUndecodableStage:
                 (self.bad.record if self.bad is not None else report_bad)(exc.name, exc.reason)
                 continue
             yield decoded
+
+
+class LeaveOutUndecodable:
+    """A map-style evaluation dataset whose undecodable items are recorded and left out: they
+    come back as None (dropped by `collate_readable`), never replaced by another image, which
+    may be of another class. `left_out` counts them apart (the engine's val_unreadable)."""
+
+    def __init__(self, dataset: Any, bad: BadSamples, left_out: BadSamples | None = None) -> None:
+        self.dataset, self.bad, self.left_out = dataset, bad, left_out
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("dataset", "bad", "left_out"):
+            raise AttributeError(name)  # not yet set (unpickling): no recursion
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except UndecodableSample as exc:
+            self.bad.record(exc.name, exc.reason)
+            if self.left_out is not None:
+                self.left_out.record(exc.name, exc.reason)
+            return None
+
+
+def collate_readable(items: list[Any]) -> Any:
+    """torch's default_collate of the items that were read (None: none of them was)."""
+    from torch.utils.data import default_collate
+
+    kept = [item for item in items if item is not None]
+    return default_collate(kept) if kept else None
 
 
 class CheckedLoader:
@@ -166,7 +202,8 @@ class CheckedLoader:
                 self.bad.check(cause=exc)
                 raise
             self.bad.check()
-            yield batch
+            if batch is not None:  # None: no item of the batch could be read (left out)
+                yield batch
 
 
 class NamedImageLoader:

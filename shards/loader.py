@@ -25,7 +25,7 @@ import os
 import random
 from collections.abc import Callable, Iterator
 from functools import partial
-from itertools import chain, count, islice
+from itertools import chain, count
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,17 @@ def read_dataset_info(path_or_urls: str | os.PathLike | list[str]) -> dict[str, 
         root = urls[0].rsplit("/", 1)[0]
     info_bytes = _read_text(f"{root}/{INFO}")
     if info_bytes is None:
+        given = os.fspath(path_or_urls) if isinstance(path_or_urls, (str, os.PathLike)) else ""
+        if given and os.path.isfile(given):
+            raise FractalDBError(
+                f"{given} is a file with no _info.json beside it, not a shard folder; fix: pass "
+                "the folder written by `fractaldb render`"
+            )
+        if os.path.isdir(root) and not any(n.endswith(".tar") for n in os.listdir(root)):
+            raise FractalDBError(
+                f"no shards in {root} (no .tar files, no {INFO}); fix: pass the folder written "
+                "by `fractaldb render`, or render one there"
+            )
         raise FractalDBError(
             f"{root}/{INFO} not found; fix: finish the render (or run `fractaldb shards finalize "
             f"{root}`), or pass samples_per_epoch explicitly"
@@ -230,9 +241,16 @@ def _worker_part(
     return g, [(int(order[s]), off, k) for s, off, k in assign_shards(n, g, g_size)]
 
 
-def _read_part(urls: list[str], part: list[tuple[int, int, int]]) -> Iterator[dict[str, Any]]:
+def _read_part(
+    urls: list[str],
+    part: list[tuple[int, int, int]],
+    lengths: list[int] | None = None,
+    report: bool = True,
+) -> Iterator[dict[str, Any]]:
+    # with the shard lengths, a truncated shard counts as the samples it lost
     for shard, offset, stride in part:
-        yield from islice(shard_samples(urls[shard]), offset, None, stride)
+        expected = lengths[shard] if lengths is not None else None
+        yield from shard_samples(urls[shard], expected, offset, stride, report=report)
 
 
 def _train_samples(
@@ -250,7 +268,8 @@ def _train_samples(
             key = derive_seed(state.seed, TAG_SHARDS, state.epoch, g, cycle)
             got = 0
             for i in permute(range(len(part)), len(part), key):
-                for sample in _read_part(urls, [part[int(i)]]):
+                # a damaged shard is counted once an epoch, not again at every re-read
+                for sample in _read_part(urls, [part[int(i)]], lengths, report=cycle == 1):
                     got += 1
                     yield sample
             if got == 0:
@@ -354,9 +373,11 @@ def make_train_loader(
     return loader.with_epoch(nbatches).with_length(nbatches, silent=True)
 
 
-def _eval_samples(state: EpochState, urls: list[str]) -> Iterator[dict[str, Any]]:
+def _eval_samples(
+    state: EpochState, urls: list[str], lengths: list[int] | None = None
+) -> Iterator[dict[str, Any]]:
     _, part = _worker_part(state, urls, shuffled=False)
-    yield from _read_part(urls, part)
+    yield from _read_part(urls, part, lengths)
 
 
 def make_eval_loader(
@@ -380,13 +401,13 @@ def make_eval_loader(
     rank, world_size = dist_rank_world(rank, world_size)
     shard_urls, info = _expand(urls)
     state = EpochState(0, 0, rank, world_size)
+    lengths = _shard_lengths(shard_urls, info)
     dataset = wds.DataPipeline(
-        partial(_eval_samples, state, shard_urls),
+        partial(_eval_samples, state, shard_urls, lengths),
         _decode_stage(transform, label_key, image_mode, return_keys, bad_samples),
         wds.batched(batch_size, collation_fn=default_collate, partial=True),
     )
     loader = wds.WebLoader(dataset, batch_size=None, num_workers=num_workers)
-    lengths = _shard_lengths(shard_urls, info)
     if lengths is not None:
         workers = max(1, num_workers)
         g_size = world_size * workers

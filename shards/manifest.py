@@ -89,14 +89,14 @@ def partial_name(node_rank: int, num_nodes: int) -> str:
 
 def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
     """Read a JSON object, raising a one-line error if it is unreadable."""
+    # `fractaldb render` refuses a folder whose manifest it cannot read: start it afresh
+    fix = f"delete the folder {str(Path(path).parent)!r} and render it again"
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise FractalDBError(
-            f"cannot read {what} {str(path)!r} ({exc}); fix: regenerate it"
-        ) from None
+        raise FractalDBError(f"cannot read {what} {str(path)!r} ({exc}); fix: {fix}") from None
     if not isinstance(data, dict):
-        raise FractalDBError(f"{what} {str(path)!r} is not a JSON object; fix: regenerate it")
+        raise FractalDBError(f"{what} {str(path)!r} is not a JSON object; fix: {fix}")
     return data
 
 

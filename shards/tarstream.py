@@ -10,6 +10,7 @@ samples to webdataset's own `group_by_keys`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any, BinaryIO
 
 import webdataset as wds
@@ -51,9 +52,12 @@ def iter_tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
     while True:
         header = read(BLOCK)
         if len(header) < BLOCK:
-            if header or first:  # even an empty tar holds its end-of-archive blocks
-                raise ValueError("truncated tar header" if header else "empty file")
-            return
+            if first and not header:
+                raise ValueError("empty file")
+            # every tar ends with zero blocks: a stream that stops before them was cut short
+            raise ValueError(
+                "truncated tar header" if header else "truncated: no end-of-archive marker"
+            )
         first = False
         if header == ZERO_BLOCK:
             return
@@ -63,8 +67,8 @@ def iter_tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
         data = read(size)
         if len(data) < size:
             raise ValueError("truncated tar member")
-        if size % BLOCK:
-            read(BLOCK - size % BLOCK)
+        if size % BLOCK and len(read(BLOCK - size % BLOCK)) < BLOCK - size % BLOCK:
+            raise ValueError("truncated tar member padding")
         kind = header[156:157]
         if kind == b"L":
             long_name = data.rstrip(b"\0")
@@ -80,22 +84,42 @@ def iter_tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
         long_name = None
 
 
-def shard_samples(url: str) -> Iterator[dict[str, Any]]:
-    """Yield the WebDataset samples of one shard URL (path, brace-free URL or `pipe:`).
+def shard_samples(
+    url: str,
+    expected: int | None = None,
+    offset: int = 0,
+    stride: int = 1,
+    report: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Yield the WebDataset samples of one shard URL (path, brace-free URL or `pipe:`): every
+    `stride`-th from `offset`.
 
-    An unreadable or damaged shard ends early and is reported to the loader's tally of skipped
-    data (shards/badsamples.py: counted, named, the run stops past --max-bad-samples), or is
-    a warning outside a training loader.
+    An unreadable or damaged (e.g. truncated) shard ends early and is reported to the loader's
+    tally of skipped data (shards/badsamples.py: counted, named, the run stops past
+    --max-bad-samples), or is a warning outside a training loader. With `expected` (the
+    shard's sample count from _info.json) it counts as the samples of this slice it lost;
+    without, as one item. `report=False` reads without reporting (a shard read again).
     """
+    want = len(range(offset, expected, stride)) if expected is not None else None
+    got = 0
+
+    def bad(name: str, reason: str) -> None:
+        if report:
+            lost = max(want - got, 1) if want is not None else 1
+            what = f"{lost} of its {want} sample(s) lost, " if want is not None else ""
+            report_bad(name, what + reason, count=lost)
+
     try:
         stream = wds.gopen(url)
     except Exception as exc:  # noqa: BLE001 - any opener failure is reported, not fatal
-        report_bad(f"shard {url}", f"unreadable: {exc}")
+        bad(f"shard {url}", f"unreadable: {exc}")
         return
     try:
         files = ({"fname": n, "data": d, "__url__": url} for n, d in iter_tar_members(stream))
-        yield from group_by_keys(files)
+        for sample in islice(group_by_keys(files), offset, None, stride):
+            got += 1
+            yield sample
     except (OSError, ValueError) as exc:
-        report_bad(f"the rest of shard {url}", f"damaged: {exc}")
+        bad(f"the rest of shard {url}", f"damaged: {exc}")
     finally:
         stream.close()

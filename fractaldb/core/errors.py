@@ -28,17 +28,23 @@ OUTPUT_ERRNOS = frozenset(
 
 
 def output_error(
-    exc: OSError, path: str | os.PathLike, what: str = "output", then: str = ""
+    exc: OSError,
+    path: str | os.PathLike,
+    what: str = "output",
+    then: str = "",
+    folder: str | None = None,
 ) -> FractalDBError:
-    """The one-line error for a write that failed for lack of space or permission at `path`."""
+    """The one-line error for a write that failed for lack of space or permission at `path`
+    (`folder`: the folder to name in the fix, when known)."""
     where = os.fspath(path)
     named = os.fspath(exc.filename) if exc.filename is not None else None
     detail = exc.strerror or str(exc)
     if named and os.path.abspath(named) != os.path.abspath(where):
         detail += f" ({named})"
     # a file's folder is what needs space or write permission
-    folder = where if os.path.isdir(where) or not os.path.splitext(where)[1] else None
-    folder = folder or os.path.dirname(where) or "."
+    if folder is None:
+        folder = where if os.path.isdir(where) or not os.path.splitext(where)[1] else None
+        folder = folder or os.path.dirname(where) or "."
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         fix = f"free space on the disk holding {folder}, or write to another folder"
     else:
@@ -64,5 +70,11 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> None:
     existing = os.path.abspath(os.fspath(path))
     while not os.path.isdir(existing):
         existing = os.path.dirname(existing)
-    with writing_to(path, what), tempfile.TemporaryFile(dir=existing):
-        pass
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        if exc.errno not in OUTPUT_ERRNOS:
+            raise
+        # the folders below `existing` do not exist yet: `existing` needs the permission
+        raise output_error(exc, path, what, folder=existing) from None

@@ -83,6 +83,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "eval_every": 1,
     # undecodable samples (or unreadable shards) skipped per epoch before the run stops
     "max_bad_samples": 100,
+    # what fell back on this machine and why (torch.compile -> eager, fused AdamW -> plain,
+    # GPU rendering -> CPU): a record of the run, written by the engine, never an input
+    "fallbacks": {},
 }
 
 # Where training images are augmented (the `augment` key): the batched device path, timm's PIL
@@ -106,6 +109,7 @@ RESUME_MUTABLE_KEYS = frozenset(
         "compile",
         "max_bad_samples",
         "render_device",  # exact GPU renders are the CPU's pixels
+        "fallbacks",
     }
 )
 
@@ -200,6 +204,8 @@ def resolve_config(
         if isinstance(defaults.get(k), float) and isinstance(v, int) and not isinstance(v, bool):
             cfg[k] = float(v)
     cfg["model_args"] = dict(cfg.get("model_args") or {})
+    # an old RUN/config.yaml as the recipe must not carry another machine's fallbacks
+    cfg["fallbacks"] = {}
     check_ranges(cfg)
     # resolved here, once, and recorded: a resume on another machine keeps the same data path;
     # batches rendered on the GPU are augmented where they are
@@ -232,6 +238,20 @@ def on_device(cfg: dict[str, Any]) -> bool:
     if mode not in ("cpu", "device"):
         raise ValueError(f"augment {mode!r} is not resolved; build configs with resolve_config")
     return mode == "device"
+
+
+def record_fallback(cfg: dict[str, Any], what: str, message: str) -> None:
+    """Record in cfg["fallbacks"] (so in RUN/config.yaml) that `what` fell back, and say so in
+    one warning line on stderr (rank 0 only)."""
+    import os
+    import sys
+
+    from tqdm import tqdm  # writes around a progress bar, if one is showing
+
+    line = " ".join(message.split())
+    cfg.setdefault("fallbacks", {})[what] = line
+    if os.environ.get("RANK", "0") == "0":
+        tqdm.write(f"warning: {line}", file=sys.stderr)
 
 
 def _auto_augment_name(policy: str) -> str:

@@ -142,14 +142,18 @@ class DatasetData:
         persistent_workers: bool = False,
         max_bad_samples: int | None = None,
     ) -> None:
-        from shards.badsamples import BadSamples, SkipUndecodable
+        from shards.badsamples import BadSamples, LeaveOutUndecodable, SkipUndecodable
 
         if len(train) == 0:
             raise FractalDBError("the training set is empty; fix: check the data folder")
-        # unreadable images are replaced by the next one, counted and named (badsamples.py)
+        # unreadable training images are replaced by the next one, counted and named
+        # (badsamples.py); unreadable held-out images are left out (a replacement could be of
+        # another class) and counted apart: val_unreadable beside val_samples
         self.bad_samples = BadSamples(max_bad_samples)
+        self.val_left_out = BadSamples()
         train = SkipUndecodable(train, self.bad_samples)
-        val = None if val is None else SkipUndecodable(val, self.bad_samples)
+        if val is not None:
+            val = LeaveOutUndecodable(val, self.bad_samples, self.val_left_out)
         self.train, self.val = train, val
         self.num_classes = int(num_classes)
         self.num_samples = int(samples_per_epoch or len(train))
@@ -159,11 +163,12 @@ class DatasetData:
         self.persistent_workers = bool(persistent_workers) and self.workers > 0
         self._persistent: tuple[int, Any, _EpochIndices] | None = None
 
-    def _loader(self, dataset: Any, indices: Any, batch_size: int, generator=None):
+    def _loader(self, dataset: Any, indices: Any, batch_size: int, generator=None, collate=None):
         from torch.utils.data import DataLoader
 
         return DataLoader(
             dataset,
+            collate_fn=collate,
             batch_size=batch_size,
             sampler=indices,
             num_workers=self.workers,
@@ -196,11 +201,13 @@ class DatasetData:
 
     def val_loader(self, *, batch_size: int, rank: int, world_size: int):
         """Every held-out sample exactly once across ranks (strided split, last batch kept)."""
-        from shards.badsamples import CheckedLoader
+        from shards.badsamples import CheckedLoader, collate_readable
 
         if self.val is None:
             return None
-        loader = self._loader(self.val, list(range(rank, len(self.val), world_size)), batch_size)
+        self.val_left_out.start_epoch()  # counts this evaluation's left-out images
+        share = list(range(rank, len(self.val), world_size))
+        loader = self._loader(self.val, share, batch_size, collate=collate_readable)
         return CheckedLoader(loader, self.bad_samples, new_epoch=False)
 
 
@@ -211,6 +218,7 @@ def synthetic_patterns(
     seed: int = 0,
     noise: float = 0.6,
     instance_seed: int = 1,
+    channels: int = 3,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-dependent images: a fixed random template per class plus per-sample noise.
 
@@ -218,22 +226,29 @@ def synthetic_patterns(
     Learnable in a few dozen steps by a tiny ViT; used by tests and the synthetic benchmark.
     """
     g = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(num_classes, 3, 4, 4, generator=g)
+    coarse = torch.randn(num_classes, channels, 4, 4, generator=g)
     templates = torch.nn.functional.interpolate(coarse, size=img_size, mode="bilinear")
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     g2 = torch.Generator().manual_seed(instance_seed)
     images = templates[labels] + noise * torch.randn(
-        len(labels), 3, img_size, img_size, generator=g2
+        len(labels), channels, img_size, img_size, generator=g2
     )
     return images.clamp(-3, 3), labels
 
 
 def synthetic_data(
-    num_classes: int = 4, per_class: int = 32, img_size: int = 32, seed: int = 0
+    num_classes: int = 4, per_class: int = 32, img_size: int = 32, seed: int = 0, channels: int = 3
 ) -> TensorData:
     """A TensorData of synthetic_patterns with a held-out set drawn with other noise."""
-    x, y = synthetic_patterns(num_classes, per_class, img_size, seed=seed, instance_seed=1)
+    x, y = synthetic_patterns(
+        num_classes, per_class, img_size, seed=seed, instance_seed=1, channels=channels
+    )
     vx, vy = synthetic_patterns(
-        num_classes, max(per_class // 4, 2), img_size, seed=seed, instance_seed=2
+        num_classes,
+        max(per_class // 4, 2),
+        img_size,
+        seed=seed,
+        instance_seed=2,
+        channels=channels,
     )
     return TensorData(x, y, vx, vy, num_classes=num_classes, manifest_sha256=f"synthetic-{seed}")

@@ -31,7 +31,7 @@ from fractaldb.core.atomic import write_text_atomically
 from fractaldb.core.errors import FractalDBError
 from pretrain.engine import distributed as D
 from pretrain.engine.checkpoint import keep_copy, load_checkpoint, save_checkpoint
-from pretrain.engine.config import config_diff, dump_config
+from pretrain.engine.config import config_diff, dump_config, record_fallback
 from pretrain.engine.data import epoch_seed
 from pretrain.engine.metrics import RunLogger, WindowMeter
 from pretrain.engine.models import unwrap
@@ -86,9 +86,11 @@ def warmup_warning(cfg: dict[str, Any]) -> str | None:
     """A one-line warning when the learning-rate warm-up lasts as long as the whole run."""
     warmup, epochs = int(cfg["warmup_epochs"] or 0), int(cfg["epochs"])
     if warmup > 0 and warmup >= epochs:
+        # one epoch leaves one shorter warm-up: none ("N < 1" reads as a riddle)
+        fix = "warmup_epochs=0" if epochs == 1 else f"warmup_epochs=N with N < {epochs}"
         return (
             f"warning: warmup_epochs {warmup} is not shorter than the run's {epochs} epochs, so "
-            f"the lr never leaves its warm-up ramp; fix: --set warmup_epochs=N with N < {epochs}"
+            f"the lr never leaves its warm-up ramp; fix: --set {fix}"
         )
     return None
 
@@ -180,6 +182,10 @@ class Run:
     global_step: int = 0
     probe: Any = None
     say: Any = print
+    # torch.compile has not yet completed an optimizer step (a failure then falls back to eager)
+    compile_pending: bool = False
+    # optimizer steps taken by this process (0: still starting up, see startup_oom)
+    steps_here: int = 0
 
     @property
     def device(self) -> torch.device:
@@ -200,7 +206,10 @@ def train(
     resume: str | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) training; returns the last epoch's metrics. See module docstring."""
-    run = setup_run(cfg, task, data, Path(out_dir), resume)
+    try:
+        run = setup_run(cfg, task, data, Path(out_dir), resume)
+    except torch.OutOfMemoryError as exc:
+        raise startup_oom(cfg, exc) from None
     last_metrics: dict[str, Any] = {}
     try:
         for epoch in range(run.start_epoch, run.epochs):
@@ -210,9 +219,34 @@ def train(
             D.barrier()
         export_final(run)
         D.barrier()
+    except torch.OutOfMemoryError as exc:
+        if run.steps_here:
+            raise
+        raise startup_oom(cfg, exc, run.plan) from None
     finally:
         run.logger.close()
     return last_metrics
+
+
+def startup_oom(
+    cfg: dict[str, Any], exc: BaseException, plan: BatchPlan | None = None
+) -> FractalDBError:
+    """The one-line error for running out of device memory before the first optimizer step:
+    the batch that did not fit and the flag that lowers it."""
+    gb = int(cfg["batch_size"])
+    micro = plan.micro_batch if plan is not None else int(cfg["micro_batch"] or gb)
+    ranks = plan.world_size if plan is not None else 1
+    device = "CUDA" if "CUDA" in str(exc) or str(cfg["device"]).startswith("cuda") else "device"
+    where = f"a micro-batch of {micro} images per GPU (global --batch-size {gb}"
+    where += f" over {ranks} ranks)" if ranks > 1 else ")"
+    if micro > 1:
+        fix = (
+            f"--micro-batch {micro // 2} (gradient accumulation keeps the global batch and the "
+            f"lr), or --batch-size {max(gb // 2, ranks)}"
+        )
+    else:
+        fix = "a smaller --model or --img-size, or a GPU with more memory"
+    return FractalDBError(f"{device} out of memory at start-up with {where}; fix: {fix}")
 
 
 def setup_run(
@@ -295,6 +329,7 @@ def setup_run(
     elif resume == "auto":
         say(f"no checkpoint in {out_dir}; starting from scratch")
     run.train_model = wrap_model(model, cfg, info)
+    run.compile_pending = compiled(cfg, info.device)
     run.logger = RunLogger(
         out_dir, info.is_main, resume_step=run.global_step if ckpt_path else None
     )
@@ -311,23 +346,76 @@ def build_optimizer(cfg: dict[str, Any], model: nn.Module, lr: float, device: to
         opt_kwargs["eps"] = float(cfg["opt_eps"])
     if cfg["opt_betas"] is not None:
         opt_kwargs["betas"] = tuple(cfg["opt_betas"])
-    if device.type == "cuda" and str(cfg["opt"]).lower() in FUSED_OPTIMIZERS:
-        # one kernel for all parameters instead of a launch per tensor (same arithmetic)
-        opt_kwargs["fused"] = True
-    return create_optimizer_v2(
-        model,
-        opt=cfg["opt"],
-        lr=lr,
-        weight_decay=float(cfg["weight_decay"]),
-        momentum=float(cfg["momentum"]),
-        layer_decay=cfg["layer_decay"],
-        **opt_kwargs,
-    )
+
+    def create(**extra: Any):
+        return create_optimizer_v2(
+            model,
+            opt=cfg["opt"],
+            lr=lr,
+            weight_decay=float(cfg["weight_decay"]),
+            momentum=float(cfg["momentum"]),
+            layer_decay=cfg["layer_decay"],
+            **opt_kwargs,
+            **extra,
+        )
+
+    if not use_fused(cfg, device):
+        return create()
+    # one kernel for all parameters instead of a launch per tensor (same arithmetic); where
+    # this torch build or GPU lacks it, the plain optimizer does the same arithmetic slower
+    try:
+        check_fused_kernel(str(cfg["opt"]).lower(), device)
+        return create(fused=True)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as exc:  # any failure of the fused kernel falls back
+        name = "AdamW" if str(cfg["opt"]).lower() == "adamw" else "Adam"
+        record_fallback(
+            cfg,
+            "fused_optimizer",
+            f"fused {name} is not usable on {device} ({_first_line(exc)}), so the plain "
+            f"{name} runs (same arithmetic, slower); fix: a torch build with CUDA kernels for "
+            "this GPU",
+        )
+        return create()
+
+
+def use_fused(cfg: dict[str, Any], device: torch.device) -> bool:
+    """The fused kernel for Adam/AdamW on CUDA (torch's default is the foreach one)."""
+    return device.type == "cuda" and str(cfg["opt"]).lower() in FUSED_OPTIMIZERS
+
+
+def check_fused_kernel(opt: str, device: torch.device) -> None:
+    """Take one fused step on a one-element parameter: raises where the kernel cannot run."""
+    p = torch.zeros(1, device=device, requires_grad=True)
+    p.grad = torch.ones_like(p)
+    cls = torch.optim.AdamW if opt == "adamw" else torch.optim.Adam
+    cls([p], lr=1e-3, fused=True).step()
+
+
+def _first_line(exc: BaseException) -> str:
+    """`Type: first line of the message` (of the root cause too, where torch wraps one, as
+    dynamo's BackendCompilerFailed does), at most 200 characters, for a one-line warning."""
+
+    def line(e: BaseException) -> str:
+        text = [t for t in str(e).strip().splitlines() if t.strip()]
+        return f"{type(e).__name__}: {text[0].strip()}" if text else type(e).__name__
+
+    root = exc
+    while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None:
+        root = inner
+    msg = line(exc) if root is exc else f"{type(exc).__name__} <- {line(root)}"
+    return msg if len(msg) <= 200 else msg[:197] + "..."
 
 
 def use_compile(cfg: dict[str, Any], device: torch.device) -> bool:
     """`compile` None (the default) means on for CUDA, off on CPU; True/False force it."""
     return device.type == "cuda" if cfg["compile"] is None else bool(cfg["compile"])
+
+
+def compiled(cfg: dict[str, Any], device: torch.device) -> bool:
+    """Whether the model is compiled: asked for (use_compile) and not fallen back to eager."""
+    return use_compile(cfg, device) and "compile" not in cfg.get("fallbacks", {})
 
 
 def wrap_model(model: nn.Module, cfg: dict[str, Any], info: Any) -> nn.Module:
@@ -337,8 +425,20 @@ def wrap_model(model: nn.Module, cfg: dict[str, Any], info: Any) -> nn.Module:
         ids = [info.device.index] if info.device.type == "cuda" else None
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if use_compile(cfg, info.device):
-        wrapped = torch.compile(wrapped)
+        try:
+            wrapped = torch.compile(wrapped)
+        except Exception as exc:  # e.g. a Python version this torch's dynamo does not support
+            record_fallback(cfg, "compile", compile_fallback_message(_first_line(exc)))
     return wrapped
+
+
+def compile_fallback_message(reason: str) -> str:
+    """The warning (and RUN/config.yaml record) for a torch.compile that could not work."""
+    return (
+        f"torch.compile failed ({reason}), so the model trains eager (slower); fix: a C "
+        "compiler and Triton that work with this torch and GPU, or --no-compile to skip the "
+        "attempt"
+    )
 
 
 def restore_checkpoint(run: Run, ckpt_path: Path) -> None:
@@ -384,7 +484,7 @@ def log_setup(run: Run, amp_dtype: torch.dtype | None) -> None:
         "steps_per_epoch": run.steps_per_epoch,
         "total_steps": run.steps_per_epoch * run.epochs,
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "none",
-        "compile": use_compile(cfg, run.device),
+        "compile": compiled(cfg, run.device),
         "device": str(run.device),
         "num_classes": run.data.num_classes,
         "manifest_sha256": run.data.manifest_sha256,
@@ -502,6 +602,8 @@ def train_epoch(run: Run, epoch: int) -> dict[str, Any]:
         if log_now:  # read the losses before the update, so a NaN never reaches the weights
             steps.sync(run, epoch, run.global_step + 1)
         optimizer_step(run)
+        run.compile_pending = False  # the compiled model has run a whole step
+        run.steps_here += 1
         lr = run.lr()
         run.global_step += 1
         run.scheduler.step_update(num_updates=run.global_step)
@@ -529,13 +631,15 @@ def forward_backward(run: Run, it: Any, epoch: int) -> tuple[torch.Tensor, list[
     """The micro-batches of one optimizer step: load, augment on the device, forward, backward.
 
     Returns the step's (loss, extras...) as one device tensor (never read here), the extras'
-    keys, the number of images and the time spent waiting for data.
+    keys, the number of images and the time spent waiting for data. While torch.compile has
+    not yet completed a step, a failure of the compiled model falls back to eager
+    (`fall_back_to_eager`) and the step's micro-batches are run again.
     """
     plan, device = run.plan, run.device
     data_time = 0.0
-    loss_sum = torch.zeros((), device=device)
-    extras_sum: dict[str, torch.Tensor] = {}
     images = 0
+    done: list[tuple[torch.Tensor, dict[str, Any]]] = []
+    kept: list[Any] = []  # this step's batches, while the compiled model is unproven
     for micro in range(plan.accum_steps):
         t0 = time.perf_counter()
         try:
@@ -550,23 +654,62 @@ def forward_backward(run: Run, it: Any, epoch: int) -> tuple[torch.Tensor, list[
         data_time += time.perf_counter() - t0
         images += _num_images(batch)
         batch = run.task.augment(batch)
-        sync = (
-            run.train_model.no_sync()
-            if isinstance(run.train_model, nn.parallel.DistributedDataParallel)
-            and micro < plan.accum_steps - 1
-            else contextlib.nullcontext()
-        )
-        with sync:
-            with run.autocast:
-                loss, extras = run.task.train_step(run.train_model, batch)
-            scaled = loss / plan.accum_steps
-            (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
+        if not run.compile_pending:
+            done.append(micro_step(run, batch, micro))
+            continue
+        kept.append(batch)
+        failure = None
+        try:
+            done.append(micro_step(run, batch, micro))
+        except (torch.OutOfMemoryError, FractalDBError):
+            raise
+        except Exception as exc:  # whatever torch.compile raised (dynamo, inductor, Triton)
+            failure = _first_line(exc)
+        if failure is not None:  # outside the except block: its traceback holds activations
+            fall_back_to_eager(run, failure)
+            done = [micro_step(run, b, m) for m, b in enumerate(kept)]
+    loss_sum = torch.zeros((), device=device)
+    extras_sum: dict[str, torch.Tensor] = {}
+    for loss, extras in done:
         loss_sum += loss.detach().float()
         for k, v in extras.items():
             extras_sum[k] = extras_sum.get(k, 0.0) + torch.as_tensor(v, device=device).float()
     keys = sorted(extras_sum)
     packed = torch.stack([loss_sum] + [extras_sum[k] for k in keys]) / plan.accum_steps
     return packed, keys, images, data_time
+
+
+def micro_step(run: Run, batch: Any, micro: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Forward and backward of one (augmented) micro-batch; returns its loss and extras."""
+    plan = run.plan
+    sync = (
+        run.train_model.no_sync()
+        if isinstance(run.train_model, nn.parallel.DistributedDataParallel)
+        and micro < plan.accum_steps - 1
+        else contextlib.nullcontext()
+    )
+    with sync:
+        with run.autocast:
+            loss, extras = run.task.train_step(run.train_model, batch)
+        scaled = loss / plan.accum_steps
+        (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
+    return loss.detach(), {
+        k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in extras.items()
+    }
+
+
+def fall_back_to_eager(run: Run, reason: str) -> None:
+    """Train the uncompiled model from now on: drop the compiled wrapper and any gradients
+    the failed attempt left, record the fallback in RUN/config.yaml and warn in one line."""
+    run.train_model = getattr(run.train_model, "_orig_mod", run.train_model)
+    run.compile_pending = False
+    run.optimizer.zero_grad(set_to_none=True)
+    import torch._dynamo
+
+    torch._dynamo.reset()  # drop the half-built compiled graphs
+    record_fallback(run.cfg, "compile", compile_fallback_message(reason))
+    if run.info.is_main:
+        write_text_atomically(run.out_dir / "config.yaml", dump_config(run.cfg))
 
 
 def optimizer_step(run: Run) -> None:
@@ -668,6 +811,9 @@ def _validate(task, data, model, ema, plan, info, autocast) -> dict[str, float]:
             )
             for k, v in task.evaluate(ema.module, loader, info.device).items():
                 out[k.replace("val_", "val_ema_", 1)] = v
+    left_out = getattr(data, "val_left_out", None)  # unreadable held-out images, left out
+    if left_out is not None:
+        out["val_unreadable"] = int(D.reduce_sums({"n": left_out.epoch_count}, info.device)["n"])
     model.train()
     return out
 

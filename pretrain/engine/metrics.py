@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,17 @@ import torch
 
 from fractaldb.core.atomic import write_text_atomically
 from pretrain.engine.runfolder import write_failure
+
+_default_excepthook = threading.excepthook
+
+
+def _quiet_event_writer_failure(args: Any) -> None:
+    """threading.excepthook: a failed write in TensorBoard's event-writer thread (full disk...)
+    prints nothing there; the training thread meets the same error at its next log call and
+    reports it in one line (RunLogger._failing_writes_named). Anything else as usual."""
+    if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+        return
+    _default_excepthook(args)
 
 
 class WindowMeter:
@@ -73,6 +85,8 @@ class RunLogger:
             # purge_step drops events a crashed attempt logged after the checkpoint we resume
             # from.
             self.tb = SummaryWriter(str(Path(out_dir) / "tb"), purge_step=resume_step)
+            if threading.excepthook is _default_excepthook:
+                threading.excepthook = _quiet_event_writer_failure
 
     @contextlib.contextmanager
     def _failing_writes_named(self) -> Iterator[None]:

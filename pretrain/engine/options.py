@@ -153,6 +153,14 @@ def startup_notice(command: str, opts: dict[str, Any]) -> None:
     )
 
 
+def check_options(opts: dict[str, Any], overrides: Iterable[str] = ENGINE_OVERRIDES) -> None:
+    """Refuse out-of-range numeric options (--epochs -1, --lr nan...) before torch is imported:
+    the recipe's own values are checked again with the full configuration."""
+    from pretrain.engine.config import check_ranges
+
+    check_ranges({name: opts[name] for name in overrides if opts.get(name) is not None})
+
+
 def build_config(task: Any, opts: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Resolve recipe + --set + the options named in `overrides` (each overriding the config key
     of its name, when given) + --model-arg into the run's configuration."""

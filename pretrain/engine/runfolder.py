@@ -44,12 +44,19 @@ def remove_if_failed_early(out_dir: str | Path) -> Iterator[None]:
     """
     out = Path(out_dir)
     fresh = _is_fresh(out)
+    # the parent folders this run will create: removed too, if they stay empty
+    missing = [p for p in Path(os.path.abspath(out)).parents if not p.exists()]
     is_main = os.environ.get("RANK", "0") == "0"  # torchrun's rank, known before init
     try:
         yield
     except BaseException:
         if is_main and fresh and out.is_dir() and not has_progress(out):
             shutil.rmtree(out, ignore_errors=True)
+            for parent in missing:  # nearest first
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break  # not empty (or not ours to remove): keep it and those above
         raise
 
 

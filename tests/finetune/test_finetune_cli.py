@@ -147,6 +147,26 @@ def test_gray_pretrained_run_fine_tunes_on_rgb_photos(tmp_path):
     assert f"init: loaded {len(pre)}/{len(pre) + 2} tensors" in res.output  # all but the head
 
 
+def test_gray_supervised_run_fine_tunes_on_rgb_photos(tmp_path):
+    """A real gray pre-training (in_chans=1, the DeiT recipe's default augmentation) whose
+    weights then initialise an RGB fine-tune: kernels adapted, every backbone tensor loaded."""
+    pre_run = tmp_path / "gray_sup"
+    res = CliRunner().invoke(pretrain, ["supervised", "--data", "synthetic:2", *TINY,
+        "--model-arg", "in_chans=1", "--img-size", "32", "--samples-per-epoch", "8", "--epochs",
+        "1", "--batch-size", "4", "--device", "cpu", "--workers", "0", "--out", str(pre_run)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    pre = load_file(str(pre_run / "model.safetensors"))
+    assert pre["patch_embed.proj.weight"].shape == (32, 1, 8, 8)
+    make_image_folder(tmp_path / "imgs", per_class=4)  # RGB photos
+    out = tmp_path / "ft"
+    res = run("--dataset", "folder", "--data-root", str(tmp_path / "imgs"), "--val-per-class", "1",
+              "--init", str(pre_run), "--out", str(out))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "patch_embed.proj.weight: adapted 1 -> 3 input channels" in res.output
+    final = load_file(str(out / "model.safetensors"))
+    assert final["patch_embed.proj.weight"].shape == (32, 3, 8, 8)
+
+
 def test_linear_probe_trains_only_the_head(tmp_path, pretrain_run):
     from timm.layers import resample_abs_pos_embed
 
@@ -284,7 +304,7 @@ def test_init_run_supplies_image_size_and_warmup_warns(tmp_path, pretrain_run):
     warnings = [ln for ln in res.output.splitlines() if ln.startswith("warning: warmup_epochs")]
     assert warnings == [
         "warning: warmup_epochs 10 is not shorter than the run's 1 epochs, so the lr never "
-        "leaves its warm-up ramp; fix: --set warmup_epochs=N with N < 1"
+        "leaves its warm-up ramp; fix: --set warmup_epochs=0"
     ]
     assert load_file(str(out / "model.safetensors"))["pos_embed"].shape == (1, 37, 32)
 

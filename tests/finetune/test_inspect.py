@@ -196,3 +196,20 @@ def test_extracted_attention_equals_softmax_of_the_first_block(runs, images):
         q, k, _ = qkv.permute(2, 0, 3, 1, 4)
         expected = (attn.q_norm(q) * attn.scale @ attn.k_norm(k).transpose(-2, -1)).softmax(-1)
     assert torch.allclose(maps[0], expected, atol=1e-5)
+
+
+def test_zero_byte_image_is_skipped_with_a_warning(runs, images, tmp_path):
+    import shutil
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(images, folder)
+    (folder / "000_empty.jpg").write_bytes(b"")  # sorted first: picked before the others
+    out = tmp_path / "pics"
+    result = CliRunner().invoke(main, ["inspect", str(runs["vit"]), "--images", str(folder),
+                                       "--num-images", "2", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: skipping unreadable image" in result.output and "000_empty.jpg" in result.output
+    )
+    used = json.loads((out / "inspect.json").read_text())["images"]
+    assert len(used) == 2 and not any(u.endswith("000_empty.jpg") for u in used)

@@ -159,6 +159,22 @@ def test_full_disk_in_the_tensorboard_writer(tmp_path, monkeypatch):
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
 
 
+def test_full_disk_in_the_event_writer_thread_prints_no_traceback(tmp_path, monkeypatch):
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    real, calls = RecordWriter.write, []
+
+    def write(self, data):
+        calls.append(1)
+        if len(calls) > 3:  # the file header and the first events get through
+            disk_full()
+        return real(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    res = invoke(*TINY, "--epochs", "2", "--log-every", "1", "--out", str(tmp_path / "run"))
+    assert_stops_with_one_line(res, "run log", "No space left")
+
+
 def test_a_failed_run_leaves_no_empty_run_folder(tmp_path):
     run = tmp_path / "run"
     res = invoke(*TINY, "--model-arg", "patch_size=7", "--out", str(run))
@@ -167,6 +183,13 @@ def test_a_failed_run_leaves_no_empty_run_folder(tmp_path):
     (run / "notes.txt").write_text("mine")  # a folder the user made is left alone
     res = invoke(*TINY, "--model-arg", "patch_size=7", "--out", str(run))
     assert res.exit_code == 2 and (run / "notes.txt").read_text() == "mine"
+
+
+def test_a_failed_run_removes_the_parent_folders_it_created(tmp_path):
+    (tmp_path / "kept").mkdir()
+    res = invoke(*TINY, "--model-arg", "patch_size=7", "--out", str(tmp_path / "kept/a/b/run"))
+    assert res.exit_code == 2 and (tmp_path / "kept").is_dir()
+    assert not (tmp_path / "kept" / "a").exists()
 
 
 def test_second_render_into_the_same_folder_is_refused(tmp_path, cats):
@@ -199,5 +222,33 @@ def test_nodes_of_a_multi_node_render_hold_different_locks(tmp_path):
     with (
         folder_lock(tmp_path, lock_name(0, 2), "fractaldb render"),
         folder_lock(tmp_path, lock_name(1, 2), "fractaldb render"),
+    ):
+        pass
+
+
+def test_finished_render_leaves_no_lock_file(tmp_path, cats):
+    out = tmp_path / "shards"
+    assert invoke(*RENDER, "--categories", str(cats), "--out", str(out)).exit_code == 0
+    assert list(out.glob("*.tar")) and not list(out.glob(".render-node-*.lock"))
+
+
+def test_refused_node_rank_leaves_no_folder_behind(tmp_path, cats):
+    out = tmp_path / "shards"
+    res = invoke(*RENDER, "--categories", str(cats), "--out", str(out), "--num-nodes", "2",
+                 "--node-rank", "5")  # fmt: skip
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_lock_file_removed_by_its_holder_is_not_locked_twice(tmp_path):
+    from shards.lock import folder_lock, lock_name
+
+    with folder_lock(tmp_path, lock_name(0, 1), "fractaldb render") as path:
+        assert path.is_file()
+    assert not path.exists() and tmp_path.is_dir()  # a folder that existed stays
+    with (
+        folder_lock(tmp_path, lock_name(0, 1), "fractaldb render"),
+        pytest.raises(Exception, match="another `fractaldb render`"),
+        folder_lock(tmp_path, lock_name(0, 1), "fractaldb render"),
     ):
         pass

@@ -188,3 +188,45 @@ def test_bad_input_gives_one_line_error(tmp_path, args, needles):
 def test_unknown_recipe_suggests_close_names(tmp_path):
     res = invoke("--recipe", "deit-tiny-fractal", "--data", "synthetic", "--out", str(tmp_path))
     assert_one_line_error(res, "unknown recipe", "deit-tiny-fractaldb")
+
+
+@pytest.fixture(scope="module")
+def gray_render(tmp_path_factory):
+    """A tiny gray render: 2 categories x 8 instances (train) and x 2 (held out), 16 px."""
+    from fractaldb.search import search_categories
+    from fractaldb.settings import RenderSettings
+    from shards.presets import Layout
+    from shards.writer import write_shards
+
+    root = tmp_path_factory.mktemp("gray")
+    cats = search_categories(2, sampler="sigma", seed=2)
+    render = RenderSettings(image_size=16, points=300, mode="point", scheme="none", flips=False,
+                            color="gray")  # fmt: skip
+    write_shards(cats, render, Layout(instances_per_category=8, samples_per_shard=8),
+                 root / "train", workers=1, progress=False)  # fmt: skip
+    write_shards(cats, render.replace(seed=9), Layout(instances_per_category=2,
+                 samples_per_shard=8), root / "val", workers=1, progress=False)  # fmt: skip
+    return root
+
+
+GRAY_MODEL = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-arg", "patch_size=8",
+              "--model-arg", "depth=2", "--model-arg", "embed_dim=32", "--model-arg",
+              "num_heads=2", "--model-arg", "in_chans=1"]  # fmt: skip
+
+
+@pytest.mark.parametrize("augment", ["cpu", "device"])
+@pytest.mark.parametrize("auto_augment", ["null", "rand-m9-mstd0.5"])
+def test_gray_pretraining_runs_on_every_augmentation_path(gray_render, tmp_path, augment,
+                                                          auto_augment):  # fmt: skip
+    """The DeiT recipe's defaults (jitter or RandAugment, erasing, mixup) into a 1-channel ViT."""
+    out = tmp_path / "run"
+    res = invoke("--data", str(gray_render / "train"), "--val-data", str(gray_render / "val"),
+                 *GRAY_MODEL, "--device", "cpu", "--workers", "0", "--epochs", "1",
+                 "--batch-size", "4", "--augment", augment, "--set", f"auto_augment={auto_augment}",
+                 "--out", str(out))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    from safetensors.torch import load_file
+
+    assert load_file(str(out / "model.safetensors"))["patch_embed.proj.weight"].shape[1] == 1
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(m.get("val_samples") == 4 for m in metrics)

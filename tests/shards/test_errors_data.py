@@ -75,6 +75,36 @@ def test_undecodable_shard_sample_is_skipped_counted_and_named(shard_folder, tmp
     assert len(errors) == 1 and key in errors[0] and "--max-bad-samples" in errors[0]
 
 
+def cut_after_first_sample(shard) -> int:
+    """Truncate the shard at the first header of its second sample (a member boundary, no
+    end-of-archive marker); return the samples it held."""
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    keys = [m.name.split(".", 1)[0] for m in members]
+    second = next(m for m, k in zip(members, keys, strict=True) if k != keys[0])
+    shard.write_bytes(shard.read_bytes()[: second.offset])
+    return len(set(keys))
+
+
+def test_truncated_shard_counts_its_lost_samples_every_epoch(shard_folder, tmp_path):
+    data = copy_folder(shard_folder, tmp_path / "data")
+    shard = sorted(data.glob("*.tar"))[0]
+    held = cut_after_first_sample(shard)  # all are lost: a sample ends where the next begins
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, [*TINY, "--data", str(data), "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    epochs = read_metrics(run, "epoch")
+    assert [e["bad_samples"] for e in epochs] == [held, held]  # once per epoch, not per re-read
+    assert epochs[-1]["bad_samples_total"] == 2 * held
+    assert shard.name in res.output and f"{held} of its {held} sample(s) lost" in res.output
+
+    res = CliRunner().invoke(main, [*TINY, "--data", str(data), "--out", str(tmp_path / "r1"),
+                                    "--max-bad-samples", str(held - 1)])  # fmt: skip
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and shard.name in errors[0] and f"{held} unreadable" in errors[0]
+
+
 def test_missing_shard_is_counted_not_only_warned(shard_folder, tmp_path):
     data = copy_folder(shard_folder, tmp_path / "data")
     missing = sorted(data.glob("*.tar"))[1]
@@ -112,6 +142,34 @@ def test_unreadable_image_in_an_image_folder_is_skipped_and_named(tmp_path):
     assert res.exit_code == 0, res.output
     (epoch,) = read_metrics(run, "epoch")
     assert epoch["bad_samples"] >= 1 and "img_1.png" in res.output
+
+
+def test_unreadable_validation_photo_is_left_out_and_counted_not_replaced(tmp_path):
+    """Accuracy is measured on the photos that were read; the others are counted beside it
+    (each once), never replaced by the next photo, which may be of another class."""
+    import json
+
+    from tests.fixtures_downstream import make_image_folder
+
+    train = make_image_folder(tmp_path / "train", classes=("a", "b"), per_class=4)
+    test = make_image_folder(tmp_path / "test", classes=("a", "b"), per_class=3, seed=1)
+    for bad in (test / "a" / "img_0.png", test / "a" / "img_1.png", test / "b" / "img_2.png"):
+        bad.write_bytes(b"")  # 3 of 6 unreadable, two of them next to each other
+    run = tmp_path / "ft"
+    res = CliRunner().invoke(main, [
+        "finetune", "--dataset", "folder", "--data-root", str(train), "--test-root", str(test),
+        "--init", "scratch", "--model", "vit_tiny_patch16_224", "--img-size", "32",
+        "--model-arg", "patch_size=8", "--model-arg", "depth=1", "--model-arg", "embed_dim=32",
+        "--model-arg", "num_heads=2", "--batch-size", "2", "--epochs", "1", "--device", "cpu",
+        "--workers", "0", "--set", "warmup_epochs=0", "--set", "train_eval_samples=0",
+        "--out", str(run),
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (epoch,) = read_metrics(run, "epoch")
+    assert epoch["val_samples"] == 3 and epoch["val_unreadable"] == 3
+    assert epoch["bad_samples"] == 3  # each unreadable photo once
+    row = json.loads((run / "results.json").read_text())["history"][0]
+    assert row["val_samples"] == 3 and row["val_unreadable"] == 3
 
 
 def test_bad_sample_tally_is_shared_with_worker_processes():

@@ -160,3 +160,131 @@ def test_divergence_check_benchmark_runs():
     result = json.loads(out.stdout)
     assert result["categories"] == 4 and result["flagged"] == 0
     assert result["check_ms_per_category"] > 0
+
+
+@pytest.mark.parametrize("factors", ["[nan]", "[inf]", "[1e308]", "[0.8, -inf]"])
+def test_render_non_finite_or_absurd_factors_are_refused(tmp_path, two_categories, factors):
+    res = invoke("render", "--categories", str(two_categories), "--out", str(tmp_path / "s"),
+                 "--set", f"factors={factors}", "--quiet")  # fmt: skip
+    assert_one_line_error(res, "factors must be finite numbers in (0, 4]", "--set factors=[")
+    assert not (tmp_path / "s").exists()
+
+
+# --- issue 25: misleading one-line errors replaced ------------------------------------------
+
+FT = ["finetune", "--dataset", "folder", "--val-per-class", "1", "--device", "cpu", "--workers",
+      "0", "--img-size", "32", "--epochs", "1"]  # fmt: skip
+FT_MODEL = ["--model", "vit_tiny_patch16_224", "--model-arg", "patch_size=8", "--model-arg",
+            "depth=1", "--model-arg", "embed_dim=32", "--model-arg", "num_heads=2"]  # fmt: skip
+
+
+def test_categories_file_holding_a_list_names_what_it_holds(tmp_path):
+    bad = tmp_path / "cats.json"
+    bad.write_text("[]")
+    res = invoke("render", "--categories", str(bad), "--out", str(tmp_path / "s"), "--quiet")
+    assert_one_line_error(res, "cats.json", "JSON list", "fractaldb search")
+    assert "AttributeError" not in res.output
+
+
+def test_data_folder_without_shards_says_so(tmp_path):
+    folder = tmp_path / "notshards"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    res = invoke(*TINY, "--data", str(folder), "--out", str(tmp_path / "run"))
+    assert_one_line_error(res, f"no shards in {folder}", "fractaldb render")
+    assert "finalize" not in res.output
+
+
+def test_data_given_a_file_names_the_file(tmp_path):
+    file = tmp_path / "data.txt"
+    file.write_text("hello")
+    res = invoke(*TINY, "--data", str(file), "--out", str(tmp_path / "run"))
+    assert_one_line_error(res, f"{file} is a file", "fractaldb render")
+
+
+def test_empty_data_root_is_named_before_the_missing_model(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = invoke(*FT, "--data-root", str(tmp_path / "empty"), "--init", "scratch",
+                 "--out", str(tmp_path / "ft"))  # fmt: skip
+    assert_one_line_error(res, "holds no class folders", "ROOT/CLASS/IMAGE.jpg")
+
+
+def test_missing_image_folder_root_does_not_suggest_download(tmp_path):
+    res = invoke(*FT, *FT_MODEL, "--data-root", str(tmp_path / "nope"), "--init", "scratch",
+                 "--out", str(tmp_path / "ft"))  # fmt: skip
+    assert_one_line_error(res, "does not exist", "--data-root")
+    assert "--download" not in res.output
+
+
+def test_text_file_as_init_does_not_advise_weights_only_false(tmp_path):
+    from tests.fixtures_downstream import make_image_folder
+
+    root = make_image_folder(tmp_path / "imgs", classes=("a", "b"), per_class=3)
+    init = tmp_path / "x.pt"
+    init.write_text("weights: 1 2 3\nmore text here\n")
+    res = invoke(*FT, *FT_MODEL, "--data-root", str(root), "--init", str(init),
+                 "--batch-size", "2", "--set", "warmup_epochs=0", "--out", str(tmp_path / "ft"))  # fmt: skip
+    assert_one_line_error(res, "x.pt", "not a plain PyTorch weights file", ".safetensors")
+    assert (
+        "weights_only` set to `False`" not in res.output and "will likely succeed" not in res.output
+    )
+
+
+def test_unwritable_parent_fix_names_the_folder_that_exists(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from fractaldb.core.errors import FractalDBError, check_writable
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)  # root ignores chmod in a test
+    with pytest.raises(FractalDBError) as err:
+        check_writable(tmp_path / "new" / "run", "run folder")
+    message = err.value.format_message()
+    assert f"fix: make {tmp_path} writable" in message and "new/run writable" not in message
+
+
+def test_broken_manifest_fix_is_one_that_works(tmp_path, two_categories):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "manifest.json").write_text("{broken")
+    res = invoke("render", "--categories", str(two_categories), "--out", str(out), "--quiet")
+    assert_one_line_error(res, "manifest.json", f"delete the folder '{out}'")
+    assert "regenerate it" not in res.output
+
+
+def test_preview_to_a_non_image_name_is_refused_in_one_line(tmp_path, two_categories):
+    res = invoke("preview", "-c", str(two_categories), "--out", str(tmp_path / "x.txt"))
+    assert_one_line_error(res, "x.txt", ".txt is not an image format", "--out preview.png")
+    assert not (tmp_path / "x.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["pretrain", "supervised", "--recipe", "tiny-cpu", "--epochs", "-1"], "epochs must be"),
+        (["pretrain", "mae", "--lr", "nan"], "lr must be"),
+        (["finetune", "--dataset", "unknown", "--data-root", ".", "--init", "scratch"],
+         "unknown dataset"),
+        (["finetune", "--dataset", "folder", "--data-root", ".", "--init", "scratch",
+          "--epochs", "0"], "epochs must be"),
+    ],
+)  # fmt: skip
+def test_argument_refusals_come_before_torch_is_imported(tmp_path, args, needle):
+    """In a fresh interpreter: the refusal is one line and torch was never imported."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom fractaldb.cli import main\n"
+        f"res = CliRunner().invoke(main, {[*args, '--out', str(tmp_path / 'run')]!r})\n"
+        "print(res.exit_code, 'torch' in sys.modules)\nprint(res.output)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[1], timeout=120)  # fmt: skip
+    first, *rest = done.stdout.splitlines()
+    assert first == "2 False", done.stdout + done.stderr
+    assert needle in "\n".join(rest)

@@ -75,3 +75,48 @@ def test_damaged_shard_warns_and_stops(tmp_path, damage):
 def test_missing_shard_warns(tmp_path):
     with pytest.warns(UserWarning, match="skipping shard"):
         assert list(shard_samples(str(tmp_path / "nope.tar"))) == []
+
+
+@pytest.mark.parametrize("cut", ["between-members", "in-padding", "inside-member", "before-end"])
+def test_truncated_shard_is_detected_and_counted_as_its_lost_samples(tmp_path, cut):
+    """A shard cut short anywhere - even exactly at a member boundary, where the reader used
+    to see a normal end - is reported with the samples it lost (from the expected count)."""
+    path = tmp_path / "s.tar"
+    make_tar(path, MEMBERS)
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    fifth = members[4]  # the second sample's second member (.cls, 2 bytes + padding)
+    end = members[-1].offset + 512  # after the last header (the directory): no end marker
+    at = {
+        "between-members": fifth.offset,
+        "in-padding": fifth.offset_data + fifth.size + 10,
+        "inside-member": fifth.offset_data + 1,
+        "before-end": end,
+    }[cut]
+    path.write_bytes(path.read_bytes()[:at])
+    with pytest.warns(UserWarning, match="skipping") as warned:
+        samples = list(shard_samples(str(path), expected=12))
+    (message,) = [str(w.message) for w in warned]
+    assert str(path) in message
+    lost = 12 - len(samples)
+    assert f"{max(lost, 1)} of its 12 sample(s) lost" in message
+    if cut != "before-end":
+        assert lost == 11  # the first sample is complete, the second lost its .cls and .json
+
+
+def test_truncated_shard_counts_its_lost_samples_in_the_tally(tmp_path):
+    from shards.badsamples import BadSamples, SkipUndecodableStage
+
+    path = tmp_path / "s.tar"
+    make_tar(path, MEMBERS)
+    with tarfile.open(path) as tar:
+        # a boundary after sample 4; a sample ends where the next begins, so 4 is lost too
+        cut = tar.getmembers()[12].offset
+    path.write_bytes(path.read_bytes()[:cut])
+    bad = BadSamples()
+    got = list(SkipUndecodableStage(lambda s: s, bad)(shard_samples(str(path), expected=12)))
+    assert len(got) == 3 and bad.epoch_count == 9 and str(path) in bad.first()[0]
+    # every other sample of the shard (a worker's share): 5 of its 6 lost
+    bad = BadSamples()
+    got = list(SkipUndecodableStage(lambda s: s, bad)(shard_samples(str(path), 12, 1, 2)))
+    assert len(got) == 1 and bad.epoch_count == 5
