@@ -284,7 +284,7 @@ def test_argument_refusals_come_before_torch_is_imported(tmp_path, args, needle)
         "print(res.exit_code, 'torch' in sys.modules)\nprint(res.output)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).parents[1], timeout=120)  # fmt: skip
+                          cwd=Path(__file__).parents[2], timeout=120)  # fmt: skip
     first, *rest = done.stdout.splitlines()
     assert first == "2 False", done.stdout + done.stderr
     assert needle in "\n".join(rest)
