@@ -1,4 +1,4 @@
-"""Batched augmentation images/s: this project's ops (pretrain/augment.py) against kornia's
+"""Batched augmentation images/s: this project's ops (pretrain/engine/augment.py) against kornia's
 augmentation module on the same batches and device, with timm's per-image PIL chain (one
 process) as the reference the device path replaces.
 
@@ -27,7 +27,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import torch  # noqa: E402
 
-from pretrain.augment import AugmentConfig, BatchAugment  # noqa: E402
+from pretrain.engine.augment import AugmentConfig, BatchAugment  # noqa: E402
 
 
 def device_name(device: torch.device) -> str:

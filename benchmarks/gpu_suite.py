@@ -294,7 +294,7 @@ def _plain(value: Any) -> Any:
 
 def write_report(report: dict[str, Any], out: Path) -> None:
     """gpu_suite.json and gpu_suite.md in `out`, each replaced atomically."""
-    from fractaldb.atomic import write_text_atomically
+    from fractaldb.core.atomic import write_text_atomically
 
     report["figures"] = collect_figures(report["parts"])
     out.mkdir(parents=True, exist_ok=True)
@@ -379,7 +379,7 @@ def nvidia_smi() -> dict[str, str]:
 
 def host_environment() -> dict[str, Any]:
     """Package versions, Python, the CPU and nvidia-smi's view of GPU 0."""
-    from fractaldb.machine import describe_machine
+    from fractaldb.core.machine import describe_machine
 
     smi = nvidia_smi()
     return {
@@ -408,7 +408,7 @@ class Recorder:
         """Add figures and write them out."""
         self.figures.update(figures)
         if self.path is not None:
-            from fractaldb.atomic import write_text_atomically
+            from fractaldb.core.atomic import write_text_atomically
 
             write_text_atomically(self.path, json.dumps(_plain(self.figures)))
 

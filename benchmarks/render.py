@@ -17,7 +17,7 @@ import time
 import numpy as np
 from numba import njit
 
-from fractaldb.machine import describe_machine
+from fractaldb.core.machine import describe_machine
 from fractaldb.render import draw_points, render_instance, warmup_steps
 from fractaldb.search import search_categories
 from fractaldb.settings import RenderSettings

@@ -34,8 +34,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import numpy as np  # noqa: E402
 
 from fractaldb.categories import CategorySet  # noqa: E402
-from fractaldb.errors import FractalDBError  # noqa: E402
-from fractaldb.machine import describe_machine  # noqa: E402
+from fractaldb.core.errors import FractalDBError  # noqa: E402
+from fractaldb.core.machine import describe_machine  # noqa: E402
 from fractaldb.settings import RenderSettings  # noqa: E402
 
 TRAIN_MODELS = "supervised:deit_tiny_patch16_224,mae:vit_base_patch16_224"
@@ -209,8 +209,8 @@ def measure_onthefly(
     import io
     import tempfile
 
-    from pretrain.engine import train
-    from pretrain.shards_source import open_shards_source
+    from pretrain.engine.loop import train
+    from pretrain.sources import open_shards_source, resolve_onthefly
 
     tt = _train_throughput_module()
     if task_name == "mae":
@@ -224,6 +224,7 @@ def measure_onthefly(
     total = targs.warmup + targs.steps
     cfg = tt.make_config(task, targs, model, on_the_fly=str(cats_path), render_device="cuda",
                          samples_per_epoch=total * targs.batch_size, render=render)  # fmt: skip
+    resolve_onthefly(cfg)
     data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
     with tempfile.TemporaryDirectory(prefix="fdb-otf-run-") as tmp:
         with contextlib.redirect_stdout(io.StringIO()):

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
 
-    from fractaldb.machine import describe_machine
+    from fractaldb.core.machine import describe_machine
     from fractaldb.search import search_categories
     from shards.presets import Layout, load_preset
     from shards.writer import write_shards

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fractaldb.machine import describe_machine
+from fractaldb.core.machine import describe_machine
 
 ENGINE_FIRST_LINE = b"resolved configuration"
 COMMAND = [

@@ -39,7 +39,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import torch  # noqa: E402
 
-from fractaldb.errors import FractalDBError  # noqa: E402
+from fractaldb.core.errors import FractalDBError  # noqa: E402
 
 SUPERVISED_MODELS = ["deit_tiny_patch16_224"]
 # source name -> the engine's --augment for it (synthetic batches are already model input)
@@ -117,7 +117,7 @@ def render_shards(root: Path, img_size: int, categories: int, instances: int) ->
 
 def make_config(task: Any, args: argparse.Namespace, model: str, **extra: Any) -> dict[str, Any]:
     """The recipe for `task`/`model`, shortened to one epoch of warmup + steps, no lr warm-up."""
-    from pretrain.config import parse_key_values, resolve_config
+    from pretrain.engine.config import parse_key_values, resolve_config
 
     if task.name == "mae":
         recipe = "mae-vit-small-fractal" if "small" in model else "mae-vit-tiny-fractal"
@@ -164,8 +164,8 @@ def measure(
     task_name: str, model: str, source: str, args: argparse.Namespace, data_dir: str | None
 ):
     """One engine run of warmup + steps optimizer steps; returns its steady-state rate."""
-    from pretrain.engine import train
-    from pretrain.shards_source import open_shards_source
+    from pretrain.engine.loop import train
+    from pretrain.sources import open_shards_source
 
     if task_name == "mae":
         from pretrain.mae_task import MAETask

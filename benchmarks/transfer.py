@@ -760,7 +760,7 @@ def curve_chart(dataset: str, rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fractaldb.atomic import replace_atomically
+    from fractaldb.core.atomic import replace_atomically
 
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
     for r in rows:
@@ -790,7 +790,7 @@ def chart(tables: dict[str, list[dict]], path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from fractaldb.atomic import replace_atomically
+    from fractaldb.core.atomic import replace_atomically
 
     datasets = list(tables)
     arms = list(dict.fromkeys(r["arm"] for rows in tables.values() for r in rows))
@@ -823,7 +823,7 @@ def chart(tables: dict[str, list[dict]], path: Path) -> Path:
 
 def machine_line(b: Budget) -> str:
     """Where it ran: the GPU's name when the budget uses one, then the CPU line."""
-    from fractaldb.machine import describe_machine
+    from fractaldb.core.machine import describe_machine
 
     device = describe_machine()
     if b.device.startswith("cuda"):

@@ -248,7 +248,7 @@ def full_size_throughput(img_size: int, batch: int = 32, rounds: int = 4) -> lis
     change in the machine's load hits them alike: compare them as ratios."""
     import torch
 
-    from pretrain.models import create_model
+    from pretrain.engine.models import create_model
 
     torch.manual_seed(0)
     x, y = torch.randn(batch, 3, img_size, img_size), torch.randint(0, 12, (batch,))
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     except T.StepFailed as err:
         print(f"error: {err}; fix: see the output above, then re-run the same line to resume")
         return 1
-    from fractaldb.machine import describe_machine
+    from fractaldb.core.machine import describe_machine
 
     rows = [row(arm, run) for arm, run in runs.items()]
     speed = full_size_throughput(b.img_size)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from finetune.options import dataset_options, finetune_options
+from pretrain.engine.options import engine_options, startup_notice
+
 FINETUNE_EPILOG = """\b
 Examples:
   fractaldb finetune --dataset cifar10 --data-root data/ --download \\
@@ -40,48 +43,10 @@ Every epoch is evaluated on the test split (top-1, top-5) into RUN/results.json;
 with `fractaldb report RUN [RUN ...]`.
 """
 
-# pre-training's data options; fine-tuning names its data with --dataset/--data-root
-_PRETRAIN_DATA_OPTIONS = {"data", "val_data", "on_the_fly"}
-
-
-def engine_options(f):
-    """The engine's common options (pretrain.cli.common_options) minus its data options."""
-    from pretrain.cli import common_options
-
-    params = common_options(lambda: None).__click_params__
-    kept = [p for p in params if p.name not in _PRETRAIN_DATA_OPTIONS]
-    f.__click_params__ = getattr(f, "__click_params__", []) + kept
-    return f
-
 
 @click.command(epilog=FINETUNE_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dataset", required=True, help="cifar10, cifar100, pets, flowers102 or folder.")
-@click.option("--data-root", required=True, type=click.Path(), help="Dataset root folder.")
-@click.option(
-    "--init", "init", required=True, help="Run folder, weights file, 'timm' or 'scratch'."
-)
-@click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
-@click.option("--test-root", type=click.Path(), default=None, help="folder: separate test folder.")
-@click.option(
-    "--val-split", type=float, default=None, help="folder: hold out this fraction of each class."
-)
-@click.option(
-    "--val-per-class",
-    type=int,
-    default=None,
-    help="folder: hold out the last N images (sorted by path) of each class.",
-)
-@click.option("--linear-probe", is_flag=True, help="Train only the classifier head.")
-@click.option(
-    "--teacher",
-    metavar="RUN|FILE",
-    help="Teacher for DeiT distillation: a fractaldb run folder or its model.safetensors.",
-)
-@click.option(
-    "--distillation",
-    type=click.Choice(["hard", "soft", "none"]),
-    help="DeiT's distillation loss on a *_distilled_* model (recipe default: none).",
-)
+@dataset_options
+@finetune_options
 @engine_options
 def finetune(**opts) -> None:
     """Fine-tune (or linear-probe) a pre-trained ViT on a downstream dataset.
@@ -102,7 +67,7 @@ def finetune(**opts) -> None:
       fractaldb finetune --dataset folder --data-root photos/train --val-per-class 50 \\
           --init runs/mae-tiny --recipe mae-finetune --linear-probe --out runs/probe
     """
-    from pretrain.cli import check_options, startup_notice
+    from pretrain.engine.options import check_options, startup_notice
 
     from .datasets import DATASETS, build_datasets
 
@@ -132,8 +97,8 @@ def report(runs: tuple[str, ...], out_md: str | None, out_png: str | None) -> No
     Folders without results.json (pre-training runs in the same runs/ folder) are skipped
     with a note.
     """
-    from fractaldb.atomic import write_text_atomically
-    from fractaldb.errors import check_writable, writing_to
+    from fractaldb.core.atomic import write_text_atomically
+    from fractaldb.core.errors import check_writable, writing_to
 
     from .report import bar_chart, load_runs, markdown_table
 
@@ -168,22 +133,7 @@ validation images in OUT/probe.json. Unreadable photos are left out and counted.
 
 
 @click.command(epilog=PROBE_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dataset", required=True, help="cifar10, cifar100, pets, flowers102 or folder.")
-@click.option("--data-root", required=True, type=click.Path(), help="Dataset root folder.")
-@click.option(
-    "--init", "init", required=True, help="Run folder, weights file, 'timm' or 'scratch'."
-)
-@click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
-@click.option("--test-root", type=click.Path(), default=None, help="folder: separate test folder.")
-@click.option(
-    "--val-split", type=float, default=None, help="folder: hold out this fraction of each class."
-)
-@click.option(
-    "--val-per-class",
-    type=int,
-    default=None,
-    help="folder: hold out the last N images (sorted by path) of each class.",
-)
+@dataset_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes probe.json.")
 @click.option("--recipe", default=None, help="Fine-tuning recipe (its image size, mean/std).")
 @click.option("--model", default=None, help="timm model name (default: the --init run's).")
@@ -197,8 +147,6 @@ validation images in OUT/probe.json. Unreadable photos are left out and counted.
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
 def probe(**opts) -> None:
     """k-NN and linear-probe top-1 of a backbone's frozen features on a downstream dataset."""
-    from pretrain.cli import startup_notice
-
     startup_notice("probe", opts)
     from .run import run_probe
 

@@ -11,7 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
+from fractaldb.core.options import parse_key_values
+from pretrain.engine.options import ENGINE_OVERRIDES, build_config
 
 from .distill import check_distillation, describe_teacher
 from .weights import _read_weights, resolve_init
@@ -26,7 +28,7 @@ _TASK_OPTIONS = ("dataset", "init", "val_split", "val_per_class", "teacher", "di
 
 def recipe_path(name_or_path: str) -> str:
     """The YAML file of a shipped fine-tuning recipe name, or the given recipe file."""
-    from pretrain.config import load_recipe
+    from pretrain.engine.config import load_recipe
 
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
@@ -46,9 +48,6 @@ def pretrain_model(config: dict[str, Any] | None) -> tuple[str | None, dict[str,
 
 def finetune_config(task: Any, opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """Resolve recipe + options + --init run into the engine config; return (cfg, recipe name)."""
-    from pretrain.cli import build_config
-    from pretrain.config import parse_key_values
-
     recipe = opts.get("recipe") or DEFAULT_RECIPE
     engine_opts = {
         **opts,
@@ -57,7 +56,8 @@ def finetune_config(task: Any, opts: dict[str, Any]) -> tuple[dict[str, Any], st
         "data": str(opts["data_root"]),
         "val_data": opts.get("test_root"),
     }
-    cfg = build_config(task, engine_opts)
+    # the engine's data keys are set from --data-root / --test-root
+    cfg = build_config(task, engine_opts, (*ENGINE_OVERRIDES, "data", "val_data"))
     cfg.update({k: opts[k] for k in _TASK_OPTIONS if opts.get(k) is not None})
     if opts.get("linear_probe"):
         cfg["linear_probe"] = True

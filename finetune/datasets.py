@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "pets", "flowers102", "folder")
 

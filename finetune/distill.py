@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
+from .options import DISTILLATIONS
 from .weights import _sha256
 
-KINDS = ("none", "hard", "soft")
+KINDS = DISTILLATIONS
 
 
 def distillation_loss(
@@ -127,7 +128,7 @@ class Distiller:
 
     def __init__(self, cfg: dict[str, Any], num_classes: int | None) -> None:
         """Load the teacher recorded in cfg['teacher_info'] and check its class count."""
-        from pretrain.models import load_exported
+        from pretrain.engine.models import load_exported
 
         info = cfg["teacher_info"] or describe_teacher(cfg["teacher"])
         if info["num_classes"] != num_classes:

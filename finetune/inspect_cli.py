@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 INSPECT_EPILOG = """\b
 Examples:
@@ -37,7 +37,7 @@ def inspect(runs, images, out, num_images, cka, model_name, model_arg, img_size)
     RUN is a pre-training or fine-tuning run folder (model.safetensors + config.yaml) or a
     .safetensors file with --model.
     """
-    from fractaldb.options import parse_key_values
+    from fractaldb.core.options import parse_key_values
 
     from .inspection import inspect_runs
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fractaldb.atomic import replace_atomically
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import replace_atomically
+from fractaldb.core.errors import FractalDBError
 
 from . import attention as A
 

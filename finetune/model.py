@@ -1,10 +1,10 @@
-"""Freeze a timm classifier for linear probing (models come from pretrain.models.create_model)."""
+"""Freeze a timm classifier for linear probing (models come from pretrain.engine.models.create_model)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 
 def freeze_for_linear_probe(model: Any) -> list[str]:

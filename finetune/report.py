@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fractaldb.atomic import replace_atomically
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import replace_atomically
+from fractaldb.core.errors import FractalDBError
 
 from .results import RESULTS_NAME
 

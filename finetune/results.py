@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fractaldb.atomic import write_text_atomically
+from fractaldb.core.atomic import write_text_atomically
 
 SCHEMA_VERSION = 1
 RESULTS_NAME = "results.json"
@@ -48,7 +48,7 @@ def record_epoch(results: dict[str, Any], epoch: int, metrics: dict[str, float])
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically and durably (fractaldb.atomic)."""
+    """Write JSON atomically and durably (fractaldb.core.atomic)."""
     write_text_atomically(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 

@@ -10,13 +10,12 @@ import click
 
 def run_finetune(opts: dict[str, Any]) -> None:
     """Fine-tune as described by the command's options (see finetune.cli)."""
-    from fractaldb.errors import check_writable, writing_to
-    from pretrain import distributed as D
-    from pretrain.augment import on_device
-    from pretrain.config import dump_config
-    from pretrain.data import DatasetData
-    from pretrain.engine import train
-    from pretrain.runfolder import remove_if_failed_early
+    from fractaldb.core.errors import check_writable, writing_to
+    from pretrain.engine import distributed as D
+    from pretrain.engine.config import dump_config, on_device
+    from pretrain.engine.data import DatasetData
+    from pretrain.engine.loop import train
+    from pretrain.engine.runfolder import remove_if_failed_early
     from shards.badsamples import LeaveOutUndecodable
 
     from .config import finetune_config
@@ -122,10 +121,10 @@ def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from fractaldb.atomic import write_text_atomically
-    from fractaldb.errors import check_writable, writing_to
-    from pretrain import distributed as D
-    from pretrain.config import dump_config
+    from fractaldb.core.atomic import write_text_atomically
+    from fractaldb.core.errors import check_writable, writing_to
+    from pretrain.engine import distributed as D
+    from pretrain.engine.config import dump_config
 
     from .config import finetune_config
     from .datasets import DATASETS, build_datasets, fingerprint
@@ -175,7 +174,7 @@ def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
         train = extract_features(model, batches(ds.train), device)
         val = extract_features(model, batches(ds.test), device)
         if not len(train[1]) or not len(val[1]):
-            from fractaldb.errors import FractalDBError
+            from fractaldb.core.errors import FractalDBError
 
             raise FractalDBError(
                 f"no readable {'training' if not len(train[1]) else 'validation'} photos in "

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from fractaldb.errors import FractalDBError
-from pretrain import distributed as D
-from pretrain.augment import PhotoToUint8, on_device
+from fractaldb.core.errors import FractalDBError
+from pretrain.engine import distributed as D
+from pretrain.engine.augment import PhotoToUint8
+from pretrain.engine.config import on_device
 from pretrain.supervised import SupervisedTask
 
 from .datasets import DownstreamData
@@ -133,7 +134,7 @@ class FinetuneTask(SupervisedTask):
         return {"train_top1": metrics["val_top1"]}
 
     def _new_results(self) -> dict[str, Any]:
-        from pretrain.engine import plan_batch
+        from pretrain.engine.loop import plan_batch
 
         cfg, data = self.cfg, self.data
         return new_results(

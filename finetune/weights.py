@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 SHOW_KEYS = 8  # how many missing/unexpected keys are printed before "..."
 # wrappers added by DDP / torch.compile; stripped before matching

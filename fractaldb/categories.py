@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from fractaldb.atomic import replace_atomically
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import replace_atomically
+from fractaldb.core.errors import FractalDBError
 
 FORMAT_VERSION = 1
 

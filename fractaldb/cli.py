@@ -1,7 +1,10 @@
-"""The `fractaldb` console script: one click group, subcommands registered lazily.
+"""The `fractaldb` console script: one click group, the pipeline's stages as its subcommands.
 
-Subcommands living in other packages (`shards`, `pretrain`, `finetune`) are imported only
-when invoked, so `fractaldb --help` and the renderer commands never import torch.
+The console is the one module above every stage: `STAGES` names each stage's subcommands by
+"module:attribute", floor by floor (search -> render -> shards -> pre-train -> fine-tune ->
+report), and they are imported only when invoked, so `fractaldb --help` and the renderer
+commands never import torch. The stage packages import only the floors below their own
+(fractaldb < shards < pretrain < finetune; tests/pipeline/test_layers.py).
 """
 
 from __future__ import annotations
@@ -10,19 +13,31 @@ import importlib
 
 import click
 
-from fractaldb.errors import OUTPUT_ERRNOS, output_error
+from fractaldb.core.errors import OUTPUT_ERRNOS, output_error
 
-# name -> "module:attribute"; the module must not import torch at import time.
+# stage (a package, lowest first) -> its subcommands, name -> "module:attribute"; the modules
+# must not import torch at import time. `fractaldb --help` lists them in this order.
+STAGES: dict[str, dict[str, str]] = {
+    "fractaldb (categories, renderer)": {
+        "search": "fractaldb.commands:search",
+        "preview": "fractaldb.commands:preview",
+    },
+    "shards (datasets on disk)": {
+        "render": "shards.cli:render",
+        "shards": "shards.cli:shards",
+    },
+    "pretrain (pre-training)": {
+        "pretrain": "pretrain.cli:pretrain",
+    },
+    "finetune (transfer, inspection)": {
+        "finetune": "finetune.cli:finetune",
+        "probe": "finetune.cli:probe",
+        "report": "finetune.cli:report",
+        "inspect": "finetune.inspect_cli:inspect",
+    },
+}
 LAZY_SUBCOMMANDS: dict[str, str] = {
-    "search": "fractaldb.commands:search",
-    "preview": "fractaldb.commands:preview",
-    "render": "shards.cli:render",
-    "shards": "shards.cli:shards",
-    "pretrain": "pretrain.cli:pretrain",
-    "finetune": "finetune.cli:finetune",
-    "probe": "finetune.cli:probe",
-    "report": "finetune.cli:report",
-    "inspect": "finetune.inspect_cli:inspect",
+    name: target for commands in STAGES.values() for name, target in commands.items()
 }
 
 
@@ -44,8 +59,10 @@ class LazyGroup(click.Group):
     """A click group that imports each subcommand's module only when it is needed."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        """List eager and lazy subcommands, sorted."""
-        return sorted(set(super().list_commands(ctx)) | set(LAZY_SUBCOMMANDS))
+        """List the subcommands in pipeline order (STAGES), then any others, sorted."""
+        staged = list(LAZY_SUBCOMMANDS)
+        others = set(super().list_commands(ctx)) | set(LAZY_SUBCOMMANDS)
+        return staged + sorted(others - set(staged))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         """Return the subcommand, importing its module on first use; an import error inside
@@ -60,20 +77,24 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """List subcommands in --help; one that cannot be imported is listed with its error."""
+        """List subcommands in --help, one section per stage; one that cannot be imported is
+        listed with its error."""
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max((len(n) for n in names), default=0)
-        rows = []
+        staged = {name: stage for stage, commands in STAGES.items() for name in commands}
+        sections: dict[str, list[tuple[str, str]]] = {}
         for name in names:
             try:
                 cmd = self.get_command(ctx, name)
             except SubcommandImportError as error:
-                rows.append((name, f"(unavailable: {error.message})"))
-                continue
-            if cmd is not None and not cmd.hidden:
-                rows.append((name, cmd.get_short_help_str(limit)))
-        if rows:
-            with formatter.section("Commands"):
+                row = (name, f"(unavailable: {error.message})")
+            else:
+                if cmd is None or cmd.hidden:
+                    continue
+                row = (name, cmd.get_short_help_str(limit))
+            sections.setdefault(staged.get(name, "Other commands"), []).append(row)
+        for title, rows in sections.items():
+            with formatter.section(title):
                 formatter.write_dl(rows)
 
 

@@ -7,8 +7,9 @@ import time
 
 import click
 
-from fractaldb.errors import FractalDBError, check_writable, writing_to
-from fractaldb.options import parse_key_values
+from fractaldb.core.errors import FractalDBError, check_writable, writing_to
+from fractaldb.core.options import parse_key_values
+from fractaldb.settings import COLORS, MODES, SAMPLERS, SCHEMES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -51,9 +52,7 @@ def run_search(
 
 @click.command()
 @click.option("--num-categories", "-k", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option(
-    "--sampler", type=click.Choice(["fractaldb", "sigma"]), default="fractaldb", show_default=True
-)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="fractaldb", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, help="[all cores]")
 @click.option(
@@ -118,13 +117,11 @@ def search(num_categories, sampler, seed, workers, sampler_args, perturb, out) -
 @click.option("--instances", default="0,1,2,3,4,40,80,400", show_default=True)
 @click.option("--image-size", type=click.IntRange(8, 4096), default=256, show_default=True)
 @click.option("--points", type=click.IntRange(min=1), default=100_000, show_default=True)
-@click.option("--mode", type=click.Choice(["point", "patch"]), default="patch", show_default=True)
-@click.option(
-    "--color", type=click.Choice(["gray", "color", "hue"]), default="gray", show_default=True
-)
+@click.option("--mode", type=click.Choice(MODES), default="patch", show_default=True)
+@click.option("--color", type=click.Choice(COLORS), default="gray", show_default=True)
 @click.option(
     "--scheme",
-    type=click.Choice(["fractaldb", "jitter", "none"]),
+    type=click.Choice(SCHEMES),
     default="fractaldb",
     show_default=True,
 )

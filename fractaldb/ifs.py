@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fractaldb.errors import FractalDBError
-from fractaldb.render import draw_points
-
-SAMPLERS = ("fractaldb", "sigma")
+from fractaldb.chaos import draw_points
+from fractaldb.core.errors import FractalDBError
+from fractaldb.settings import SAMPLERS
 
 
 @dataclass(frozen=True)

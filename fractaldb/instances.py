@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from fractaldb.categories import Category
-from fractaldb.seeding import (
+from fractaldb.chaos import choice_table
+from fractaldb.core.seeding import (
     TAG_COLOR,
     TAG_JITTER,
     TAG_MASK,
@@ -32,7 +33,6 @@ from fractaldb.settings import RenderSettings
 
 FLIP_NAMES = ("none", "up-down", "left-right", "both")
 GRAY_VALUE = 127  # FractalDB's grey level
-TABLE_SIZE = 256
 
 
 def instance_meta(settings: RenderSettings, instance: int) -> dict[str, int]:
@@ -62,23 +62,6 @@ def variant_maps(
         u = uniform_array(hash_seed(settings.seed, TAG_JITTER, category_index, variant), maps.size)
         maps *= 1.0 - settings.jitter + 2.0 * settings.jitter * u.reshape(maps.shape)
     return maps
-
-
-def choice_table(probs: np.ndarray) -> np.ndarray:
-    """Quantise map probabilities into a 256-entry lookup table (every map gets >= 1 entry)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    probs = probs / probs.sum()
-    counts = np.maximum(np.floor(probs * TABLE_SIZE).astype(np.int64), (probs > 0).astype(np.int64))
-    # Largest remainder first; ties broken by map index, so the table is deterministic.
-    order = np.argsort(-(probs * TABLE_SIZE - np.floor(probs * TABLE_SIZE)), kind="stable")
-    i = 0
-    while counts.sum() < TABLE_SIZE:
-        counts[order[i % len(order)]] += 1
-        i += 1
-    while counts.sum() > TABLE_SIZE:
-        big = int(np.argmax(counts))
-        counts[big] -= 1
-    return np.repeat(np.arange(len(probs), dtype=np.uint8), counts)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from fractaldb.categories import Category, CategorySet
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 MAX_REDRAWS = 100
 

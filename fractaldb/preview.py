@@ -7,8 +7,8 @@ import os
 import cv2
 import numpy as np
 
-from fractaldb.atomic import replace_atomically
 from fractaldb.categories import CategorySet
+from fractaldb.core.atomic import replace_atomically
 from fractaldb.render import render_instance
 from fractaldb.settings import RenderSettings
 

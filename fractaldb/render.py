@@ -11,15 +11,15 @@ import cv2
 import numpy as np
 
 from fractaldb.categories import CategorySet
+from fractaldb.chaos import choice_table, draw_points, run_chaos_game, warmup_steps
 from fractaldb.instances import (
     GRAY_VALUE,
     InstancePlan,
     PreparedCategory,
-    choice_table,
     plan_instance,
     prepare_category,
 )
-from fractaldb.kernels import chaos_game, stamp
+from fractaldb.kernels import stamp
 from fractaldb.settings import RenderSettings
 
 __all__ = [
@@ -31,47 +31,6 @@ __all__ = [
     "render_plan",
     "warmup_steps",
 ]
-
-
-def warmup_steps(points: int) -> int:
-    """Steps per chain (8 chains) of the bounding-box warm-up: about 1/16 of the points."""
-    return max(256, points // 128)
-
-
-def _chaos_game(
-    maps: np.ndarray,
-    table: np.ndarray,
-    size: int,
-    points: int,
-    seed: int,
-    pad: float,
-    count: bool,
-    warmup: int,
-) -> tuple[np.ndarray, int]:
-    """Run the kernel into a fresh image; return (hits, escaped chain steps)."""
-    out = np.zeros((size, size), dtype=np.uint32 if count else np.uint8)
-    coef = np.ascontiguousarray(maps, dtype=np.float64)
-    escapes = chaos_game(coef, table, points, np.uint64(seed), out, pad, warmup, count)
-    return out, int(escapes)
-
-
-def draw_points(
-    maps: np.ndarray,
-    probs: np.ndarray,
-    size: int,
-    points: int,
-    seed: int,
-    pad: float = 0.0,
-    count: bool = False,
-    warmup: int | None = None,
-) -> tuple[np.ndarray, int]:
-    """Run the chaos game; return (size x size hit image, number of escaped chain steps).
-
-    The image is binary uint8 (0/1) or, with `count`, uint32 hit counts. `warmup` is the
-    number of steps per chain (8 chains) that set the bounding box (default: `warmup_steps`).
-    """
-    steps = warmup_steps(points) if warmup is None else warmup
-    return _chaos_game(maps, choice_table(probs), size, points, seed, pad, count, steps)
 
 
 def colorize(hits: np.ndarray, settings: RenderSettings, color: tuple[float, ...]) -> np.ndarray:
@@ -96,7 +55,7 @@ def colorize(hits: np.ndarray, settings: RenderSettings, color: tuple[float, ...
 def render_plan(plan: InstancePlan, settings: RenderSettings) -> np.ndarray:
     """Render one image from its plan on the CPU; uint8 HxW (gray) or HxWx3 RGB."""
     size = settings.image_size
-    hits, _ = _chaos_game(
+    hits, _ = run_chaos_game(
         plan.maps,
         plan.table,
         size,

@@ -19,8 +19,8 @@ from functools import partial
 import numpy as np
 
 from fractaldb.categories import Category, CategorySet
+from fractaldb.core.seeding import TAG_FILL, TAG_SEARCH, derive_rng, derive_seed
 from fractaldb.ifs import FillResult, make_sampler, measure_fill
-from fractaldb.seeding import TAG_FILL, TAG_SEARCH, derive_rng, derive_seed
 
 BATCH = 64
 PROCESS_MIN_CATEGORIES = 64  # searches this large amortise the worker processes' start-up

@@ -6,11 +6,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 MODES = ("point", "patch")
 COLORS = ("gray", "color", "hue")
 SCHEMES = ("fractaldb", "jitter", "none")
+# the IFS samplers of `fractaldb search` (fractaldb.ifs.make_sampler)
+SAMPLERS = ("fractaldb", "sigma")
+# how the GPU renderer draws (fractaldb.gpu): exact = the CPU's pixels, fast = many chains per image
+GPU_MODES = ("exact", "fast")
+# where images are rendered (`render --device`, `pretrain --render-device`, auto = cuda if it can)
+RENDER_DEVICES = ("cpu", "cuda")
 
 
 MAX_FACTOR = 4.0  # FractalDB's widest published factors are 0.2 and 1.8

@@ -5,49 +5,29 @@ No torch import at module level: `fractaldb --help` must stay fast.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
+from fractaldb.settings import COLORS, GPU_MODES, MODES, RENDER_DEVICES, SCHEMES
+from pretrain.engine.options import (
+    ENGINE_OVERRIDES,
+    build_config,
+    check_options,
+    engine_options,
+    startup_notice,
+)
 
-# option name -> config key, for options that override a recipe value when given.
-_OVERRIDES = {
-    "data": "data",
-    "val_data": "val_data",
-    "on_the_fly": "on_the_fly",
-    "model": "model",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "micro_batch": "micro_batch",
-    "lr": "lr",
-    "blr": "blr",
-    "img_size": "img_size",
-    "workers": "workers",
-    "augment": "augment",
-    "amp": "amp",
-    "compile": "compile",
-    "ema": "ema",
-    "device": "device",
-    "seed": "seed",
-    "log_every": "log_every",
-    "save_every": "save_every",
-    "samples_per_epoch": "samples_per_epoch",
-    "max_bad_samples": "max_bad_samples",
-    "render_device": "render_device",
-    "gpu_mode": "gpu_mode",
-    # mae only
-    "mask_ratio": "mask_ratio",
-    "decoder_dim": "decoder_dim",
-    "decoder_depth": "decoder_depth",
-    "decoder_heads": "decoder_heads",
-    "norm_pix_loss": "norm_pix_loss",
-}
+# options that override the configuration key of the same name when given, beside the
+# engine's (pretrain.engine.options.ENGINE_OVERRIDES)
+DATA_OVERRIDES = ("data", "val_data", "on_the_fly", "render_device", "gpu_mode")
+MAE_OVERRIDES = ("mask_ratio", "decoder_dim", "decoder_depth", "decoder_heads", "norm_pix_loss")
 
 
-def common_options(f: Callable) -> Callable:
-    """Options shared by every engine-driven command (supervised, mae, fine-tuning)."""
+def data_options(f: Callable) -> Callable:
+    """Where pre-training reads its images: shards, synthetic patterns, or the renderer."""
     opts = [
         click.option(
             "--data",
@@ -66,124 +46,10 @@ def common_options(f: Callable) -> Callable:
             help="Render training images instead of reading shards: on the GPU when training "
             "on CUDA (fractaldb[cuda]), else in loader workers.",
         ),
-        click.option(
-            "--out",
-            required=True,
-            type=click.Path(file_okay=False),
-            help="Run folder: config.yaml, metrics.jsonl, tb/, last.pt, model.safetensors.",
-        ),
-        click.option(
-            "--recipe",
-            help="Shipped recipe name or a YAML file (e.g. an old "
-            "RUN/config.yaml); explicit options override it.",
-        ),
-        click.option(
-            "--model",
-            help="timm model name, e.g. deit_tiny_patch16_224, or a Hugging Face model: "
-            "hf:cvt-13, hf:cvt-21 (needs fractaldb[hf]).",
-        ),
-        click.option(
-            "--model-arg",
-            "model_arg",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Extra timm.create_model argument (repeatable), e.g. patch_size=8.",
-        ),
-        click.option("--epochs", type=int),
-        click.option("--batch-size", type=int, help="GLOBAL batch over all ranks."),
-        click.option(
-            "--micro-batch",
-            type=int,
-            help="Per-rank micro-batch; the rest of the "
-            "per-rank batch is reached by gradient accumulation.",
-        ),
-        click.option("--lr", type=float, help="Absolute learning rate (overrides --blr)."),
-        click.option("--blr", type=float, help="Base lr; lr = blr x batch / lr_base_size."),
-        click.option("--img-size", type=int),
-        click.option("--workers", type=int, help="Data-loading worker processes per rank."),
-        click.option(
-            "--augment",
-            type=click.Choice(["auto", "cpu", "device"]),
-            help="Where training images are augmented: device = whole uint8 batches on the "
-            "training device (workers only decode), cpu = timm's PIL transform in the workers; "
-            "auto = device on CUDA, cpu on CPU.",
-        ),
-        click.option(
-            "--amp",
-            type=click.Choice(["auto", "bf16", "fp16", "none"]),
-            help="Autocast dtype; auto = bf16 on GPU, none on CPU.",
-        ),
-        click.option(
-            "--compile/--no-compile",
-            default=None,
-            help="torch.compile the model (default: on for CUDA, off on CPU).",
-        ),
-        click.option("--ema/--no-ema", default=None, help="Keep an EMA of the weights."),
-        click.option("--device", help="auto, cpu, cuda or cuda:N (torchrun: one GPU per rank)."),
-        click.option("--seed", type=int),
-        click.option(
-            "--resume",
-            metavar="auto|PATH",
-            help="Continue a run: `auto` = RUN/last.pt if present, else start fresh.",
-        ),
-        click.option("--log-every", type=int, help="Optimizer steps between metric lines."),
-        click.option(
-            "--save-every",
-            type=int,
-            help="Keep a checkpoint every N epochs (RUN/last.pt is rewritten every epoch).",
-        ),
-        click.option("--samples-per-epoch", type=int),
-        click.option(
-            "--max-bad-samples",
-            type=int,
-            help="Undecodable images (or unreadable shards) skipped and counted per epoch "
-            "before the run stops (recipe default 100; 0 = stop at the first).",
-        ),
-        click.option(
-            "--set",
-            "sets",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Override any configuration key (repeatable), e.g. --set mixup=0.",
-        ),
-        click.option(
-            "--print-config", is_flag=True, help="Print the resolved configuration and exit."
-        ),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
-
-
-def check_options(opts: dict[str, Any]) -> None:
-    """Refuse out-of-range numeric options (--epochs -1, --lr nan...) before torch is imported:
-    the recipe's own values are checked again with the full configuration."""
-    from pretrain.config import check_ranges
-
-    check_ranges(
-        {key: opts[name] for name, key in _OVERRIDES.items() if opts.get(name) is not None}
-    )
-
-
-def startup_notice(command: str, opts: dict[str, Any]) -> None:
-    """Say at once, on an interactive terminal, that the slow imports are under way.
-
-    torch, torchvision (which pulls in torch._dynamo) and timm take 10-15 s to import on a cold
-    start; without this line the command looks hung. Not printed with --print-config, on
-    ranks other than 0, or when stderr is a pipe or a file (logs keep one line per error).
-    """
-    import os
-    import sys
-
-    if opts.get("print_config") or os.environ.get("RANK", "0") != "0":
-        return
-    if not sys.stderr.isatty():
-        return
-    click.echo(
-        f"fractaldb {command} -> {opts.get('out')}: loading torch and timm, then the data "
-        "(10-20 s on a first start)...",
-        err=True,
-    )
 
 
 # --on-the-fly render options -> render setting (merged into the config's `render` dict).
@@ -208,26 +74,24 @@ def render_options(f: Callable) -> Callable:
         click.option(
             "--mode",
             "render_mode",
-            type=click.Choice(["point", "patch"]),
+            type=click.Choice(MODES),
             help="--on-the-fly: point or 3x3 patch stamps.",
         ),
-        click.option(
-            "--color", type=click.Choice(["gray", "color", "hue"]), help="--on-the-fly: colouring."
-        ),
+        click.option("--color", type=click.Choice(COLORS), help="--on-the-fly: colouring."),
         click.option(
             "--scheme",
-            type=click.Choice(["fractaldb", "jitter", "none"]),
+            type=click.Choice(SCHEMES),
             help="--on-the-fly: how instances of a category differ.",
         ),
         click.option(
             "--render-device",
-            type=click.Choice(["auto", "cpu", "cuda"]),
+            type=click.Choice(("auto", *RENDER_DEVICES)),
             help="--on-the-fly: render on the GPU in the training process (cuda; needs "
             "fractaldb[cuda]) or in loader workers (cpu); auto = cuda when training on CUDA.",
         ),
         click.option(
             "--gpu-mode",
-            type=click.Choice(["exact", "fast"]),
+            type=click.Choice(GPU_MODES),
             help="--on-the-fly on the GPU: exact (the CPU renderer's pixels) or fast (many "
             "chains per image: same distribution, other pixels).",
         ),
@@ -237,44 +101,28 @@ def render_options(f: Callable) -> Callable:
     return f
 
 
-def build_config(task: Any, opts: dict[str, Any]) -> dict[str, Any]:
-    """Resolve recipe + --set + explicit options into the run's configuration."""
-    from pretrain.config import parse_key_values, resolve_config
+def pretrain_config(task: Any, opts: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """The shared resolution (pretrain.engine.options.build_config), then what only
+    pre-training has: the --on-the-fly render options, settled into the configuration."""
+    from pretrain.sources import resolve_onthefly
 
-    overrides = parse_key_values(opts.get("sets") or (), "--set")
-    for name, key in _OVERRIDES.items():
-        if opts.get(name) is not None:
-            overrides[key] = opts[name]
-    model_args = parse_key_values(opts.get("model_arg") or (), "--model-arg")
-    cfg = resolve_config(task.defaults, opts.get("recipe"), overrides, task.name)
-    cfg["model_args"].update(model_args)
-    from pretrain.augment import resolve_augment
-
-    # recorded resolved, so a resume on another machine keeps the same data path; batches
-    # rendered on the GPU are augmented where they are
-    gpu_rendered = cfg.get("on_the_fly") and cfg.get("render_device") == "cuda"
-    if cfg["augment"] == "auto" and gpu_rendered:
-        cfg["augment"] = "device"
-    cfg["augment"] = resolve_augment(cfg["augment"], cfg["device"])
-    if cfg.get("on_the_fly") and not cfg.get("render_preset"):
-        from pretrain.config import ONTHEFLY_PRESET
-
-        cfg["render_preset"] = ONTHEFLY_PRESET  # recorded: config.yaml says what was rendered
+    cfg = build_config(task, opts, (*ENGINE_OVERRIDES, *DATA_OVERRIDES, *overrides))
     render = {key: opts[o] for o, key in RENDER_OPTIONS.items() if opts.get(o) is not None}
     cfg["render"] = {**cfg["render"], **render}
+    resolve_onthefly(cfg)
     return cfg
 
 
-def run_task(task: Any, opts: dict[str, Any]) -> None:
+def run_task(task: Any, opts: dict[str, Any], overrides: Iterable[str] = ()) -> None:
     """Resolve the configuration, open the data and run the engine (shared by subcommands)."""
-    from fractaldb.errors import check_writable, writing_to
-    from pretrain import distributed as D
-    from pretrain.config import dump_config
-    from pretrain.engine import train
-    from pretrain.runfolder import remove_if_failed_early
-    from pretrain.shards_source import open_shards_source
+    from fractaldb.core.errors import check_writable, writing_to
+    from pretrain.engine import distributed as D
+    from pretrain.engine.config import dump_config
+    from pretrain.engine.loop import train
+    from pretrain.engine.runfolder import remove_if_failed_early
+    from pretrain.sources import open_shards_source
 
-    cfg = build_config(task, opts)
+    cfg = pretrain_config(task, opts, overrides)
     if opts.get("print_config"):
         click.echo(dump_config(cfg), nl=False)
         return
@@ -299,7 +147,8 @@ def pretrain() -> None:
 
 
 @pretrain.command()
-@common_options
+@data_options
+@engine_options
 @render_options
 def supervised(**opts: Any) -> None:
     """Supervised classification pre-training (DeiT recipe) on fractal categories.
@@ -337,7 +186,8 @@ MAE_DEFAULT_RECIPE = "mae-vit-tiny-fractal"
 
 
 @pretrain.command()
-@common_options
+@data_options
+@engine_options
 @render_options
 @click.option(
     "--mask-ratio",
@@ -374,13 +224,13 @@ def mae(**opts: Any) -> None:
       fractaldb pretrain mae --data data/fdb1k --mask-ratio 0.6 --decoder-depth 2 \\
           --no-norm-pix-loss --out runs/mae-t2 --resume auto
     """
-    check_options(opts)
+    check_options(opts, (*ENGINE_OVERRIDES, *MAE_OVERRIDES))
     startup_notice("pretrain mae", opts)
     from pretrain.mae_task import MAETask
 
     if not opts.get("recipe"):
         opts["recipe"] = MAE_DEFAULT_RECIPE
-    run_task(MAETask(), opts)
+    run_task(MAETask(), opts, MAE_OVERRIDES)
 
 
 if __name__ == "__main__":

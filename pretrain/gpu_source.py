@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from pretrain.shards_source import OnTheFlyData
 
 

@@ -1,9 +1,12 @@
 """Masked autoencoder (He et al., 2022) whose encoder is a plain timm VisionTransformer.
 
-The encoder is created by name with `timm.create_model`, so `encoder_state_dict()` loads back
-with `timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=...),
-num_classes=0, **model_args)`. The functions mirror the MAE reference code (patchify,
-random_masking, forward_encoder, forward_decoder, forward_loss) so each can be tested alone.
+Read top to bottom like the reference's models_mae.py: the model (encoder, decoder, weight
+initialisation, patchify, masking, forward_encoder, forward_decoder, forward_loss, forward),
+then its pieces as plain functions of tensors (patchify, unpatchify, random_masking,
+forward_loss), so each can be tested alone. The encoder is created by name with
+`timm.create_model`, so `encoder_state_dict()` loads back with `timm.create_model(name,
+pretrained=True, pretrained_cfg_overlay=dict(file=...), num_classes=0, **model_args)`. The
+reconstruction picture (original / masked / reconstruction) is pretrain/mae_picture.py.
 """
 
 from __future__ import annotations
@@ -14,151 +17,18 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import timm
 import torch
 from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from fractaldb.atomic import replace_atomically
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import replace_atomically
+from fractaldb.core.errors import FractalDBError
 
 # FractalDB recipes normalise with mean = std = 0.5 (Nakashima et al., AAAI 2022).
 DEFAULT_MEAN: tuple[float, ...] = (0.5,)
 DEFAULT_STD: tuple[float, ...] = (0.5,)
-
-
-def num_kept(num_patches: int, mask_ratio: float) -> int:
-    """Number of visible patches per sample: round((1 - mask_ratio) * num_patches)."""
-    return int(round((1.0 - mask_ratio) * num_patches))
-
-
-def check_mask_ratio(mask_ratio: float, num_patches: int | None = None) -> None:
-    """Raise FractalDBError unless 0 < mask_ratio < 1 (and, given L, some patches are masked and some kept)."""
-    if not (isinstance(mask_ratio, (int, float)) and 0.0 < float(mask_ratio) < 1.0):
-        raise FractalDBError(
-            f"mask ratio {mask_ratio!r} is outside (0, 1); fix: pass e.g. --mask-ratio 0.75"
-        )
-    if num_patches is not None:
-        keep = num_kept(num_patches, mask_ratio)
-        if keep < 1 or keep >= num_patches:
-            raise FractalDBError(
-                f"mask ratio {mask_ratio} keeps {keep} of {num_patches} patches, so "
-                f"{'nothing is visible' if keep < 1 else 'nothing is masked'}; "
-                "fix: choose a ratio that masks some but not all patches, e.g. 0.75"
-            )
-
-
-def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, L, p*p*C) with patches in row-major order, pixels as (p, p, C)."""
-    n, c, h, w = imgs.shape
-    if h % p or w % p:
-        raise FractalDBError(
-            f"patch size {p} does not divide the image size {h}x{w}; "
-            "fix: use an image size that is a multiple of the patch size"
-        )
-    gh, gw = h // p, w // p
-    x = imgs.reshape(n, c, gh, p, gw, p)
-    x = torch.einsum("nchpwq->nhwpqc", x)
-    return x.reshape(n, gh * gw, p * p * c)
-
-
-def unpatchify(
-    x: torch.Tensor, p: int, channels: int, grid: tuple[int, int] | None = None
-) -> torch.Tensor:
-    """(N, L, p*p*C) -> (N, C, H, W); the patch grid is square unless `grid` = (rows, cols)."""
-    n, length, _ = x.shape
-    if grid is None:
-        side = math.isqrt(length)
-        if side * side != length:
-            raise ValueError(f"{length} patches do not form a square grid; pass grid=(rows, cols)")
-        grid = (side, side)
-    gh, gw = grid
-    x = x.reshape(n, gh, gw, p, p, channels)
-    x = torch.einsum("nhwpqc->nchpwq", x)
-    return x.reshape(n, channels, gh * p, gw * p)
-
-
-def random_masking(
-    x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keep a random round((1 - ratio) * L) patches per sample (argsort of per-sample noise).
-
-    Returns (x_masked (N, keep, D), mask (N, L) with 1 = masked, ids_restore (N, L)) where
-    gathering [x_masked, mask tokens] with ids_restore puts tokens back in patch order.
-    A ratio of 0 keeps every patch (shuffled), which is useful for feature extraction.
-    """
-    n, length, dim = x.shape
-    keep = num_kept(length, mask_ratio)
-    if not 0.0 <= mask_ratio < 1.0 or keep < 1:
-        raise FractalDBError(
-            f"mask ratio {mask_ratio} keeps {keep} of {length} patches; "
-            "fix: use a ratio in [0, 1) that leaves at least one patch visible, e.g. 0.75"
-        )
-    # Noise is drawn on the generator's device so a CPU generator gives the same mask anywhere.
-    noise_device = generator.device if generator is not None else x.device
-    noise = torch.rand(n, length, generator=generator, device=noise_device).to(x.device)
-    ids_shuffle = torch.argsort(noise, dim=1)
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    ids_keep = ids_shuffle[:, :keep]
-    x_masked = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
-    mask = torch.ones(n, length, device=x.device)
-    mask[:, :keep] = 0
-    mask = torch.gather(mask, 1, ids_restore)
-    return x_masked, mask, ids_restore
-
-
-def forward_loss(
-    imgs: torch.Tensor,
-    pred: torch.Tensor,
-    mask: torch.Tensor,
-    norm_pix_loss: bool = True,
-    patch_size: int | None = None,
-) -> torch.Tensor:
-    """Mean squared error on masked patches only; with norm_pix_loss the target is per-patch normalised.
-
-    The patch size is inferred from pred's last dimension (p*p*C) unless given.
-    """
-    c = imgs.shape[1]
-    if patch_size is None:
-        patch_size = math.isqrt(pred.shape[-1] // c)
-    target = patchify(imgs, patch_size).float()
-    if norm_pix_loss:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + 1.0e-6) ** 0.5
-    # float32 so a bf16 autocast prediction does not lose precision in the reduction
-    loss = ((pred.float() - target) ** 2).mean(dim=-1)
-    return (loss * mask).sum() / mask.sum()
-
-
-def _create_encoder(
-    model: str, img_size: int | Sequence[int], model_args: dict
-) -> VisionTransformer:
-    """Create the timm ViT encoder, turning timm failures into one-line errors."""
-    try:
-        encoder = timm.create_model(model, num_classes=0, img_size=img_size, **model_args)
-    except (RuntimeError, TypeError, ValueError, AssertionError) as err:
-        raise FractalDBError(
-            f"cannot create timm model {model!r} with img_size={img_size} and {model_args}: "
-            f"{err}; fix: use a timm ViT name such as vit_tiny_patch16_224 and valid model args"
-        ) from None
-    if not isinstance(encoder, VisionTransformer):
-        raise FractalDBError(
-            f"MAE needs a timm VisionTransformer encoder, but {model!r} is "
-            f"{type(encoder).__name__}; fix: use a ViT/DeiT name such as vit_tiny_patch16_224"
-        )
-    if encoder.pos_embed is None:
-        raise FractalDBError(
-            f"{model!r} has no absolute position embedding, which masked patches need; "
-            "fix: drop pos_embed='none' from the model args"
-        )
-    if not isinstance(encoder.patch_drop, nn.Identity):
-        raise FractalDBError(
-            "patch dropout would drop tokens on top of the MAE mask; fix: remove patch_drop_rate"
-        )
-    return encoder
 
 
 class MaskedAutoencoder(nn.Module):
@@ -387,113 +257,136 @@ def save_encoder(model: MaskedAutoencoder, path: str | os.PathLike) -> Path:
     return replace_atomically(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
-def _to_uint8(imgs: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """De-normalise (N, C, H, W) to uint8 (N, H, W, 3) RGB; gray is repeated to three channels."""
-    c = imgs.shape[1]
-    m = torch.as_tensor(mean, dtype=imgs.dtype).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
-    s = torch.as_tensor(std, dtype=imgs.dtype).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
-    x = (imgs * s + m).clamp(0, 1).mul(255).round().to(torch.uint8)
-    if c == 1:
-        x = x.expand(-1, 3, -1, -1)
-    return x.permute(0, 2, 3, 1).numpy()
+# --- the pieces, as functions of tensors (the reference's methods, each testable alone) ------
 
 
-# Reconstruction pictures: masked patches painted in a colour no gray fractal has, tiles
-# scaled up (nearest neighbour, so pixels stay crisp) to at least this size, rows labelled.
-MASK_RGB = (40, 110, 230)
-RECON_TILE_MIN = 96
-RECON_LABEL_WIDTH = 112
-
-
-def _row_label(text: str, height: int) -> np.ndarray:
-    """A white RECON_LABEL_WIDTH x height RGB block with `text` drawn in black, centred."""
-    import cv2
-
-    label = np.full((height, RECON_LABEL_WIDTH, 3), 255, np.uint8)
-    y = height // 2 + 4
-    cv2.putText(label, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    return label
-
-
-@torch.no_grad()
-def reconstruction_grid(
-    model: MaskedAutoencoder,
-    images: torch.Tensor,
-    mask_ratio: float | None = None,
-    seed: int = 0,
-    mean: Sequence[float] = DEFAULT_MEAN,
-    std: Sequence[float] = DEFAULT_STD,
-    gap: int = 2,
-) -> np.ndarray:
-    """uint8 RGB picture, one column per image; labelled rows: original / masked /
-    reconstruction.
-
-    Masked patches are painted MASK_RGB (gray fractals on black would hide a gray mask); tiles
-    are scaled up by a whole factor to at least RECON_TILE_MIN px. The reconstruction is the
-    raw prediction on every patch, as in the MAE paper's figures (visible patches are not pasted
-    back). With norm_pix_loss the prediction is mapped back to pixels with each target patch's
-    own mean and std, as the MAE visualisation does. A fixed seed gives the same mask at every
-    epoch, so pictures are comparable across a run.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        x = images.to(device=device, dtype=torch.float32)
-        gen = torch.Generator().manual_seed(seed)
-        ratio = model.mask_ratio if mask_ratio is None else mask_ratio
-        check_mask_ratio(ratio, model.num_patches)
-        latent, mask, ids_restore = model.forward_encoder(x, ratio, gen)
-        pred = model.forward_decoder(latent, ids_restore).float()
-    finally:
-        model.train(was_training)
-    target = model.patchify(x)
-    if model.norm_pix_loss:
-        mu = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        pred = pred * (var + 1.0e-6) ** 0.5 + mu
-    originals = _to_uint8(x.cpu(), mean, std)
-    # where each pixel's patch was masked: (N, H, W), from the per-patch mask
-    p = model.patch_size
-    grid_h = originals.shape[1] // p
-    patch_mask = mask.cpu().reshape(len(x), grid_h, -1).bool().numpy()
-    pixel_mask = patch_mask.repeat(p, axis=1).repeat(p, axis=2)
-    masked = originals.copy()
-    masked[pixel_mask] = MASK_RGB
-    tiles = [originals, masked, _to_uint8(model.unpatchify(pred).cpu(), mean, std)]
-    n, h, w = originals.shape[:3]
-    scale = max(1, -(-RECON_TILE_MIN // min(h, w)))
-    h, w = h * scale, w * scale
-    labels = ("original", f"masked ({100 * ratio:.0f} %)", "reconstruction")
-    left = RECON_LABEL_WIDTH + gap
-    out = np.full((3 * h + 4 * gap, left + n * w + (n + 1) * gap, 3), 255, dtype=np.uint8)
-    for r, row in enumerate(tiles):
-        y0 = gap + r * (h + gap)
-        out[y0 : y0 + h, :RECON_LABEL_WIDTH] = _row_label(labels[r], h)
-        for i in range(n):
-            x0 = left + gap + i * (w + gap)
-            out[y0 : y0 + h, x0 : x0 + w] = row[i].repeat(scale, axis=0).repeat(scale, axis=1)
-    return out
-
-
-def save_reconstruction(
-    path: str | os.PathLike,
-    model: MaskedAutoencoder,
-    images: torch.Tensor,
-    mask_ratio: float | None = None,
-    seed: int = 0,
-    mean: Sequence[float] = DEFAULT_MEAN,
-    std: Sequence[float] = DEFAULT_STD,
-) -> Path:
-    """Write reconstruction_grid(...) as a PNG with OpenCV (atomically) and return the path."""
-    from fractaldb.preview import save_image
-
-    grid = reconstruction_grid(model, images, mask_ratio, seed, mean, std)
-    path = Path(path)
-    try:
-        save_image(path, grid)
-    except OSError:
+def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, L, p*p*C) with patches in row-major order, pixels as (p, p, C)."""
+    n, c, h, w = imgs.shape
+    if h % p or w % p:
         raise FractalDBError(
-            f"cannot write {path}; fix: check the run directory is writable"
+            f"patch size {p} does not divide the image size {h}x{w}; "
+            "fix: use an image size that is a multiple of the patch size"
+        )
+    gh, gw = h // p, w // p
+    x = imgs.reshape(n, c, gh, p, gw, p)
+    x = torch.einsum("nchpwq->nhwpqc", x)
+    return x.reshape(n, gh * gw, p * p * c)
+
+
+def unpatchify(
+    x: torch.Tensor, p: int, channels: int, grid: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """(N, L, p*p*C) -> (N, C, H, W); the patch grid is square unless `grid` = (rows, cols)."""
+    n, length, _ = x.shape
+    if grid is None:
+        side = math.isqrt(length)
+        if side * side != length:
+            raise ValueError(f"{length} patches do not form a square grid; pass grid=(rows, cols)")
+        grid = (side, side)
+    gh, gw = grid
+    x = x.reshape(n, gh, gw, p, p, channels)
+    x = torch.einsum("nhwpqc->nchpwq", x)
+    return x.reshape(n, channels, gh * p, gw * p)
+
+
+def random_masking(
+    x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep a random round((1 - ratio) * L) patches per sample (argsort of per-sample noise).
+
+    Returns (x_masked (N, keep, D), mask (N, L) with 1 = masked, ids_restore (N, L)) where
+    gathering [x_masked, mask tokens] with ids_restore puts tokens back in patch order.
+    A ratio of 0 keeps every patch (shuffled), which is useful for feature extraction.
+    """
+    n, length, dim = x.shape
+    keep = num_kept(length, mask_ratio)
+    if not 0.0 <= mask_ratio < 1.0 or keep < 1:
+        raise FractalDBError(
+            f"mask ratio {mask_ratio} keeps {keep} of {length} patches; "
+            "fix: use a ratio in [0, 1) that leaves at least one patch visible, e.g. 0.75"
+        )
+    # Noise is drawn on the generator's device so a CPU generator gives the same mask anywhere.
+    noise_device = generator.device if generator is not None else x.device
+    noise = torch.rand(n, length, generator=generator, device=noise_device).to(x.device)
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :keep]
+    x_masked = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
+    mask = torch.ones(n, length, device=x.device)
+    mask[:, :keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)
+    return x_masked, mask, ids_restore
+
+
+def forward_loss(
+    imgs: torch.Tensor,
+    pred: torch.Tensor,
+    mask: torch.Tensor,
+    norm_pix_loss: bool = True,
+    patch_size: int | None = None,
+) -> torch.Tensor:
+    """Mean squared error on masked patches only; with norm_pix_loss the target is per-patch normalised.
+
+    The patch size is inferred from pred's last dimension (p*p*C) unless given.
+    """
+    c = imgs.shape[1]
+    if patch_size is None:
+        patch_size = math.isqrt(pred.shape[-1] // c)
+    target = patchify(imgs, patch_size).float()
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    # float32 so a bf16 autocast prediction does not lose precision in the reduction
+    loss = ((pred.float() - target) ** 2).mean(dim=-1)
+    return (loss * mask).sum() / mask.sum()
+
+
+def num_kept(num_patches: int, mask_ratio: float) -> int:
+    """Number of visible patches per sample: round((1 - mask_ratio) * num_patches)."""
+    return int(round((1.0 - mask_ratio) * num_patches))
+
+
+def check_mask_ratio(mask_ratio: float, num_patches: int | None = None) -> None:
+    """Raise FractalDBError unless 0 < mask_ratio < 1 (and, given L, some patches are masked and some kept)."""
+    if not (isinstance(mask_ratio, (int, float)) and 0.0 < float(mask_ratio) < 1.0):
+        raise FractalDBError(
+            f"mask ratio {mask_ratio!r} is outside (0, 1); fix: pass e.g. --mask-ratio 0.75"
+        )
+    if num_patches is not None:
+        keep = num_kept(num_patches, mask_ratio)
+        if keep < 1 or keep >= num_patches:
+            raise FractalDBError(
+                f"mask ratio {mask_ratio} keeps {keep} of {num_patches} patches, so "
+                f"{'nothing is visible' if keep < 1 else 'nothing is masked'}; "
+                "fix: choose a ratio that masks some but not all patches, e.g. 0.75"
+            )
+
+
+def _create_encoder(
+    model: str, img_size: int | Sequence[int], model_args: dict
+) -> VisionTransformer:
+    """Create the timm ViT encoder, turning timm failures into one-line errors."""
+    try:
+        encoder = timm.create_model(model, num_classes=0, img_size=img_size, **model_args)
+    except (RuntimeError, TypeError, ValueError, AssertionError) as err:
+        raise FractalDBError(
+            f"cannot create timm model {model!r} with img_size={img_size} and {model_args}: "
+            f"{err}; fix: use a timm ViT name such as vit_tiny_patch16_224 and valid model args"
         ) from None
-    return path
+    if not isinstance(encoder, VisionTransformer):
+        raise FractalDBError(
+            f"MAE needs a timm VisionTransformer encoder, but {model!r} is "
+            f"{type(encoder).__name__}; fix: use a ViT/DeiT name such as vit_tiny_patch16_224"
+        )
+    if encoder.pos_embed is None:
+        raise FractalDBError(
+            f"{model!r} has no absolute position embedding, which masked patches need; "
+            "fix: drop pos_embed='none' from the model args"
+        )
+    if not isinstance(encoder.patch_drop, nn.Identity):
+        raise FractalDBError(
+            "patch dropout would drop tokens on top of the MAE mask; fix: remove patch_drop_rate"
+        )
+    return encoder

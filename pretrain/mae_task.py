@@ -1,4 +1,4 @@
-"""MAE pre-training as a Task of the one training engine (pretrain/engine.py).
+"""MAE pre-training as a Task of the one training engine (pretrain/engine/loop.py).
 
 The engine does everything generic (distribution, AMP, schedule, checkpoints, exact resume);
 this module supplies the MaskedAutoencoder, its unlabelled loss, a fixed-mask validation loss,
@@ -14,14 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from fractaldb.errors import FractalDBError
-from pretrain import distributed as D
-from pretrain.augment import AugmentConfig, BatchAugment, eval_resize, on_device
-from pretrain.data import epoch_seed
-from pretrain.hf_models import is_hf_model
-from pretrain.mae import MaskedAutoencoder, check_mask_ratio, save_reconstruction
-from pretrain.models import check_model_name, export_safetensors
-from pretrain.task import Task
+from fractaldb.core.errors import FractalDBError
+from pretrain.engine import distributed as D
+from pretrain.engine.augment import AugmentConfig, eval_resize
+from pretrain.engine.config import on_device
+from pretrain.engine.data import epoch_seed
+from pretrain.engine.hf_models import is_hf_model
+from pretrain.engine.models import check_model_name, export_safetensors
+from pretrain.engine.task import Task
+from pretrain.mae import MaskedAutoencoder, check_mask_ratio
+from pretrain.mae_picture import save_reconstruction
 
 # Stands in for the epoch in epoch_seed(): the validation mask stream, fixed for the whole run,
 # separate from every training epoch's stream.
@@ -106,7 +108,7 @@ class MAETask(Task):
         self.std = self._channel_stats(cfg["std"], "std")
         self.recon_images: torch.Tensor | None = None
         self.augment_config = self._augment_config(cfg, self.in_chans)
-        self.batch_augment = BatchAugment(self.augment_config)
+        self.batch_augment = self.batch_augment_for(self.augment_config)
 
     def _augment_config(self, cfg: dict[str, Any], in_chans: int) -> AugmentConfig:
         """MAE's augmentation for the batched path: crop, flip, normalise (no RandAugment)."""
@@ -156,7 +158,7 @@ class MAETask(Task):
         its encoder from `init_weights` when given (e.g. supervised fractal training first)."""
         model = self._new_model()
         if self.cfg.get("init_weights"):
-            from pretrain.models import load_matching_weights
+            from pretrain.engine.models import load_matching_weights
 
             load_matching_weights(model.encoder, self.cfg["init_weights"])
         return model
@@ -181,7 +183,8 @@ class MAETask(Task):
         if on_device(cfg):
             _interpolation(cfg["interpolation"])  # bad settings fail before any loader
             in_chans = int(cfg["model_args"].get("in_chans", 3))
-            BatchAugment(self._augment_config(cfg, in_chans))
+            # bad settings fail before any loader; the same object augments after setup
+            self.batch_augment_for(self._augment_config(cfg, in_chans))
             return None
         from torchvision import transforms as T
 
@@ -251,7 +254,7 @@ class MAETask(Task):
         """A few held-out images, the same for the whole run (and after a resume): the first
         validation batch, else the first training batch of epoch 0 (rank 0's)."""
         if self.recon_images is None:
-            from pretrain.engine import plan_batch
+            from pretrain.engine.loop import plan_batch
 
             n = int(self.cfg["recon_images"])
             data = self.data_source

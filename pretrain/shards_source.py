@@ -1,4 +1,6 @@
-"""The engine's DataSource over the shards package: WebDataset shards or on-the-fly rendering.
+"""The engine's DataSources over the shards package: WebDataset shards, or on-the-fly rendering
+in loader workers (the GPU renderer's source, pretrain.gpu_source, builds on OnTheFlyData;
+pretrain.sources picks one from the configuration).
 
 This is the only module that touches the `shards` loader API.
 """
@@ -7,24 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from fractaldb.errors import FractalDBError
-from pretrain.config import ONTHEFLY_PRESET
-from pretrain.data import synthetic_data
+from fractaldb.core.errors import FractalDBError
 from shards.badsamples import BadSamples, CheckedLoader
-
-
-def _check_exists(value: str, option: str) -> str:
-    # URLs, brace patterns and pipes are the loader's business; local paths we check up front.
-    if "://" in value or "{" in value or value.startswith("pipe:"):
-        return value
-    if not Path(value).exists():
-        raise FractalDBError(f"{option} {value}: no such file or folder; fix: check the path")
-    return value
 
 
 def decode_mode(train_transform: Any) -> str | None:
@@ -246,114 +236,3 @@ class OnTheFlyData(_HeldOutShards):
             pin_memory=torch.cuda.is_available(),
         )
         return _Rebatch(loader, batch_size, len(ds) // batch_size)
-
-
-def trains_on_cuda(cfg: dict[str, Any]) -> bool:
-    """True if the run's training device is a CUDA GPU (`auto` included, where one is seen)."""
-    device = str(cfg["device"])
-    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-
-
-def resolve_render_device(cfg: dict[str, Any]) -> str:
-    """Where --on-the-fly renders: "cuda" (in the training process) or "cpu" (loader workers)."""
-    from fractaldb.gpu import GPU_MODES, cuda_available
-
-    choice, gpu_mode = cfg["render_device"], cfg["gpu_mode"]
-    if choice not in ("auto", "cpu", "cuda"):
-        raise FractalDBError(
-            f"unknown render device {choice!r}; fix: --render-device auto, cpu or cuda"
-        )
-    if gpu_mode not in GPU_MODES:
-        raise FractalDBError(
-            f"unknown GPU render mode {gpu_mode!r}; fix: --gpu-mode {' or '.join(GPU_MODES)}"
-        )
-    if choice == "auto":
-        hue = (cfg["render"] or {}).get("color") == "hue"
-        choice = "cpu"
-        if trains_on_cuda(cfg) and not hue:
-            if cuda_available():
-                choice = "cuda"
-            else:
-                from fractaldb.gpu import cuda_unavailable_reason
-                from pretrain.config import record_fallback
-
-                reason, _, fix = cuda_unavailable_reason().partition("; fix: ")
-                record_fallback(
-                    cfg,
-                    "render_device",
-                    f"--on-the-fly renders on the CPU in loader workers, not on the GPU "
-                    f"(slower): {reason}; fix: {fix}",
-                )
-    if choice == "cpu" and gpu_mode != "exact":
-        raise FractalDBError(
-            f"--gpu-mode {gpu_mode} renders on the GPU only; fix: --render-device cuda on a "
-            "CUDA machine, or --gpu-mode exact"
-        )
-    return choice
-
-
-def open_shards_source(cfg: dict[str, Any], train_transform: Any, eval_transform: Any) -> Any:
-    """Pick the DataSource for cfg `data` (shards, or `synthetic[:CLASSES]`) / `on_the_fly`."""
-    data, fly = cfg["data"], cfg["on_the_fly"]
-    if data and fly:
-        raise FractalDBError("--data and --on-the-fly both given; fix: use one of them")
-    if not data and not fly:
-        raise FractalDBError(
-            "no training data; fix: --data SHARD_DIR (from `fractaldb render`) or "
-            "--on-the-fly categories.json"
-        )
-    if data and str(data).startswith("synthetic"):
-        _, _, n = str(data).partition(":")
-        try:
-            classes = int(n or 10)
-        except ValueError:
-            classes = 0
-        if classes < 2:
-            raise FractalDBError(
-                f"--data {data}: synthetic data needs a whole number of classes, at least 2; "
-                "fix: --data synthetic or synthetic:10"
-            )
-        per_class = max(int(cfg["samples_per_epoch"] or 64 * classes) // classes, 2)
-        channels = int(cfg["model_args"].get("in_chans", 3))  # the model's, as for shards
-        return synthetic_data(
-            classes, per_class, int(cfg["img_size"]), seed=int(cfg["seed"]), channels=channels
-        )
-    if fly:
-        _check_exists(fly, "--on-the-fly")
-        if cfg["val_data"]:
-            _check_exists(str(cfg["val_data"]), "--val-data")
-        args = (
-            fly,
-            cfg["val_data"],
-            eval_transform,
-            cfg["render_preset"] or ONTHEFLY_PRESET,
-            cfg["instances_per_category"],
-            train_transform,
-            int(cfg["workers"]),
-            cfg["samples_per_epoch"],
-            cfg["max_bad_samples"],
-        )
-        kwargs = {"render_overrides": cfg["render"], "gpu_mode": cfg["gpu_mode"]}
-        if resolve_render_device(cfg) == "cuda":
-            from pretrain.gpu_source import GpuOnTheFlyData
-
-            source: OnTheFlyData = GpuOnTheFlyData(*args, cfg=cfg, **kwargs)
-        else:
-            source = OnTheFlyData(*args, **kwargs)
-        # RUN/config.yaml records every render setting (not only the overridden ones) and
-        # where the images were rendered.
-        cfg["render"] = source.settings.to_dict()
-        cfg["render_device"] = source.render_device
-        return source
-    _check_exists(str(data), "--data")
-    if cfg["val_data"]:
-        _check_exists(str(cfg["val_data"]), "--val-data")
-    return ShardsData(
-        str(data),
-        cfg["val_data"],
-        train_transform,
-        eval_transform,
-        int(cfg["workers"]),
-        cfg["samples_per_epoch"],
-        cfg["max_bad_samples"],
-    )

@@ -9,12 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from fractaldb.errors import FractalDBError
-from pretrain.augment import AugmentConfig, BatchAugment, on_device
-from pretrain.config import describe_value, effective_color_jitter
-from pretrain.distributed import reduce_sums
-from pretrain.models import check_model_name, create_model, export_safetensors
-from pretrain.task import Task
+from fractaldb.core.errors import FractalDBError
+from pretrain.engine.augment import AugmentConfig, BatchAugment
+from pretrain.engine.config import describe_value, effective_color_jitter, on_device
+from pretrain.engine.distributed import reduce_sums
+from pretrain.engine.models import check_model_name, create_model, export_safetensors
+from pretrain.engine.task import Task
 
 
 def one_channel(transform: Any, cfg: dict[str, Any]) -> Any:
@@ -98,7 +98,7 @@ class SupervisedTask(Task):
 
     def _batch_augment(self) -> BatchAugment:
         in_chans = int(self.cfg["model_args"].get("in_chans", 3))
-        return BatchAugment(AugmentConfig.from_cfg(self.cfg, in_chans))
+        return self.batch_augment_for(AugmentConfig.from_cfg(self.cfg, in_chans))
 
     def check_batch(self, micro_batch: int) -> None:
         """timm's batch-mode Mixup pairs each sample with its mirror: the batch must be even."""
@@ -120,7 +120,7 @@ class SupervisedTask(Task):
             **cfg["model_args"],
         )
         if cfg.get("init_weights"):
-            from pretrain.models import load_matching_weights
+            from pretrain.engine.models import load_matching_weights
 
             load_matching_weights(model, cfg["init_weights"])
         return model
@@ -129,11 +129,13 @@ class SupervisedTask(Task):
         """timm's training transform: RandomResizedCrop, RandAugment, colour jitter, erasing;
         None with --augment device (the same steps then run in `augment`, on the device)."""
         if on_device(cfg):
-            BatchAugment(AugmentConfig.from_cfg(cfg))  # bad settings fail before any loader
+            # bad settings fail before any loader; the same object augments after setup
+            in_chans = int(cfg["model_args"].get("in_chans", 3))
+            self.batch_augment_for(AugmentConfig.from_cfg(cfg, in_chans))
             return None
         from timm.data import create_transform
 
-        from pretrain.augment_pil import robust_pil_augment
+        from pretrain.engine.augment_pil import robust_pil_augment
 
         c = cfg
         transform = create_transform(
@@ -169,7 +171,7 @@ class SupervisedTask(Task):
         return one_channel(transform, cfg)
 
     def augment(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 batches: crop/flip/RandAugment/erasing on the device (pretrain/augment.py);
+        """uint8 batches: crop/flip/RandAugment/erasing on the device (pretrain/engine/augment.py);
         then, on either path, Mixup/CutMix (timm's, on the device) when the recipe mixes."""
         images, labels = batch[0], batch[1]
         if images.dtype == torch.uint8:

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 FIRST_NAMES = 5  # how many skipped items are named
 _NAMES_BYTES = 2048

@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from fractaldb.errors import FractalDBError, writing_to
-from fractaldb.options import parse_key_values
+from fractaldb.core.errors import FractalDBError, writing_to
+from fractaldb.core.options import parse_key_values
+from fractaldb.settings import COLORS, MODES, RENDER_DEVICES, SCHEMES
 from shards.lock import folder_lock, lock_name
 from shards.presets import DEFAULT_PRESET, FORMATS, Layout, all_presets, load_preset
 
@@ -72,11 +73,11 @@ def resolve_settings(preset, overrides: dict[str, Any]):
 )
 @click.option("--image-size", type=int, help="Image side in pixels.")
 @click.option("--points", type=int, help="Chaos-game points per image.")
-@click.option("--mode", type=click.Choice(["point", "patch"]), help="Point or 3x3 patch stamps.")
-@click.option("--color", type=click.Choice(["gray", "color", "hue"]), help="Colouring.")
+@click.option("--mode", type=click.Choice(MODES), help="Point or 3x3 patch stamps.")
+@click.option("--color", type=click.Choice(COLORS), help="Colouring.")
 @click.option(
     "--scheme",
-    type=click.Choice(["fractaldb", "jitter", "none"]),
+    type=click.Choice(SCHEMES),
     help="How instances of a category differ.",
 )
 @click.option("--jitter", type=float, help="Coefficient jitter D of the jitter scheme.")
@@ -104,7 +105,7 @@ def resolve_settings(preset, overrides: dict[str, Any]):
 )
 @click.option(
     "--device",
-    type=click.Choice(["cpu", "cuda"]),
+    type=click.Choice(RENDER_DEVICES),
     default="cpu",
     show_default=True,
     help="Render on the CPU or on the GPU (needs fractaldb[cuda]; the same bytes).",
@@ -172,13 +173,10 @@ def render(
     if workers < 1:
         raise FractalDBError(f"--workers must be >= 1, got {workers}")
 
-    writer = write_shards
     if device == "cuda":
         from fractaldb.gpu import require_cuda
-        from shards.gpu_writer import write_shards_gpu
 
         require_cuda("--device cuda")  # before any search or rendering
-        writer = write_shards_gpu
     out_dir = Path(out) if out else Path("data") / preset.name
     categories = load_categories(categories_path) if categories_path is not None else None
     then = "; then re-run the same command (it keeps the complete shards)"
@@ -192,7 +190,7 @@ def render(
             categories = run_search(preset.search, workers, quiet)
         t0 = time.perf_counter()
         # a failed write (full disk...) leaves no temporary behind: the atomic writer removes it
-        report = writer(
+        report = write_shards(
             categories,
             settings,
             layout,
@@ -202,6 +200,7 @@ def render(
             num_nodes=num_nodes,
             node_rank=node_rank,
             progress=not quiet,
+            device=device,
         )
         elapsed = time.perf_counter() - t0
         preview = None
@@ -252,7 +251,7 @@ def write_preview(out: Path, categories, settings, instances_per_category: int) 
         from fractaldb.preview import contact_sheet, save_image
     except ImportError:
         return None
-    from fractaldb.atomic import remove_stale_temporaries
+    from fractaldb.core.atomic import remove_stale_temporaries
 
     remove_stale_temporaries(path)  # of a run killed while writing it
     picks = [i for i in (0, 1, 2, 3, 4, 40, 80, 400) if i < instances_per_category]

@@ -34,8 +34,8 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import default_collate, get_worker_info
 
-from fractaldb.errors import FractalDBError
-from fractaldb.seeding import derive_seed
+from fractaldb.core.errors import FractalDBError
+from fractaldb.core.seeding import derive_seed
 from shards.badsamples import BadSamples, SkipUndecodableStage, UndecodableSample
 from shards.codec import decode_image, find_image
 from shards.layout import permute

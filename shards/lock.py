@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 
 
 def lock_name(node_rank: int, num_nodes: int) -> str:

@@ -15,15 +15,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from fractaldb.atomic import remove_stale_temporaries, write_bytes_atomically
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import remove_stale_temporaries, write_bytes_atomically
+from fractaldb.core.errors import FractalDBError
 from shards.layout import SHARD_PREFIX, SHARD_SUFFIX, num_shards, shard_name, shard_pattern
 
 MANIFEST = "manifest.json"
 INFO = "_info.json"
 CATEGORIES = "categories.json"
 PARTIAL_GLOB = "manifest.node-*.json"
-# 2: per-image seeds from integer hashes (fractaldb.seeding.hash_seed), unfiltered RLE PNGs,
+# 2: per-image seeds from integer hashes (fractaldb.core.seeding.hash_seed), unfiltered RLE PNGs,
 #    no per-sample .json; 1: SeedSequence seeds, OpenCV's default PNG filter, .json members.
 FORMAT_VERSION = 2
 SPLIT = "train"

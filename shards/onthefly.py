@@ -14,9 +14,9 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from fractaldb.categories import CategorySet, load_categories
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
+from fractaldb.core.seeding import derive_seed
 from fractaldb.render import Renderer
-from fractaldb.seeding import derive_seed
 from fractaldb.settings import RenderSettings
 from shards.layout import permute
 from shards.loader import dist_rank_world, to_model_input

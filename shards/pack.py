@@ -21,8 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fractaldb.atomic import write_text_atomically
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import write_text_atomically
+from fractaldb.core.errors import FractalDBError
 from shards.layout import sample_key, shard_name
 from shards.manifest import INFO, SPLIT
 from shards.tario import write_tar_atomically

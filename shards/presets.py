@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from fractaldb.settings import RenderSettings
 
 PRESETS_FILE = Path(__file__).with_name("presets.json")

@@ -7,7 +7,7 @@ import os
 import tarfile
 from collections.abc import Iterable
 
-from fractaldb.atomic import replace_atomically
+from fractaldb.core.atomic import replace_atomically
 
 # Fixed metadata so that the bytes depend only on member names and contents.
 TAR_MTIME = 0
@@ -82,7 +82,7 @@ def write_tar(path: str | os.PathLike, members: Iterable[tuple[str, bytes]]) -> 
 def write_tar_atomically(
     path: str | os.PathLike, members: Iterable[tuple[str, bytes]]
 ) -> tuple[str, int]:
-    """write_tar through fractaldb.atomic's one writer (temporary sibling, fsync, rename)."""
+    """write_tar through fractaldb.core.atomic's one writer (temporary sibling, fsync, rename)."""
     result: list[tuple[str, int]] = []
     replace_atomically(path, lambda tmp: result.append(write_tar(tmp, members)))
     return result[0]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fractaldb.errors import FractalDBError
+from fractaldb.core.errors import FractalDBError
 from shards.codec import IMAGE_EXTS, decode_image
 from shards.manifest import CATEGORIES, load_manifest
 from shards.tario import file_sha256

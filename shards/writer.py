@@ -2,11 +2,16 @@
 
 Shard k holds global positions [k*S, (k+1)*S) of a keyed permutation of the (category,
 instance) grid (see shards.layout), so its bytes depend only on (categories, settings,
-layout, k): not on the number of worker processes, the node split, or earlier interrupted runs.
+layout, k): not on the number of worker processes, the node split, the rendering device or
+earlier interrupted runs.
 
-With `workers > 1` each worker process (spawned: safe on every OS) receives the categories
-once and then renders, encodes, writes, hashes, fsyncs and renames whole shards; the parent
-only hands out shard indices, shows progress and records finished shards in the manifest.
+One writer, two rendering backends: `CpuRendering` (the Numba renderer, here) and
+`shards.gpu_writer.GpuRendering` (batches rendered on the GPU in exact mode, the same bytes).
+Both feed the same per-shard loop (`write_shard`) and output bookkeeping (`open_output`,
+`close_output`). On the CPU with `workers > 1` each worker process (spawned: safe on every
+OS) receives the categories once and then renders, encodes, writes, hashes, fsyncs and renames
+whole shards; the parent only hands out shard indices, shows progress and records finished
+shards in the manifest. On the GPU, `workers` threads encode.
 """
 
 from __future__ import annotations
@@ -16,8 +21,7 @@ import os
 import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
     Future,
@@ -29,19 +33,18 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
-from fractaldb.atomic import remove_stale_temporaries
 from fractaldb.categories import CategorySet
-from fractaldb.errors import FractalDBError
+from fractaldb.core.atomic import remove_stale_temporaries
+from fractaldb.core.errors import FractalDBError
+from fractaldb.core.seeding import derive_seed
 from fractaldb.render import Renderer
-from fractaldb.seeding import derive_seed
-from fractaldb.settings import RenderSettings
-from shards.layout import grid_cells, sample_key, shard_name, shard_range
+from fractaldb.settings import RENDER_DEVICES, RenderSettings
+from shards.encode import encode_members, ordered_map
+from shards.layout import grid_cells, shard_name, shard_range
 from shards.manifest import (
     CATEGORIES,
     check_same_dataset,
@@ -56,8 +59,6 @@ from shards.tario import file_sha256, write_tar_atomically
 TAG_ORDER = 101  # seed stream of the global sample order (distinct from the renderer's tags)
 PROGRESS_SECONDS = 0.2  # how often the parent refreshes the progress bar from the workers
 ORPHAN_CHECK_SECONDS = 0.5  # how often an idle worker checks that its parent is alive
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -101,29 +102,24 @@ def shard_cells(
     return list(zip(cats.tolist(), insts.tolist(), strict=True))
 
 
-def encode_params(fmt: str, quality: int) -> list[int]:
-    """Return OpenCV's imencode parameters for a format and quality."""
-    if fmt == "png":
-        # Fractals are runs of one colour: unfiltered rows and zlib's run-length strategy
-        # encode about twice as fast as OpenCV's default (SUB filter, default strategy) and
-        # give smaller files on gray and hue fractals.
-        return [
-            cv2.IMWRITE_PNG_COMPRESSION, quality,
-            cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE,
-            cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-        ]  # fmt: skip
-    if fmt == "jpg":
-        return [cv2.IMWRITE_JPEG_QUALITY, quality]
-    return [cv2.IMWRITE_WEBP_QUALITY, quality]
+class CpuRendering:
+    """The CPU rendering backend: each sample rendered in this process as its turn comes."""
 
+    record: dict[str, Any] = {}  # nothing to add to the shard records
 
-def encode_image(image: np.ndarray, fmt: str, quality: int) -> bytes:
-    """Encode a gray or RGB uint8 image with OpenCV."""
-    bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode("." + fmt, bgr, encode_params(fmt, quality))
-    if not ok:
-        raise RuntimeError(f"OpenCV failed to encode a {fmt} image")
-    return buf.tobytes()
+    def __init__(self, categories: CategorySet, settings: RenderSettings) -> None:
+        self.renderer = Renderer(categories, settings)  # prepares each category once
+
+    def samples(
+        self, layout: Layout, cells: list[tuple[int, int]], tick: Callable[[], None]
+    ) -> Iterator[list[tuple[str, bytes]]]:
+        """Each cell's tar members, in order; `tick()` before each image."""
+        for cell in cells:
+            tick()
+            yield sample_members(self.renderer, layout, cell)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def sample_members(
@@ -138,18 +134,6 @@ def sample_members(
     return encode_members(layout, cell, renderer.render(category, instance))
 
 
-def encode_members(
-    layout: Layout, cell: tuple[int, int], image: np.ndarray
-) -> list[tuple[str, bytes]]:
-    """Encode one rendered sample (here or on the GPU) into its tar members (image, .cls)."""
-    category, instance = cell
-    key = sample_key(category, instance)
-    return [
-        (f"{key}.{layout.format}", encode_image(image, layout.format, layout.quality)),
-        (f"{key}.cls", str(category).encode()),
-    ]
-
-
 def shard_write_failed(final: Path, exc: OSError) -> FractalDBError:
     """The one-line error for a shard that could not be written (full disk, read-only...)."""
     return FractalDBError(
@@ -160,11 +144,12 @@ def shard_write_failed(final: Path, exc: OSError) -> FractalDBError:
 
 
 def write_shard(
-    job: ShardJob, renderer: Renderer, index: int, tick: Callable[[], None]
+    job: ShardJob, rendering: Any, index: int, tick: Callable[[], None]
 ) -> dict[str, Any]:
-    """Render, encode, write, hash, fsync and rename shard `index`; return its record.
+    """Render (with the backend `rendering`), encode, write, hash, fsync and rename shard
+    `index`; return its record.
 
-    `tick()` is called before each image (progress, stop requests). On any failure the
+    `tick()` is called once per image (progress, stop requests). On any failure the
     temporary file is removed, so no partial shard is left under any name.
     """
     cells = shard_cells(index, len(job.categories), job.settings, job.layout)
@@ -172,9 +157,8 @@ def write_shard(
     final = out / shard_name(index)
 
     def members() -> Iterator[tuple[str, bytes]]:
-        for cell in cells:
-            tick()
-            yield from sample_members(renderer, job.layout, cell)
+        for sample in rendering.samples(job.layout, cells, tick):
+            yield from sample
 
     try:
         # the atomic writer removes its temporary on any failure: no partial shard is left
@@ -187,6 +171,7 @@ def write_shard(
         "num_samples": len(cells),
         "bytes": size,
         "sha256": sha,
+        **rendering.record,
     }
 
 
@@ -204,7 +189,7 @@ def _worker_init(job: ShardJob, stop: Any, counter: Any, parent_pid: int) -> Non
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _WORKER.update(
         job=job,
-        renderer=Renderer(job.categories, job.settings),
+        rendering=CpuRendering(job.categories, job.settings),
         stop=stop,
         counter=counter,
         parent_pid=parent_pid,
@@ -239,7 +224,7 @@ def _worker_write(index: int) -> dict[str, Any] | None:
     """Write one shard in a worker process; None if the run was stopped meanwhile."""
     _WORKER["busy"] = True
     try:
-        return write_shard(_WORKER["job"], _WORKER["renderer"], index, _worker_tick)
+        return write_shard(_WORKER["job"], _WORKER["rendering"], index, _worker_tick)
     except _Stopped:
         return None
     finally:
@@ -307,22 +292,6 @@ def _write_in_processes(
                 record(f)
         # a worker killed outright cannot clean up after itself
         remove_stale_temporaries(*(Path(job.out) / shard_name(k) for k in todo))
-
-
-def ordered_map(
-    fn: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor | None, window: int
-) -> Iterator[R]:
-    """Map in a thread pool, yielding results in input order with at most `window` in flight."""
-    if pool is None:
-        yield from map(fn, items)
-        return
-    pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 def _shard_ok(path: Path, record: dict[str, Any] | None) -> bool:
@@ -427,13 +396,23 @@ def write_shards(
     num_nodes: int = 1,
     node_rank: int = 0,
     progress: bool = True,
+    device: str = "cpu",
+    batch_size: int = 1024,
 ) -> RenderReport:
     """Write this node's shards of the dataset into `out`, skipping complete ones.
 
-    `workers` > 1 renders whole shards in that many spawned processes (see the module
-    docstring); 1 renders in this process. When every shard is done (always, for a single
-    node) the partial manifests are merged into manifest.json and _info.json.
+    On the CPU, `workers` > 1 renders whole shards in that many spawned processes (see the
+    module docstring); 1 renders in this process. With `device="cuda"` the GPU renders
+    `batch_size` images at a time, `workers` threads encode, and each shard record names the
+    device. When every shard is done (always, for a single node) the partial manifests are
+    merged into manifest.json and _info.json.
     """
+    if device not in RENDER_DEVICES:
+        raise FractalDBError(f"unknown render device {device!r}; fix: --device cpu or cuda")
+    if device == "cuda":
+        from shards.gpu_writer import GpuRendering
+
+        rendering: Any = GpuRendering(categories, settings, workers, batch_size)
     out = Path(out)
     header, done, owned, todo = open_output(
         categories, settings, layout, out, name, num_nodes, node_rank, workers
@@ -446,17 +425,22 @@ def write_shards(
         write_partial(out, header, node_rank, num_nodes, list(done.values()))
 
     job = ShardJob(categories, settings, layout, str(out))
+    desc = "render (GPU)" if device == "cuda" else "render"
     with tqdm(
         total=todo_samples,
         unit="img",
-        desc=f"render node {node_rank}/{num_nodes}" if num_nodes > 1 else "render",
+        desc=f"{desc} node {node_rank}/{num_nodes}" if num_nodes > 1 else desc,
         disable=not progress,
         smoothing=0.05,
     ) as bar:
-        if workers > 1 and len(todo) > 1:
+        if device == "cpu" and workers > 1 and len(todo) > 1:
             _write_in_processes(job, todo, min(workers, len(todo)), on_record, bar)
         else:
-            renderer = Renderer(categories, settings)
-            for k in todo:
-                on_record(write_shard(job, renderer, k, lambda: bar.update(1)))
+            if device == "cpu":
+                rendering = CpuRendering(categories, settings)
+            try:
+                for k in todo:
+                    on_record(write_shard(job, rendering, k, lambda: bar.update(1)))
+            finally:
+                rendering.close()
     return close_output(out, header, owned, todo, num_nodes)

@@ -15,7 +15,7 @@ import pytest
 @pytest.fixture
 def tiny_config():
     """Factory for a resolved tiny-ViT (32 px, patch 8, depth 2) supervised config."""
-    from pretrain.config import resolve_config
+    from pretrain.engine.config import resolve_config
 
     def make(task: Any = None, **overrides: Any) -> dict[str, Any]:
         if task is None:

@@ -47,8 +47,8 @@ def train_straight_and_resumed(cfg: dict, make_task: Callable, data, tmp_path: P
 
     Returns (straight result, resumed result, straight train metrics, resumed train metrics).
     """
-    from pretrain.checkpoint import load_checkpoint
-    from pretrain.engine import train
+    from pretrain.engine.checkpoint import load_checkpoint
+    from pretrain.engine.loop import train
 
     full, cut = tmp_path / "full", tmp_path / "cut"
     ref = train(cfg, make_task(), data, full)

@@ -1,0 +1,71 @@
+"""The chaos game on one IFS: map probabilities -> lookup table -> hit image.
+
+The bottom of the renderer (below categories, instances and render): the category loader's
+divergence check (fractaldb.ifs) and the per-image renderer both draw points through here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fractaldb.kernels import chaos_game
+
+TABLE_SIZE = 256
+
+
+def choice_table(probs: np.ndarray) -> np.ndarray:
+    """Quantise map probabilities into a 256-entry lookup table (every map gets >= 1 entry)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum()
+    counts = np.maximum(np.floor(probs * TABLE_SIZE).astype(np.int64), (probs > 0).astype(np.int64))
+    # Largest remainder first; ties broken by map index, so the table is deterministic.
+    order = np.argsort(-(probs * TABLE_SIZE - np.floor(probs * TABLE_SIZE)), kind="stable")
+    i = 0
+    while counts.sum() < TABLE_SIZE:
+        counts[order[i % len(order)]] += 1
+        i += 1
+    while counts.sum() > TABLE_SIZE:
+        big = int(np.argmax(counts))
+        counts[big] -= 1
+    return np.repeat(np.arange(len(probs), dtype=np.uint8), counts)
+
+
+def warmup_steps(points: int) -> int:
+    """Steps per chain (8 chains) of the bounding-box warm-up: about 1/16 of the points."""
+    return max(256, points // 128)
+
+
+def run_chaos_game(
+    maps: np.ndarray,
+    table: np.ndarray,
+    size: int,
+    points: int,
+    seed: int,
+    pad: float,
+    count: bool,
+    warmup: int,
+) -> tuple[np.ndarray, int]:
+    """Run the kernel into a fresh image; return (hits, escaped chain steps)."""
+    out = np.zeros((size, size), dtype=np.uint32 if count else np.uint8)
+    coef = np.ascontiguousarray(maps, dtype=np.float64)
+    escapes = chaos_game(coef, table, points, np.uint64(seed), out, pad, warmup, count)
+    return out, int(escapes)
+
+
+def draw_points(
+    maps: np.ndarray,
+    probs: np.ndarray,
+    size: int,
+    points: int,
+    seed: int,
+    pad: float = 0.0,
+    count: bool = False,
+    warmup: int | None = None,
+) -> tuple[np.ndarray, int]:
+    """Run the chaos game; return (size x size hit image, number of escaped chain steps).
+
+    The image is binary uint8 (0/1) or, with `count`, uint32 hit counts. `warmup` is the
+    number of steps per chain (8 chains) that set the bounding box (default: `warmup_steps`).
+    """
+    steps = warmup_steps(points) if warmup is None else warmup
+    return run_chaos_game(maps, choice_table(probs), size, points, seed, pad, count, steps)
