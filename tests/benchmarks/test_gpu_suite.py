@@ -49,7 +49,9 @@ def test_smoke_runs_every_part_and_reports_every_figure_beside_its_goal(suite, s
         assert part["status"] == "ok", (name, part)
         assert Path(part["log"]).is_file() and part["seconds"] > 0
     env = report["environment"]
-    assert env["torch"] == metadata.version("torch") and env["numba"] == metadata.version("numba")
+    # torch.__version__ may carry a local tag (2.9.1+cu128) that the wheel's metadata lacks
+    public = env["torch"].split("+")[0] == metadata.version("torch").split("+")[0]
+    assert public and env["numba"] == metadata.version("numba")
     assert env["numba_cuda"] == metadata.version("numba-cuda") and env["cuda"]
     for key in ("gpu", "driver"):  # None here (no GPU); named on a GPU machine
         assert key in env

@@ -60,7 +60,7 @@ def read_only(tmp_path):
 
 
 def test_read_only_output_of_every_command(tmp_path, read_only, cats):
-    from tests.test_finetune_report import make_run
+    from tests.finetune.test_finetune_report import make_run
 
     run = make_run(tmp_path / "ft", "cifar10", "scratch", [(50.0, 90.0)])
     cases = [
