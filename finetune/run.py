@@ -79,38 +79,6 @@ def run_finetune(opts: dict[str, Any]) -> None:
         D.cleanup()
 
 
-class _LeaveOutUnreadable:
-    """A map-style dataset whose unreadable photos come back as None (left out and counted by
-    the collate, never replaced by another photo)."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        from shards.badsamples import UndecodableSample
-
-        try:
-            return self.dataset[index]
-        except UndecodableSample as exc:
-            return ("unreadable", exc.name)
-
-
-def _collate_readable(items: list[Any]) -> tuple[Any, Any, list[str]]:
-    """Stack the readable (image, label) pairs; name the unreadable ones."""
-    import torch
-
-    good = [it for it in items if not (isinstance(it, tuple) and it[0] == "unreadable")]
-    bad = [it[1] for it in items if isinstance(it, tuple) and it[0] == "unreadable"]
-    if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), bad
-    images = torch.stack([g[0] for g in good])
-    labels = torch.as_tensor([int(g[1]) for g in good])
-    return images, labels, bad
-
-
 def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
     """k-NN and linear-probe top-1 of --init's frozen features (see finetune.probe); write
     OUT/probe.json and return its contents."""
@@ -157,19 +125,20 @@ def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
     try:
         task.setup(cfg, ds.num_classes)
         model = task.build_model().to(device)
-        unreadable: list[str] = []
+        from shards.badsamples import BadSamples, LeaveOutUndecodable, collate_readable
+
+        unreadable = BadSamples()  # left out, never replaced (as fine-tuning's validation)
 
         def batches(dataset: Any) -> Any:
             loader = DataLoader(
-                _LeaveOutUnreadable(dataset),
+                LeaveOutUndecodable(dataset, unreadable),
                 batch_size=int(cfg["batch_size"]),
                 num_workers=int(cfg["workers"]),
-                collate_fn=_collate_readable,
+                collate_fn=collate_readable,
             )
-            for images, labels, bad in loader:
-                unreadable.extend(bad)
-                if len(labels):
-                    yield images, labels
+            for batch in loader:
+                if batch is not None:  # None: not one photo of the batch was readable
+                    yield batch[0], batch[1]
 
         train = extract_features(model, batches(ds.train), device)
         val = extract_features(model, batches(ds.test), device)
@@ -191,8 +160,8 @@ def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
         "img_size": int(cfg["img_size"]),
         "dataset": cfg["dataset"],
         "dataset_sha256": fingerprint(ds),
-        "unreadable": len(unreadable),
-        "unreadable_first": unreadable[:10],
+        "unreadable": unreadable.total,
+        "unreadable_first": unreadable.first(),
         "seconds": round(time.time() - start, 1),
     })  # fmt: skip
     with writing_to(out, "probe folder"):
@@ -201,7 +170,7 @@ def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
     click.echo(
         f"k-NN top-1 {results['knn_top1']:.2f}  linear-probe top-1 {results['linear_top1']:.2f}"
         f"  ({results['train_samples']} train / {results['val_samples']} val"
-        + (f", {len(unreadable)} unreadable left out" if unreadable else "")
+        + (f", {unreadable.total} unreadable left out" if unreadable.total else "")
         + f"): {out / 'probe.json'}"
     )
     return results

@@ -401,16 +401,24 @@ def pack(folder, out, per_class, hold_out_per_class, image_size, samples_per_sha
     """
     from tqdm import tqdm
 
-    from shards.pack import class_files, pack_image_folder, select
+    from shards.pack import pack_image_folder
 
-    _, files = class_files(Path(folder))
-    total = len(select(files, per_class, max(0, hold_out_per_class)))
-    with tqdm(total=total, desc="pack", unit="img", disable=quiet, dynamic_ncols=True) as bar:
+    bars: list[Any] = []  # opened at the first photo: a refused input prints one line only
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="pack", unit="img", disable=quiet))
+        bars[0].update(done - bars[0].n)
+
+    try:
         packed = pack_image_folder(
             folder, out, per_class=per_class, hold_out_per_class=hold_out_per_class,
             image_size=image_size, samples_per_shard=samples_per_shard, seed=seed,
-            progress=lambda n: bar.update(n - bar.n),
+            progress=progress,
         )  # fmt: skip
+    finally:
+        for bar in bars:
+            bar.close()
     skipped = len(packed["unreadable"])
     click.echo(
         f"packed {packed['num_samples']} photos of {len(packed['classes'])} classes into {out}"

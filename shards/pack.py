@@ -89,9 +89,10 @@ def pack_image_folder(
     image_size: int | None = None,
     samples_per_shard: int = 1000,
     seed: int = 0,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Write OUT/*.tar, OUT/_info.json and OUT/packed.json; return packed.json's contents.
+    `progress(done, total)` is called after each photo.
 
     Written into a temporary sibling and renamed, so OUT is complete or absent."""
     root, out = Path(root), Path(out)
@@ -136,7 +137,7 @@ def pack_image_folder(
                 if len(members) // 2 == samples_per_shard:
                     flush()
             if progress is not None:
-                progress(n + 1)
+                progress(n + 1, len(order))
         if members:
             flush()
         if not names:
