@@ -120,6 +120,7 @@ def test_bad_mode_and_hue_on_the_device_are_one_line_errors():
 
 def test_no_cuda_is_a_one_line_error(monkeypatch, tmp_path):
     monkeypatch.setattr(gpu, "cuda_available", lambda: False)
+    monkeypatch.setattr(gpu, "numba_cuda_installed", lambda: True)  # the extra is optional
     with pytest.raises(FractalDBError, match="no CUDA GPU"):
         gpu.render_batch(CATS, CELLS, TINY)
     CATS.save(tmp_path / "cats.json")
@@ -265,9 +266,20 @@ def test_render_gpu_benchmark_training_ratio_runs_on_cpu(monkeypatch, capsys):
         assert t["onthefly_gpu_images_per_s"] > 0 and t["onthefly_ratio"] > 0
 
 
+def test_missing_cuda_extra_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(gpu, "cuda_available", lambda: False)
+    monkeypatch.setattr(gpu, "numba_cuda_installed", lambda: False)
+    with pytest.raises(FractalDBError) as err:
+        gpu.require_cuda("--render-device cuda", "--render-device cpu")
+    msg = str(err.value)
+    assert "\n" not in msg and "needs numba-cuda" in msg and gpu.INSTALL_CUDA in msg
+    assert msg.endswith("or use --render-device cpu")
+
+
 def test_render_gpu_benchmark_without_cuda_is_one_line(monkeypatch, capsys):
     bench = load_benchmark(monkeypatch)
     monkeypatch.setattr(gpu, "cuda_available", lambda: False)
+    monkeypatch.setattr(gpu, "numba_cuda_installed", lambda: True)  # the extra is optional
     assert bench.main(["--json"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no CUDA GPU" in err[0]

@@ -173,6 +173,7 @@ def test_bad_render_options_are_one_line_errors(cats_path, tmp_path, args, needl
 
 def test_render_device_cuda_without_cuda_is_a_one_line_error(cats_path, tmp_path, monkeypatch):
     monkeypatch.setattr(gpu, "cuda_available", lambda: False)
+    monkeypatch.setattr(gpu, "numba_cuda_installed", lambda: True)  # the extra is optional
     res = run_cli("--on-the-fly", str(cats_path), "--device", "cpu", "--render-device", "cuda",
                   "--out", str(tmp_path / "r"))  # fmt: skip
     assert_one_line_error(res, "--render-device cuda", "no CUDA GPU")
