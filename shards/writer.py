@@ -232,19 +232,35 @@ def _worker_write(index: int) -> dict[str, Any] | None:
 
 
 @contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Hold back Ctrl-C while worker processes start: they inherit the blocked signal (and
-    ignore it from their initializer on), and the parent gets it, not loses it, right after."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(
-        signal, "pthread_sigmask"
-    ):
+def _sigint_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C while worker processes start, and act on it right after.
+
+    Two things: SIGINT is blocked in this thread, so the spawned workers inherit it blocked
+    (they ignore it from their initializer on) and cannot die in their bootstrap; and Python's
+    handler is swapped for one that only takes note, because the kernel may hand the signal to
+    another thread of this process (the pool's manager, a queue feeder), and Python would then
+    raise KeyboardInterrupt here, between a worker's spawn and the pickle it waits for (it
+    died with `EOFError: Ran out of input`).
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    mask = None
+    if hasattr(signal, "pthread_sigmask"):
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending one lands in `caught`
+        signal.signal(signal.SIGINT, handler)
+        if caught:
+            if callable(handler):
+                handler(signal.SIGINT, None)
+            elif handler != signal.SIG_IGN:
+                raise KeyboardInterrupt
 
 
 def _write_in_processes(
@@ -269,7 +285,7 @@ def _write_in_processes(
             on_record(result)
 
     try:
-        with _sigint_blocked():  # the first `workers` submissions start the processes
+        with _sigint_deferred():  # the first `workers` submissions start the processes
             futures = [pool.submit(_worker_write, k) for k in todo[:workers]]
         futures += [pool.submit(_worker_write, k) for k in todo[workers:]]
         pending = set(futures)
@@ -414,6 +430,10 @@ def write_shards(
 
         rendering: Any = GpuRendering(categories, settings, workers, batch_size)
     out = Path(out)
+    # what a single-node run starts from nothing, it removes again if stopped before any
+    # shard is complete (a second node may already read categories.json: not there)
+    fresh = [f for f in (out / CATEGORIES, out / partial_name(node_rank, num_nodes))
+             if num_nodes == 1 and not f.exists()]  # fmt: skip
     header, done, owned, todo = open_output(
         categories, settings, layout, out, name, num_nodes, node_rank, workers
     )
@@ -426,21 +446,27 @@ def write_shards(
 
     job = ShardJob(categories, settings, layout, str(out))
     desc = "render (GPU)" if device == "cuda" else "render"
-    with tqdm(
-        total=todo_samples,
-        unit="img",
-        desc=f"{desc} node {node_rank}/{num_nodes}" if num_nodes > 1 else desc,
-        disable=not progress,
-        smoothing=0.05,
-    ) as bar:
-        if device == "cpu" and workers > 1 and len(todo) > 1:
-            _write_in_processes(job, todo, min(workers, len(todo)), on_record, bar)
-        else:
-            if device == "cpu":
-                rendering = CpuRendering(categories, settings)
-            try:
-                for k in todo:
-                    on_record(write_shard(job, rendering, k, lambda: bar.update(1)))
-            finally:
-                rendering.close()
+    try:
+        with tqdm(
+            total=todo_samples,
+            unit="img",
+            desc=f"{desc} node {node_rank}/{num_nodes}" if num_nodes > 1 else desc,
+            disable=not progress,
+            smoothing=0.05,
+        ) as bar:
+            if device == "cpu" and workers > 1 and len(todo) > 1:
+                _write_in_processes(job, todo, min(workers, len(todo)), on_record, bar)
+            else:
+                if device == "cpu":
+                    rendering = CpuRendering(categories, settings)
+                try:
+                    for k in todo:
+                        on_record(write_shard(job, rendering, k, lambda: bar.update(1)))
+                finally:
+                    rendering.close()
+    except BaseException:  # Ctrl-C, a full disk...: the error itself goes on up
+        if not done:
+            for f in fresh:
+                f.unlink(missing_ok=True)
+        raise
     return close_output(out, header, owned, todo, num_nodes)
