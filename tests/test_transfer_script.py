@@ -146,6 +146,20 @@ def test_a_table_per_dataset_with_every_arm_and_column(script, smoke_run):
     assert probe["init_summary"]["loaded"] > 0 and probe["val_samples"] == 2 * 3
 
 
+def test_compute_curve_reads_a_real_run(smoke_run, tmp_path, capsys):
+    from benchmarks import compute_curve
+
+    out, _ = smoke_run
+    assert compute_curve.main([str(out), "--out", str(tmp_path / "c"), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.splitlines()[-1])["compute_curve"]["flowers12"]
+    run = json.loads((out / "transfer.json").read_text())["results"]["flowers12"]
+    assert set(figures) == {r["arm"] for r in run}
+    sigma = next(r for r in run if r["arm"] == "sigma-mae")
+    assert figures["sigma-mae"]["1"]["mean"] == pytest.approx(sigma["last"][0])
+    assert figures["sigma-mae"]["1"]["linear"] == pytest.approx(sigma["linear"])
+    assert (tmp_path / "c" / "compute-curve-flowers12.png").is_file()
+
+
 def test_controls_never_see_the_validation_photos(smoke_run):
     out, _ = smoke_run
     # target-mae packs the downstream training split only (4 flowers per class, 2 held out)
