@@ -133,10 +133,21 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C at its default, even when this suite runs with SIGINT ignored (a
+    background job of a non-interactive shell): ignored dispositions survive exec."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_and_wait_for_workers(cmd: list[str], out: Path, workers: int):
     """Start a render in its own process group; return it once its workers are rendering."""
     proc = subprocess.Popen(
-        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        cmd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -187,7 +198,12 @@ def test_ctrl_c_while_workers_start_prints_no_traceback_and_leaves_nothing(cats,
                "100", "--image-size", "64", "--samples-per-shard", "20", "--workers", "2",
                "--quiet", "--out", str(out)]  # fmt: skip
         proc = subprocess.Popen(
-            cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            cmd,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=default_sigint,
         )
         deadline = time.time() + 120
         while proc.poll() is None and not workers_of(proc.pid) and time.time() < deadline:
@@ -250,14 +266,19 @@ def test_tar_writer_gives_tarfiles_bytes(tmp_path):
 def test_sigint_during_worker_spawn_is_deferred_to_the_end_of_the_window():
     from shards.writer import _sigint_deferred
 
+    # the handler Python installs in a terminal (a suite run as a background job has SIG_IGN)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     reached_end = False
-    with pytest.raises(KeyboardInterrupt), _sigint_deferred():
-        # from another thread, as when the kernel hands a terminal's Ctrl-C to a thread
-        # that does not block it: Python would raise in the main thread at once
-        helper = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT))
-        helper.start()
-        helper.join()
-        time.sleep(0.05)  # give the interpreter its chance to run a handler here
-        reached_end = True
-    assert reached_end
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    try:
+        with pytest.raises(KeyboardInterrupt), _sigint_deferred():
+            # from another thread, as when the kernel hands a terminal's Ctrl-C to a thread
+            # that does not block it: Python would raise in the main thread at once
+            helper = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT))
+            helper.start()
+            helper.join()
+            time.sleep(0.05)  # give the interpreter its chance to run a handler here
+            reached_end = True
+        assert reached_end
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
