@@ -76,9 +76,10 @@ def collect(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, dict[st
                         "pass one run per scale"
                     )
                 last = [float(v) for v in row.get("last") or []]
+                mean, sd = mean_sd(last) if last else (None, None)
                 cell[scale] = {
-                    "mean": mean_sd(last)[0] if last else None,
-                    "sd": mean_sd(last)[1] if last else None,
+                    "mean": mean,
+                    "sd": sd,
                     "seeds": last,
                     "linear": row.get("linear"),
                     "knn": row.get("knn"),

@@ -139,9 +139,9 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start_and_wait_for_workers(cmd: list[str], out: Path, workers: int):
-    """Start a render in its own process group; return it once its workers are rendering."""
-    proc = subprocess.Popen(
+def start_render(cmd: list[str]) -> subprocess.Popen:
+    """Start a render in its own process group (as a terminal would), Ctrl-C at its default."""
+    return subprocess.Popen(
         cmd,
         env=ENV,
         stdout=subprocess.PIPE,
@@ -149,6 +149,11 @@ def start_and_wait_for_workers(cmd: list[str], out: Path, workers: int):
         start_new_session=True,
         preexec_fn=default_sigint,
     )
+
+
+def start_and_wait_for_workers(cmd: list[str], out: Path, workers: int):
+    """Start a render in its own process group; return it once its workers are rendering."""
+    proc = start_render(cmd)
     deadline = time.time() + 120
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
@@ -197,14 +202,7 @@ def test_ctrl_c_while_workers_start_prints_no_traceback_and_leaves_nothing(cats,
         cmd = [FRACTALDB, "render", "--categories", str(cats_path), "--instances-per-category",
                "100", "--image-size", "64", "--samples-per-shard", "20", "--workers", "2",
                "--quiet", "--out", str(out)]  # fmt: skip
-        proc = subprocess.Popen(
-            cmd,
-            env=ENV,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=default_sigint,
-        )
+        proc = start_render(cmd)
         deadline = time.time() + 120
         while proc.poll() is None and not workers_of(proc.pid) and time.time() < deadline:
             time.sleep(0.002)
