@@ -88,6 +88,31 @@ def collect(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, dict[st
     return table
 
 
+def select_arms(
+    table: dict[str, dict[str, dict[int, dict[str, Any]]]], wanted: list[str] | None
+) -> tuple[dict[str, dict[str, dict[int, dict[str, Any]]]], list[str]]:
+    """The arms to draw, and those left out: `wanted` (an unknown name is bad input), else
+    scratch and every arm measured at two or more scales (one point is no curve), or every arm
+    when the runs hold one scale only."""
+    known = {arm for arms in table.values() for arm in arms}
+    unknown = [a for a in wanted or [] if a not in known]
+    if unknown:
+        raise BadInput(
+            f"--arms {' '.join(unknown)} not in these runs; fix: some of {' '.join(sorted(known))}"
+        )
+    kept: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    left: list[str] = []
+    for dataset, arms in table.items():
+        one_scale = len(scales_of(arms)) < 2
+        for arm, cells in arms.items():
+            keep = arm in wanted if wanted else arm == "scratch" or one_scale or len(cells) > 1
+            if keep:
+                kept.setdefault(dataset, {})[arm] = cells
+            elif arm not in left:
+                left.append(arm)
+    return kept, left
+
+
 def _pre_epochs(arm: str, run: dict[str, Any]) -> int:
     """Pre-training epochs this arm ran (MAE arms run the budget's MAE schedule)."""
     return int(run["mae_epochs"] if arm.endswith("-mae") else run["pre_epochs"])
@@ -190,6 +215,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("runs", nargs="+", type=Path, help="--out folders of transfer.py runs")
     parser.add_argument("--out", type=Path, required=True, help="where the table and charts go")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument(
+        "--arms", nargs="+", metavar="ARM",
+        help="only these arms (default: scratch and every arm measured at two or more scales)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -197,10 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     """Build the table and charts; 2 with a one-line message on bad input."""
     args = parse_args(argv)
     try:
-        table = collect([load_run(folder) for folder in args.runs])
+        table, left = select_arms(collect([load_run(f) for f in args.runs]), args.arms)
     except BadInput as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    if left:
+        print(f"left out ({'not asked for' if args.arms else 'one scale only'}): "
+              f"{', '.join(left)}", file=sys.stderr)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     text = "\n".join(markdown(ds, arms) for ds, arms in table.items())
     (args.out / "compute-curve.md").write_text(text)

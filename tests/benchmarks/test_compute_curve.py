@@ -54,6 +54,34 @@ def test_arms_line_up_by_scale_and_scratch_serves_every_scale(two_scales, tmp_pa
     assert (tmp_path / "o" / "compute-curve-flowers12.png").stat().st_size > 1000
 
 
+def test_an_arm_at_one_scale_only_is_left_out_unless_asked_for(two_scales, tmp_path, capsys):
+    x1, x4 = two_scales
+    report = json.loads((x1 / "transfer.json").read_text())
+    report["results"]["flowers12"].append(row("many-sup", [70.0, 71.0], 37.0, 24.0))
+    (x1 / "transfer.json").write_text(json.dumps(report))
+    assert C.main([str(x1), str(x4), "--out", str(tmp_path / "o"), "--json"]) == 0
+    captured = capsys.readouterr()
+    figures = json.loads(captured.out.splitlines()[-1])["compute_curve"]["flowers12"]
+    assert set(figures) == {"scratch", "sigma-mae", "fractaldb-sup"}
+    assert captured.err.strip() == "left out (one scale only): many-sup"
+    argv = [
+        str(x1),
+        str(x4),
+        "--out",
+        str(tmp_path / "p"),
+        "--json",
+        "--arms",
+        "scratch",
+        "many-sup",
+    ]
+    assert C.main(argv) == 0
+    figures = json.loads(capsys.readouterr().out.splitlines()[-1])["compute_curve"]["flowers12"]
+    assert set(figures) == {"scratch", "many-sup"}
+    assert C.main([str(x1), "--out", str(tmp_path / "q"), "--arms", "no-such-arm"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--arms no-such-arm not in these runs; fix:" in err[0]
+
+
 def test_bad_runs_are_one_line_errors(two_scales, tmp_path, capsys):
     x1, _ = two_scales
     other = write_run(tmp_path / "gpu", 4, [row("sigma-mae", [80.0], 60.0, 50.0)], "gpu")
