@@ -306,11 +306,11 @@ BUDGETS: dict[str, Budget] = {
         search_sets=("min_fill=0.1",),
         pre_samples_per_epoch=64,
     ),
-    # 2 CPU cores shared with other work, sized for flowers12 with 3 fine-tuning seeds in
-    # about an hour: 32 categories x 100 images per sampler (a 100-category set stayed at
-    # chance loss for the first epochs on the former cifar budget), a narrow 4-block ViT
-    # (width 96, 3 heads) at 64 px / patch 8 pre-trained for 5 epochs (MAE 10), then 6 epochs
-    # over the 540 training flowers per fine-tune
+    # 2 CPU cores, sized for flowers12 with 3 fine-tuning seeds: 32 categories x 100 images
+    # per sampler (a 100-category set stayed at chance loss for the first epochs on the former
+    # cifar budget), a narrow 4-block ViT (width 96, 3 heads) at 64 px / patch 8 pre-trained
+    # for 5 epochs (MAE 10), then the converged flowers recipe above (40 epochs, about 2.5
+    # CPU-minutes a fine-tune); its cifar10 recipe is the short predecessor's, not converged
     "cpu": Budget(
         categories=32,
         instances=100,
