@@ -10,6 +10,7 @@ count hold the GIL for about a tenth of its time, which caps threads at a few co
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -20,6 +21,7 @@ import numpy as np
 
 from fractaldb.categories import Category, CategorySet
 from fractaldb.core.seeding import TAG_FILL, TAG_SEARCH, derive_rng, derive_seed
+from fractaldb.core.workers import exit_when_orphaned
 from fractaldb.ifs import FillResult, make_sampler, measure_fill
 
 BATCH = 64
@@ -39,15 +41,17 @@ def evaluate_run(
     return [evaluate_candidate(sampler, seed, j) for j in range(start, stop)]
 
 
-def _ignore_sigint() -> None:
-    """Worker processes leave Ctrl-C to the parent, which stops them."""
+def _worker_init(parent_pid: int) -> None:
+    """Worker processes leave Ctrl-C to the parent, which stops them, and end with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_when_orphaned(parent_pid)
 
 
 def _executor(workers: int, processes: bool) -> Executor:
     """Spawned worker processes (safe on every OS) or threads."""
     if processes:
-        return ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_ignore_sigint)
+        return ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_worker_init,
+                                   initargs=(os.getpid(),))  # fmt: skip
     return ThreadPoolExecutor(max_workers=workers)
 
 

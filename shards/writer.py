@@ -20,7 +20,6 @@ import multiprocessing as mp
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -41,6 +40,7 @@ from fractaldb.categories import CategorySet
 from fractaldb.core.atomic import remove_stale_temporaries
 from fractaldb.core.errors import FractalDBError
 from fractaldb.core.seeding import derive_seed
+from fractaldb.core.workers import exit_when_orphaned
 from fractaldb.render import Renderer
 from fractaldb.settings import RENDER_DEVICES, RenderSettings
 from shards.encode import encode_members, ordered_map
@@ -58,7 +58,6 @@ from shards.tario import file_sha256, write_tar_atomically
 
 TAG_ORDER = 101  # seed stream of the global sample order (distinct from the renderer's tags)
 PROGRESS_SECONDS = 0.2  # how often the parent refreshes the progress bar from the workers
-ORPHAN_CHECK_SECONDS = 0.5  # how often an idle worker checks that its parent is alive
 
 
 @dataclass
@@ -195,20 +194,9 @@ def _worker_init(job: ShardJob, stop: Any, counter: Any, parent_pid: int) -> Non
         parent_pid=parent_pid,
         busy=False,
     )
-    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
-
-
-def _exit_when_orphaned(parent_pid: int) -> None:
-    """End this worker once its parent has died (an idle worker would otherwise wait forever).
-
-    A worker in the middle of a shard notices first (`_worker_tick`) and removes its
-    temporary file; this thread waits for that before exiting.
-    """
-    while os.getppid() == parent_pid:
-        time.sleep(ORPHAN_CHECK_SECONDS)
-    while _WORKER["busy"]:
-        time.sleep(0.01)
-    os._exit(0)
+    # an idle worker would wait for ever; one mid-shard notices first (`_worker_tick`) and
+    # removes its temporary file, which the watcher waits for
+    exit_when_orphaned(parent_pid, busy=lambda: _WORKER["busy"])
 
 
 def _worker_tick() -> None:

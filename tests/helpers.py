@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -57,3 +58,28 @@ def train_straight_and_resumed(cfg: dict, make_task: Callable, data, tmp_path: P
     assert load_checkpoint(cut / "last.pt")["epoch"] == 1
     got = train(cfg, make_task(), data, cut, resume="auto")
     return ref, got, read_metrics(full, "train"), read_metrics(cut, "train")
+
+
+def workers_of(pid: int) -> set[int]:
+    """Process ids of the spawned pool workers (children) of `pid` (Linux /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found |= {int(p) for p in (task / "children").read_text().split()}
+    return {p for p in found if b"spawn_main" in _cmdline(p)}  # not the resource tracker
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import alive, workers_of
 
 from fractaldb.categories import load_categories
 from fractaldb.core.errors import FractalDBError
@@ -29,6 +36,36 @@ def test_search_is_identical_for_any_number_of_workers(tmp_path, sampler):
     if sampler == "fractaldb":  # large searches run in processes: the same categories
         procs = search_categories(12, sampler, seed=3, workers=2, processes=True)
         assert procs.to_json_bytes() == one.to_json_bytes()
+
+
+def test_search_workers_end_when_the_parent_is_killed(tmp_path):
+    # a spawned pool worker used to wait on its task queue for ever once its parent was gone
+    cli = str(Path(sys.executable).with_name("fractaldb"))
+    cmd = [cli, "search", "-k", "5000", "--sampler", "fractaldb", "--workers", "2", "--out",
+           str(tmp_path / "cats.json")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    workers: set[int] = set()
+    try:
+        deadline = time.time() + 120
+        while len(workers_of(proc.pid)) < 2 and time.time() < deadline:
+            assert proc.poll() is None, "the search ended before its workers started"
+            time.sleep(0.05)
+        workers = workers_of(proc.pid)
+        assert len(workers) == 2
+        os.kill(proc.pid, signal.SIGKILL)  # the parent only: its workers are orphaned
+        proc.wait()
+        deadline = time.time() + 30
+        while any(alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(w) for w in workers), "orphaned search workers kept running"
+        assert not (tmp_path / "cats.json").exists()
+    finally:  # nothing left running, whatever failed
+        for w in workers | (workers_of(proc.pid) if proc.poll() is None else set()):
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_fractaldb_search_keeps_only_filled_non_divergent_systems():

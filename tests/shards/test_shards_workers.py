@@ -5,7 +5,6 @@ The kill -9 / re-run test lives in test_shards_writer.py (it runs `--workers 2`)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import alive, workers_of
 
 from fractaldb.search import search_categories
 from fractaldb.settings import RenderSettings
@@ -107,30 +107,6 @@ def test_a_failing_write_stops_the_run_with_one_line_and_no_partial_shard(cats, 
     # The same command without the limit resumes and gives the reference bytes.
     subprocess.run(render_cmd(cats_path, out, workers), env=ENV, check=True, timeout=300)
     assert shard_hashes(out) == shard_hashes(ref)
-
-
-def workers_of(pid: int) -> set[int]:
-    """Process ids of the render workers (spawned children) of `pid` (Linux /proc)."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            found |= {int(p) for p in (task / "children").read_text().split()}
-    return {p for p in found if b"spawn_main" in _cmdline(p)}  # not the resource tracker
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
 
 
 def default_sigint() -> None:
