@@ -13,6 +13,8 @@ examples:
   uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
       --arms fractaldb-sup sigma-mae natural-sup natural-mae --scale 4 --out runs/cpu-x4
   uv run python benchmarks/compute_curve.py runs/cpu-x1 runs/cpu-x4 --out runs/curve
+  uv run python benchmarks/compute_curve.py runs/cpu-x1 runs/cpu-x4 runs/cpu-x16 \\
+      --arms scratch sigma-mae natural-mae --out runs/curve-mae
 """
 
 from __future__ import annotations
