@@ -83,3 +83,18 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+def kill_parent_only(proc, workers: set[int], seconds: float = 30) -> set[int]:
+    """SIGKILL `proc` alone (its workers are orphaned); the workers still alive after
+    `seconds`."""
+    import os
+    import signal
+    import time
+
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + seconds
+    while any(alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    return {w for w in workers if alive(w)}

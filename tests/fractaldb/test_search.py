@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import alive, workers_of
+from helpers import alive, kill_parent_only, workers_of
 
 from fractaldb.categories import load_categories
 from fractaldb.core.errors import FractalDBError
@@ -53,12 +53,7 @@ def test_search_workers_end_when_the_parent_is_killed(tmp_path):
             time.sleep(0.05)
         workers = workers_of(proc.pid)
         assert len(workers) == 2
-        os.kill(proc.pid, signal.SIGKILL)  # the parent only: its workers are orphaned
-        proc.wait()
-        deadline = time.time() + 30
-        while any(alive(w) for w in workers) and time.time() < deadline:
-            time.sleep(0.05)
-        assert not any(alive(w) for w in workers), "orphaned search workers kept running"
+        assert not kill_parent_only(proc, workers), "orphaned search workers kept running"
         assert not (tmp_path / "cats.json").exists()
     finally:  # nothing left running, whatever failed
         for w in workers | (workers_of(proc.pid) if proc.poll() is None else set()):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import alive, workers_of
+from helpers import alive, kill_parent_only, workers_of
 
 from fractaldb.search import search_categories
 from fractaldb.settings import RenderSettings
@@ -200,12 +200,7 @@ def test_workers_stop_when_the_parent_is_killed(cats, tmp_path):
     out = tmp_path / "orphans"
     proc = start_and_wait_for_workers(big_render_cmd(cats_path, out, 2), out, 2)
     workers = workers_of(proc.pid)
-    os.kill(proc.pid, signal.SIGKILL)  # the parent only: its workers are orphaned
-    proc.wait()
-    deadline = time.time() + 30
-    while any(alive(p) for p in workers) and time.time() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(p) for p in workers), "orphaned workers kept rendering"
+    assert not kill_parent_only(proc, workers), "orphaned workers kept rendering"
     # each dropped its unfinished shard; the parent, killed mid-write, may leave only the
     # temporary of its own partial manifest, which the next run removes (open_output)
     left = leftovers(out)
