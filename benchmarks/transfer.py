@@ -119,6 +119,7 @@ class FineTune:
     samples_per_epoch: int | None = None
     val_per_class: int | None = None  # None: hold out 20 % of each class
     recipe: str = "adamw-cifar"
+    train_per_class: int | None = None  # train on the first N of each class (None: all)
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,8 @@ def arms_of(b: Budget) -> list[Arm]:
 
 
 _SMOKE_FT = FineTune(32, 1, 16, 5e-4, 0, (*_LIGHT_AUG, "drop_path=0", "color_jitter=0"), 64)
+# cifar10 at the smoke budget trains on a low-data part, as the cpu budget does
+_SMOKE_CIFAR = FineTune(32, 1, 16, 5e-4, 0, _SMOKE_FT.sets, 64, train_per_class=2)
 # flowers: 540 training photos; batch 32 gives 17 steps an epoch. Tuned for scratch on
 # validation (60-epoch sweep, docs/results.md): AdamW lr 5e-4 / 1e-3 / 2e-3 reached 70.6 / 71.7 /
 # 76.1, SGD 1e-2 65.0, RandAugment (+ mixup/cutmix) lower; scratch's curve is flat from about
@@ -298,7 +301,7 @@ BUDGETS: dict[str, Budget] = {
         mae_lr=1e-3,
         mae_decoder=(32, 1, 2),
         finetune={
-            "cifar10": _SMOKE_FT,
+            "cifar10": _SMOKE_CIFAR,
             # a larger fine-tuning resolution: the position embeddings are resampled
             "flowers12": FineTune(48, 1, 8, 5e-4, 0, _SMOKE_FT.sets, 16, 1),
             "folder": _SMOKE_FT,
@@ -557,7 +560,10 @@ def pretrain_steps(
         elif arm.data == "target":
             runs[arm.name] = {}
             for ds in dss:
-                pack, shards = photo_pack_step(f"target-{ds.name}", ds, out, None)
+                # the fine-tuning's training photos exactly (the same first N of each class)
+                pack, shards = photo_pack_step(
+                    f"target-{ds.name}", ds, out, ds.recipe.train_per_class
+                )
                 steps.append(pack)
                 runs[arm.name][ds.name] = pretrain(
                     arm, f"{arm.name}-{ds.name}", ["--data", str(shards)], (pack.name,), n
@@ -578,10 +584,13 @@ class Downstream:
     root: Path | None = None  # the class folder, once extracted
 
     def split_args(self) -> list[str]:
-        """--val-per-class N, or --val-split 0.2 when no count is known."""
-        if self.val_per_class is None:
-            return ["--val-split", "0.2"]
-        return ["--val-per-class", str(self.val_per_class)]
+        """--val-per-class N, or --val-split 0.2 when no count is known; and the recipe's
+        --train-per-class."""
+        held = ["--val-split", "0.2"] if self.val_per_class is None else [
+            "--val-per-class", str(self.val_per_class)]  # fmt: skip
+        if self.recipe.train_per_class is not None:
+            held += ["--train-per-class", str(self.recipe.train_per_class)]
+        return held
 
 
 class BadInput(Exception):

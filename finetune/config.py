@@ -23,7 +23,9 @@ DEFAULT_RECIPE = "deit-cifar-sgd"
 # (in_chans: downstream photos are RGB; gray-pretrained kernels are adapted when loaded)
 _NOT_ARCH = {"num_classes", "img_size", "drop_path_rate", "drop_rate", "pretrained", "in_chans"}
 # option name -> task config key, applied when given
-_TASK_OPTIONS = ("dataset", "init", "val_split", "val_per_class", "teacher", "distillation")
+_TASK_OPTIONS = (
+    "dataset", "init", "val_split", "val_per_class", "train_per_class", "teacher", "distillation",
+)  # fmt: skip
 
 
 def recipe_path(name_or_path: str) -> str:

@@ -60,6 +60,7 @@ def build_datasets(
     test_root: str | os.PathLike | None = None,
     val_split: float | None = None,
     val_per_class: int | None = None,
+    train_per_class: int | None = None,
 ) -> DownstreamData:
     """Build the train and test datasets of `name` under `root` through torchvision."""
     if name not in DATASETS:
@@ -67,9 +68,11 @@ def build_datasets(
             f"unknown dataset {name!r}; fix: use one of {', '.join(DATASETS)} "
             "(any other image classification set works as --dataset folder)"
         )
-    if name != "folder" and (test_root, val_split, val_per_class) != (None, None, None):
+    folder_only = (test_root, val_split, val_per_class, train_per_class)
+    if name != "folder" and folder_only != (None, None, None, None):
         raise FractalDBError(
-            "--test-root/--val-split/--val-per-class only apply to --dataset folder; "
+            "--test-root/--val-split/--val-per-class/--train-per-class only apply to "
+            "--dataset folder; "
             f"fix: drop them for {name}"
         )
     root = Path(root)
@@ -80,7 +83,10 @@ def build_datasets(
             "or point --data-root at the folder holding it"
         )
     if name == "folder":
-        return _folder(root, train_transform, eval_transform, test_root, val_split, val_per_class)
+        return _folder(
+            root, train_transform, eval_transform, test_root, val_split, val_per_class,
+            train_per_class,
+        )  # fmt: skip
     try:
         return _BUILDERS[name](root, train_transform, eval_transform, download)
     except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
@@ -245,13 +251,15 @@ class DecodedOnce:
         return Image.fromarray(got)
 
 
-def decode_once(*folders: Any) -> None:
-    """Give image folders of the same files one shared DecodedOnce loader when they are small."""
+def decode_once(*folders: Any, used: list[int] | None = None) -> None:
+    """Give image folders of the same files one shared DecodedOnce loader when the images they
+    use (`used`: sample indices, default all) are few enough to keep in memory."""
     from torchvision.datasets.folder import default_loader
 
     from shards.badsamples import NamedImageLoader
 
-    paths = sorted({p for f in folders for p, _ in f.samples})
+    pick = range(len(folders[0].samples)) if used is None else used
+    paths = sorted({f.samples[i][0] for f in folders for i in pick})
     if not paths or len(paths) > DECODE_ONCE_MAX_IMAGES:
         return
     loader = NamedImageLoader(DecodedOnce(paths, default_loader))
@@ -259,7 +267,22 @@ def decode_once(*folders: Any) -> None:
         f.loader = loader
 
 
-def _folder(root: Path, train_tf, eval_tf, test_root, val_split, val_per_class) -> DownstreamData:
+def first_per_class(targets: list[int], indices: list[int], per_class: int) -> list[int]:
+    """The first `per_class` of `indices` (sorted) in each class: a smaller training set."""
+    if per_class < 1:
+        raise FractalDBError(f"--train-per-class {per_class} < 1; fix: e.g. 100")
+    taken: dict[int, int] = {}
+    out = []
+    for i in sorted(indices):
+        if taken.get(targets[i], 0) < per_class:
+            taken[targets[i]] = taken.get(targets[i], 0) + 1
+            out.append(i)
+    return out
+
+
+def _folder(
+    root: Path, train_tf, eval_tf, test_root, val_split, val_per_class, train_per_class=None
+) -> DownstreamData:
     from torch.utils.data import Subset
 
     given = [x is not None for x in (test_root, val_split, val_per_class)]
@@ -282,11 +305,16 @@ def _folder(root: Path, train_tf, eval_tf, test_root, val_split, val_per_class) 
                 f"--test-root classes differ from --data-root classes (e.g. {missing}); "
                 "fix: give both folders the same class sub-folders"
             )
-        decode_once(train)
+        splits = {"train": str(root), "test": str(test_root)}
+        if train_per_class is None:
+            decode_once(train)
+            decode_once(test)
+            return DownstreamData("folder", train, test, list(train.classes), splits)
+        kept = first_per_class(train.targets, list(range(len(train))), train_per_class)
+        decode_once(train, used=kept)
         decode_once(test)
-        return DownstreamData(
-            "folder", train, test, list(train.classes), {"train": str(root), "test": str(test_root)}
-        )
+        splits["train"] += f": first {train_per_class} per class"
+        return DownstreamData("folder", Subset(train, kept), test, list(train.classes), splits)
     if val_per_class is not None:
         if val_per_class < 1:
             raise FractalDBError(f"--val-per-class {val_per_class} < 1; fix: e.g. 500")
@@ -302,9 +330,12 @@ def _folder(root: Path, train_tf, eval_tf, test_root, val_split, val_per_class) 
             f"--val-split {val_split} holds out nothing: every class of {root} has one image; "
             "fix: add images or pass --test-root"
         )
-    test_full = _image_folder(root, eval_tf, "--data-root")
-    decode_once(train, test_full)
     splits = {"train": f"{root} minus {held_desc}", "test": f"{root}: {held_desc}"}
+    if train_per_class is not None:
+        train_idx = first_per_class(train.targets, train_idx, train_per_class)
+        splits["train"] += f", first {train_per_class} per class of the rest"
+    test_full = _image_folder(root, eval_tf, "--data-root")
+    decode_once(train, test_full, used=sorted(train_idx + test_idx))
     return DownstreamData(
         "folder", Subset(train, train_idx), Subset(test_full, test_idx), list(train.classes), splits
     )

@@ -39,6 +39,13 @@ def dataset_options(f: Callable) -> Callable:
             default=None,
             help="folder: hold out the last N images (sorted by path) of each class.",
         ),
+        click.option(
+            "--train-per-class",
+            type=int,
+            default=None,
+            help="folder: train on the first N images (sorted by path) of each class's "
+            "training part (a low-data transfer set).",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)

@@ -44,6 +44,7 @@ def run_finetune(opts: dict[str, Any]) -> None:
                 test_root=opts.get("test_root"),
                 val_split=cfg["val_split"],
                 val_per_class=cfg["val_per_class"],
+                train_per_class=cfg["train_per_class"],
             )
 
         download = bool(opts.get("download"))
@@ -120,6 +121,7 @@ def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
         test_root=opts.get("test_root"),
         val_split=cfg["val_split"],
         val_per_class=cfg["val_per_class"],
+        train_per_class=cfg["train_per_class"],
     )
     device = D.init_distributed(cfg["device"]).device
     try:

@@ -36,6 +36,7 @@ class FinetuneTask(SupervisedTask):
         "linear_probe": False,
         "val_split": None,
         "val_per_class": None,
+        "train_per_class": None,
         # DeiT's distillation through attention (finetune/distill.py)
         "teacher": None,
         "distillation": "none",

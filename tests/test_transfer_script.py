@@ -454,3 +454,19 @@ def test_two_sets_get_a_target_mae_each_and_share_the_natural_photos(script, dat
     assert option(pack.args, "--hold-out-per-class") == "2"
     tune = next(s for s in steps if s.name == "finetune-flowers12-target-mae-0")
     assert option(tune.args, "--init").endswith("target-mae-flowers12")
+
+
+def test_a_low_data_recipe_trains_and_packs_the_same_first_photos(script, data_dir, tmp_path):
+    argv = ["--budget", "smoke", "--out", str(tmp_path / "o"), "--data-dir", str(data_dir)]
+    args = script.parse_args([*argv, "--dataset", "cifar10", "--arms", "core"])
+    b = script.BUDGETS["smoke"]
+    assert b.finetune["cifar10"].train_per_class == 2
+    dss = [script.resolve_dataset("cifar10", b, data_dir, None)]
+    steps, _ = script.plan(args, b, dss, script.resolve_natural(args, b, dss))
+    by_name = {s.name: s for s in steps}
+    for name in ("finetune-cifar10-scratch-0", "probe-cifar10-sigma-mae"):
+        assert option(by_name[name].args, "--train-per-class") == "2"
+    # target-mae pre-trains on exactly the fine-tuning's training photos
+    assert option(by_name["pack-target-cifar10"].args, "--per-class") == "2"
+    # the natural controls keep their own count (equal to the fractal sets' images)
+    assert option(by_name["pack-natural"].args, "--per-class") != "2"

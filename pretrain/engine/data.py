@@ -8,6 +8,7 @@ every held-out sample exactly once across ranks.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -108,6 +109,39 @@ class TensorData:
         return _IndexBatches(self.val_images, self.val_labels, order, batch_size, drop_last=False)
 
 
+def sample_seeds(seed: int, epoch: int, total: int) -> np.ndarray:
+    """One 32-bit augmentation seed per position of an epoch's global sample order."""
+    return np.random.SeedSequence([seed, epoch, _TAG_SAMPLE_AUGMENT]).generate_state(total)
+
+
+_TAG_SAMPLE_AUGMENT = 301  # apart from epoch_seed's [seed, epoch, rank] streams
+
+
+class SeededSamples:
+    """A map-style dataset read by (seed, index) keys: each sample's random augmentation is
+    drawn from its own seed, so it is the same with any number of loader workers (or none),
+    and the caller's random, numpy and torch generators are left as they were."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        seed, index = key
+        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+
+
 class _EpochIndices(torch.utils.data.Sampler):
     """A sampler whose indices are replaced every epoch (the loader and its workers stay)."""
 
@@ -127,8 +161,8 @@ class DatasetData:
 
     `manifest_sha256` identifies the data (resume refuses other data); `samples_per_epoch`
     shortens or lengthens an epoch. `persistent_workers`: one training DataLoader whose workers
-    live for the whole run, its sampler given each epoch's order; only for transforms without
-    randomness (the device path's decode), since reused workers are not reseeded per epoch.
+    live for the whole run, its sampler given each epoch's order. Training samples are read
+    through SeededSamples, so augmentations do not depend on the number of workers.
     """
 
     def __init__(
@@ -154,7 +188,7 @@ class DatasetData:
         train = SkipUndecodable(train, self.bad_samples)
         if val is not None:
             val = LeaveOutUndecodable(val, self.bad_samples, self.val_left_out)
-        self.train, self.val = train, val
+        self.train, self.val = SeededSamples(train), val
         self.num_classes = int(num_classes)
         self.num_samples = int(samples_per_epoch or len(train))
         self.samples_per_epoch = samples_per_epoch
@@ -180,13 +214,16 @@ class DatasetData:
         )
 
     def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
-        """Seeded (seed, epoch) shuffle, an equal whole number of batches on every rank."""
+        """Seeded (seed, epoch) shuffle, an equal whole number of batches on every rank; each
+        sample augmented from the seed of its place in the epoch's global order."""
         from shards.badsamples import CheckedLoader
 
         order = epoch_order(
             len(self.train), batch_size, seed, epoch, rank, world_size, self.samples_per_epoch
         )
         order = order[: len(order) // batch_size * batch_size].tolist()
+        seeds = sample_seeds(seed, epoch, rank + world_size * len(order))
+        order = [(int(seeds[rank + world_size * k]), i) for k, i in enumerate(order)]
         if self.persistent_workers:
             if self._persistent is None or self._persistent[0] != batch_size:
                 sampler = _EpochIndices()

@@ -39,3 +39,16 @@ def test_large_folders_decode_on_access(tmp_path, monkeypatch):
     (root / "cat" / "img_0.png").write_bytes(b"")
     with pytest.raises(UndecodableSample):
         ds.train[0]
+
+
+def test_a_small_subset_of_a_large_folder_is_decoded_once(tmp_path, monkeypatch):
+    import finetune.datasets as datasets
+
+    monkeypatch.setattr(datasets, "DECODE_ONCE_MAX_IMAGES", 6)  # the folder holds 12
+    root = make_image_folder(tmp_path / "photos", per_class=4)
+    ds = build_datasets("folder", root, val_per_class=1, train_per_class=1)  # 3 + 3 used
+    first = np.asarray(ds.train[0][0])
+    for f in root.rglob("*.png"):
+        f.write_bytes(b"")
+    assert np.array_equal(np.asarray(ds.train[0][0]), first)
+    assert np.asarray(ds.test[0][0]).shape == first.shape

@@ -60,3 +60,54 @@ def test_persistent_workers_keep_one_loader_and_follow_each_epochs_order():
     assert epoch0 == ids(fresh.train_loader(0, batch_size=3, seed=7, rank=0, world_size=1))
     assert epoch1 == ids(fresh.train_loader(1, batch_size=3, seed=7, rank=0, world_size=1))
     assert epoch0 != epoch1
+
+
+class RandomlyAugmented:
+    """Each item draws from python's random, numpy's and torch's global generators, as timm's
+    PIL transforms do in loader workers."""
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int):
+        import random
+
+        import numpy as np
+
+        drawn = [random.random(), float(np.random.rand()), float(torch.rand(()))]
+        return torch.tensor([float(i), *drawn]), i % 3
+
+
+def draws(loader) -> list[list[float]]:
+    return [row.tolist() for x, _ in loader for row in x]
+
+
+def test_augmentation_is_the_same_with_any_number_of_workers():
+    def epoch(workers: int, epoch: int = 0, **kw) -> list[list[float]]:
+        data = DatasetData(RandomlyAugmented(), None, 3, "sha256:x", workers=workers, **kw)
+        return draws(data.train_loader(epoch, batch_size=4, seed=5, rank=0, world_size=1))
+
+    none = epoch(0)
+    assert epoch(1) == none and epoch(2) == none
+    assert epoch(2, persistent_workers=True) == none
+    assert epoch(0, epoch=1) != none
+    # a sample seen twice in one epoch (samples_per_epoch > dataset) is augmented anew
+    twice = epoch(0, samples_per_epoch=24)
+    first_seen: dict[float, list[float]] = {}
+    repeats = [row for row in twice if first_seen.setdefault(row[0], row) is not row]
+    assert repeats and all(row != first_seen[row[0]] for row in repeats)
+    # reading samples in the training process leaves its generators where they were
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    epoch(0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_world_size_does_not_change_a_samples_augmentation():
+    data = DatasetData(RandomlyAugmented(), None, 3, "sha256:x")
+    one = {row[0]: row for row in draws(data.train_loader(0, batch_size=2, seed=5, rank=0,
+                                                          world_size=1))}  # fmt: skip
+    two = [row for r in range(2)
+           for row in draws(data.train_loader(0, batch_size=2, seed=5, rank=r, world_size=2))]  # fmt: skip
+    assert all(one[row[0]] == row for row in two)

@@ -108,6 +108,26 @@ def test_val_per_class_holds_out_the_last_files_of_each_class(tmp_path):
         build_datasets("folder", root, val_per_class=5)
 
 
+def test_train_per_class_keeps_the_first_training_files_of_each_class(tmp_path):
+    root = make_image_folder(tmp_path / "train", per_class=6, pattern="{k:04d}.jpg")
+    data = build_datasets("folder", root, val_per_class=2, train_per_class=3)
+    assert (len(data.train), len(data.test)) == (9, 6)  # validation unchanged
+    kept = [data.train.dataset.samples[i][0] for i in data.train.indices]
+    assert [str(Path(p).relative_to(root)) for p in kept] == [
+        f"{c}/{k:04d}.jpg" for c in ("cat", "dog", "fox") for k in (0, 1, 2)
+    ]
+    assert "first 3 per class" in data.splits["train"]
+    # more than a class holds: all of it; a separate test folder is left whole
+    assert len(build_datasets("folder", root, val_per_class=2, train_per_class=9).train) == 12
+    other = make_image_folder(tmp_path / "test", per_class=2)
+    sep = build_datasets("folder", root, test_root=other, train_per_class=1)
+    assert (len(sep.train), len(sep.test)) == (3, 6)
+    with pytest.raises(FractalDBError, match="--train-per-class 0"):
+        build_datasets("folder", root, val_per_class=2, train_per_class=0)
+    with pytest.raises(FractalDBError, match="only apply to --dataset folder"):
+        build_datasets("cifar10", root, train_per_class=3)
+
+
 def test_fingerprint_follows_samples_not_location(tmp_path):
     a = make_image_folder(tmp_path / "a", per_class=3)
     b = make_image_folder(tmp_path / "b", per_class=3)
