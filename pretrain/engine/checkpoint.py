@@ -108,6 +108,32 @@ def keep_copy(last: Path, keep: Path) -> None:
         raise write_failure("checkpoint", keep, keep.parent, exc) from exc
 
 
+def check_shapes(path: Path, saved: dict[str, Any], model: nn.Module) -> None:
+    """Refuse, in one line and before anything is loaded, weights of other shapes than `model`'s:
+    most often a run made for another class count, resumed on other data."""
+    own = model.state_dict()
+    differ = [k for k, v in saved.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if not differ:
+        return
+    classes = getattr(model, "num_classes", None)
+    # a classifier tensor: the class count first, every other dimension unchanged
+    head = [
+        k for k in differ if own[k].shape[0] == classes and own[k].shape[1:] == saved[k].shape[1:]
+    ]
+    if head == differ:
+        made = int(saved[head[0]].shape[0])
+        raise FractalDBError(
+            f"--resume {path}: the run was made with {made} classes, the data has {classes}; "
+            "fix: use a new --out for this data (or resume with the run's own data)"
+        )
+    shapes = ", ".join(f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}" for k in differ[:3])
+    raise FractalDBError(
+        f"--resume {path}: the checkpoint's weights have other shapes than this model's "
+        f"({shapes}); fix: resume with the original settings (see RUN/config.yaml) or use a "
+        "new --out"
+    )
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -135,6 +161,7 @@ def load_checkpoint(
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise FractalDBError(f"{path} is not a fractaldb checkpoint; fix: check the path")
     if model is not None:
+        check_shapes(path, ckpt["model"], unwrap(model))
         unwrap(model).load_state_dict(ckpt["model"])
     if optimizer is not None and ckpt["optimizer"] is not None:
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -1,0 +1,55 @@
+"""--resume auto on data of another class count: one line naming both counts, exit 2, and the
+old run left byte for byte as it was (pre-training and fine-tuning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+from fixtures_downstream import make_image_folder
+from helpers import assert_one_line_error
+
+from finetune.cli import finetune
+from pretrain.cli import pretrain
+
+PRETRAIN = ["supervised", "--recipe", "tiny-cpu", "--device", "cpu", "--workers", "0",
+            "--epochs", "1"]  # fmt: skip
+FINETUNE = ["--dataset", "folder", "--val-per-class", "1", "--init", "scratch",
+            "--model", "vit_tiny_patch16_224", "--model-arg", "patch_size=8",
+            "--model-arg", "depth=1", "--model-arg", "embed_dim=16", "--model-arg", "num_heads=1",
+            "--img-size", "16", "--batch-size", "2", "--epochs", "1", "--device", "cpu",
+            "--workers", "0", "--amp", "none", "--set", "warmup_epochs=0"]  # fmt: skip
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_pretrain_resume_on_other_class_count_is_one_line(tmp_path):
+    out = str(tmp_path / "run")
+    first = CliRunner().invoke(pretrain, [*PRETRAIN, "--data", "synthetic:8", "--out", out])
+    assert first.exit_code == 0, first.output
+    before = snapshot(tmp_path / "run")
+    res = CliRunner().invoke(
+        pretrain, [*PRETRAIN, "--data", "synthetic:16", "--out", out, "--resume", "auto"]
+    )
+    assert_one_line_error(res, "made with 8 classes", "the data has 16", "new --out")
+    assert snapshot(tmp_path / "run") == before
+
+
+def test_finetune_resume_on_other_data_root_is_one_line(tmp_path):
+    three = make_image_folder(tmp_path / "three", per_class=3)
+    four = make_image_folder(tmp_path / "four", ("a", "b", "c", "d"), per_class=3)
+    out = str(tmp_path / "run")
+    first = CliRunner().invoke(finetune, [*FINETUNE, "--data-root", str(three), "--out", out])
+    assert first.exit_code == 0, first.output
+    before = snapshot(tmp_path / "run")
+    res = CliRunner().invoke(
+        finetune, [*FINETUNE, "--data-root", str(four), "--out", out, "--resume", "auto"]
+    )
+    # the init note comes first (stdout); the error is the one line on stderr
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    error = res.output.strip().splitlines()[-1]
+    for needle in ("Error: ", "made with 3 classes", "the data has 4", "new --out"):
+        assert needle in error, res.output
+    assert snapshot(tmp_path / "run") == before
