@@ -73,7 +73,14 @@ def run_finetune(opts: dict[str, Any]) -> None:
             data.bad_samples,
         )
         with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):
-            train(cfg, task, data, opts["out"], resume=opts.get("resume"))
+            train(
+                cfg,
+                task,
+                data,
+                opts["out"],
+                resume=opts.get("resume"),
+                verbose=opts.get("verbose", False),
+            )
         if info.is_main:
             click.echo(f"results: {opts['out']}/results.json")
     finally:

@@ -130,7 +130,14 @@ def run_task(task: Any, opts: dict[str, Any], overrides: Iterable[str] = ()) -> 
     try:
         with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):
             data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
-            train(cfg, task, data, opts["out"], resume=opts.get("resume"))
+            train(
+                cfg,
+                task,
+                data,
+                opts["out"],
+                resume=opts.get("resume"),
+                verbose=opts.get("verbose", False),
+            )
     finally:
         D.cleanup()
 

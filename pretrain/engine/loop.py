@@ -204,10 +204,12 @@ def train(
     out_dir: str | Path,
     *,
     resume: str | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
-    """Run (or continue) training; returns the last epoch's metrics. See module docstring."""
+    """Run (or continue) training; returns the last epoch's metrics. See module docstring.
+    `verbose` prints the whole resolved configuration, not only its summary."""
     try:
-        run = setup_run(cfg, task, data, Path(out_dir), resume)
+        run = setup_run(cfg, task, data, Path(out_dir), resume, verbose)
     except torch.OutOfMemoryError as exc:
         raise startup_oom(cfg, exc) from None
     last_metrics: dict[str, Any] = {}
@@ -250,7 +252,12 @@ def startup_oom(
 
 
 def setup_run(
-    cfg: dict[str, Any], task: Task, data: DataSource, out_dir: Path, resume: str | None
+    cfg: dict[str, Any],
+    task: Task,
+    data: DataSource,
+    out_dir: Path,
+    resume: str | None,
+    verbose: bool = False,
 ) -> Run:
     """Distributed setup, batch plan, model, optimizer, schedule, EMA, resume and logging."""
     info = D.init_distributed(cfg["device"])
@@ -333,7 +340,7 @@ def setup_run(
     run.logger = RunLogger(
         out_dir, info.is_main, resume_step=run.global_step if ckpt_path else None
     )
-    log_setup(run, amp_dtype)
+    log_setup(run, amp_dtype, verbose)
     return run
 
 
@@ -469,8 +476,9 @@ def restore_checkpoint(run: Run, ckpt_path: Path) -> None:
     run.say(f"resumed from {ckpt_path}: epoch {run.start_epoch}, step {run.global_step}")
 
 
-def log_setup(run: Run, amp_dtype: torch.dtype | None) -> None:
-    """Write RUN/config.yaml, print the resolved settings and log the setup entry."""
+def log_setup(run: Run, amp_dtype: torch.dtype | None, verbose: bool = False) -> None:
+    """Write RUN/config.yaml, print a summary of the resolved settings (all of them when
+    `verbose`) and log the setup entry."""
     cfg, plan, info = run.cfg, run.plan, run.info
     setup = {
         "type": "setup",
@@ -492,9 +500,18 @@ def log_setup(run: Run, amp_dtype: torch.dtype | None) -> None:
     if not info.is_main:
         return
     say = run.say
-    write_text_atomically(run.out_dir / "config.yaml", dump_config(cfg))
-    say("resolved configuration (also in " + str(run.out_dir / "config.yaml") + "):")
-    say(dump_config(cfg).rstrip())
+    config_path = run.out_dir / "config.yaml"
+    write_text_atomically(config_path, dump_config(cfg))
+    if verbose:
+        say(f"resolved configuration (also in {config_path}):")
+        say(dump_config(cfg).rstrip())
+    else:
+        # the ~65 keys live in config.yaml; the log keeps what a reader checks first
+        data = cfg.get("data") or cfg.get("on_the_fly") or cfg.get("dataset") or "-"
+        say(
+            f"resolved configuration: task {cfg['task']}, data {data}, {cfg['epochs']} epochs; "
+            f"all of it in {config_path} (--verbose prints it)"
+        )
     lr_src = (
         "--lr"
         if cfg["lr"] is not None

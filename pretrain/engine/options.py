@@ -126,6 +126,12 @@ def engine_options(f: Callable) -> Callable:
         click.option(
             "--print-config", is_flag=True, help="Print the resolved configuration and exit."
         ),
+        click.option(
+            "--verbose",
+            is_flag=True,
+            help="Print the whole resolved configuration at start (default: a short summary; "
+            "all of it is in RUN/config.yaml either way).",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)

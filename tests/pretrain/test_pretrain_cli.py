@@ -104,6 +104,11 @@ def test_cli_trains_and_writes_run_folder(tmp_path):
     assert f"color_jitter: 0.4  # {JITTER_OFF}\n" in (run / "config.yaml").read_text()
     assert f"color_jitter=0.4 ({JITTER_OFF})" in res.output
     assert yaml.safe_load((run / "config.yaml").read_text())["color_jitter"] == 0.4
+    # a short summary by default: the ~65 keys are in config.yaml (and with --verbose)
+    head = res.output.split("epoch 1/1")[0].splitlines()
+    assert len(head) <= 8 and "mixup_switch_prob" not in res.output, head
+    assert f"all of it in {run / 'config.yaml'} (--verbose prints it)" in res.output
+    assert "mixup_switch_prob: 0.5" in (run / "config.yaml").read_text()
     for f in ("config.yaml", "metrics.jsonl", "last.pt", "model.safetensors", "model.json"):
         assert (run / f).is_file(), f
     entries = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -124,8 +129,11 @@ def test_cli_trains_and_writes_run_folder(tmp_path):
         str(run),
         "--resume",
         "auto",
+        "--verbose",
     )
     assert res.exit_code == 0 and "resumed from" in res.output, res.output
+    assert f"resolved configuration (also in {run / 'config.yaml'}):" in res.output
+    assert (run / "config.yaml").read_text().rstrip() in res.output
 
 
 @pytest.mark.parametrize(
