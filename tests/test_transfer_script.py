@@ -1,4 +1,4 @@
-"""benchmarks/transfer.py end to end at the smoke budget on tiny fake CIFAR-10 and flowers tars."""
+"""benchmarks.transfer end to end at the smoke budget on tiny fake CIFAR-10 and flowers tars."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ CORE = ("scratch", "fractaldb-sup", "sigma-sup", "sigma-mae", "natural-sup", "na
 
 
 def load_script():
-    """benchmarks/transfer.py, imported as the package module it is."""
+    """benchmarks.transfer, the package."""
     return importlib.import_module("benchmarks.transfer")
 
 
