@@ -1,6 +1,6 @@
 """Transfer against pre-training compute: the same arms at 1x, 4x, 16x the budget's steps.
 
-Reads the `transfer.json` of several `benchmarks/transfer.py` runs of one budget that differ
+Reads the `transfer.json` of several `python -m benchmarks.transfer` runs of one budget that differ
 only in `--scale` (pre-training epochs x N over the same images), and puts each arm's figures
 side by side: fine-tuned validation top-1 (mean ± sd over the fine-tuning seeds), linear probe
 and k-NN on frozen features. Scratch has no pre-training: it is the same at every scale, drawn
@@ -8,9 +8,9 @@ as a band. Writes `compute-curve.md`, one chart per downstream set (`compute-cur
 and prints the table (and a JSON line with `--json`).
 
 examples:
-  uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
+  uv run python -m benchmarks.transfer --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
       --arms scratch fractaldb-sup sigma-mae natural-sup natural-mae --out runs/cpu-x1
-  uv run python benchmarks/transfer.py --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
+  uv run python -m benchmarks.transfer --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
       --arms fractaldb-sup sigma-mae natural-sup natural-mae --scale 4 --out runs/cpu-x4
   uv run python benchmarks/compute_curve.py runs/cpu-x1 runs/cpu-x4 --out runs/curve
   uv run python benchmarks/compute_curve.py runs/cpu-x1 runs/cpu-x4 runs/cpu-x16 \\
@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:  # run as a file: see benchmarks/transfer.py
+if __name__ == "__main__" and not __package__:
+    # run as a file: import the benchmarks package from the repository, and never this folder's
+    # modules as top-level ones (benchmarks/shards.py would shadow the shards package)
     sys.path[0] = str(REPO)
 
 from benchmarks.transfer import mean_sd  # noqa: E402
@@ -42,7 +44,7 @@ def load_run(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInput(
             f"{path} is not there; fix: pass the --out folder of a finished "
-            "benchmarks/transfer.py run"
+            "python -m benchmarks.transfer run"
         )
     try:
         run = json.loads(path.read_text())
@@ -210,11 +212,13 @@ def chart(dataset: str, arms: dict[str, dict[int, dict[str, Any]]], path: Path) 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
-        description="Transfer against pre-training compute, from several transfer.py runs.",
+        description="Transfer against pre-training compute, from several benchmarks.transfer runs.",
         epilog=__doc__.split("examples:", 1)[1].join(["examples:", ""]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("runs", nargs="+", type=Path, help="--out folders of transfer.py runs")
+    parser.add_argument(
+        "runs", nargs="+", type=Path, help="--out folders of benchmarks.transfer runs"
+    )
     parser.add_argument("--out", type=Path, required=True, help="where the table and charts go")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     parser.add_argument(

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and not __package__:  # run as a file: see benchmarks/transfer.py
+if __name__ == "__main__" and not __package__:  # run as a file: see benchmarks/compute_curve.py
     sys.path[0] = str(REPO)
 
 from benchmarks import transfer as T  # noqa: E402
@@ -44,7 +44,7 @@ DEFAULT_TAR = REPO.parent / "shared" / "data" / "flowers12-train-jpg.tar.gz"
 
 
 def run_step(args: list[str], done: Path | None, log: list[str]) -> None:
-    """Run `fractaldb ARGS` (transfer.py's restartable step) unless `done` exists; log it."""
+    """Run `fractaldb ARGS` (benchmarks.transfer's restartable step) unless `done` exists; log it."""
     step = T.Step(args[0], args, done)
     log.append(step.shown)
     T.run_steps([step])
