@@ -302,18 +302,7 @@ def setup_run(
             "needed for one optimizer step; fix: a smaller --batch-size or more samples per epoch"
         )
     epochs = int(cfg["epochs"])
-    from timm.scheduler import create_scheduler_v2
-
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched=cfg["sched"],
-        num_epochs=epochs,
-        warmup_epochs=int(cfg["warmup_epochs"]),
-        warmup_lr=float(cfg["warmup_lr"]),
-        min_lr=float(cfg["min_lr"]),
-        step_on_epochs=False,
-        updates_per_epoch=steps_per_epoch,
-    )
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     ema = None
     if cfg["ema"]:
@@ -342,6 +331,29 @@ def setup_run(
     )
     log_setup(run, amp_dtype, verbose)
     return run
+
+
+def build_scheduler(cfg: dict[str, Any], optimizer: Any, steps_per_epoch: int) -> Any:
+    """timm's per-step schedule: a linear warm-up to the peak lr, then the decay over the
+    remaining steps (DeiT's and MAE's shape), so the run reaches its peak and ends at min_lr."""
+    from timm.scheduler import create_scheduler_v2
+
+    epochs, warmup = int(cfg["epochs"]), int(cfg["warmup_epochs"] or 0)
+    # timm's default fits the warm-up inside the cosine, whose value when the ramp ends is
+    # then below the peak (0.905x for 1 of 5 epochs); warmup_prefix starts the cosine there.
+    # A warm-up as long as the run keeps one epoch of cosine after it (warmup_warning).
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=cfg["sched"],
+        num_epochs=max(epochs - warmup, 1),
+        warmup_epochs=warmup,
+        warmup_lr=float(cfg["warmup_lr"]),
+        warmup_prefix=True,
+        min_lr=float(cfg["min_lr"]),
+        step_on_epochs=False,
+        updates_per_epoch=steps_per_epoch,
+    )
+    return scheduler
 
 
 def build_optimizer(cfg: dict[str, Any], model: nn.Module, lr: float, device: torch.device):
