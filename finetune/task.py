@@ -18,7 +18,7 @@ from pretrain.supervised import SupervisedTask
 
 from .datasets import DownstreamData
 from .distill import Distiller, check_distillation
-from .model import freeze_for_linear_probe
+from .model import architecture, architecture_line, freeze_for_linear_probe
 from .results import RESULTS_NAME, new_results, record_epoch, write_results
 from .weights import load_init
 
@@ -96,6 +96,11 @@ class FinetuneTask(SupervisedTask):
         echo = click.echo if D.is_main_process() else (lambda line: None)
         cfg = self.cfg
         self.init_summary = load_init(model, cfg["init"], model_name=cfg["model"], echo=echo)
+        if self.init_summary.get("kind") == "scratch":
+            # random weights: the architecture is all there is to compare against
+            arch = architecture(model, cfg["model"], cfg["img_size"])
+            self.init_summary["architecture"] = arch
+            echo(f"{architecture_line(arch)} (random init)")
         if cfg["linear_probe"]:
             self.trainable = freeze_for_linear_probe(model)
         else:

@@ -63,6 +63,7 @@ def test_each_fixture_trains_one_epoch_through_the_command(
     n_train, n_test, n_classes = sizes
     assert f"data: {dataset} ({n_train} train" in res.output
     assert f"/ {n_test} test [test], {n_classes} classes)" in res.output
+    assert "built vit_tiny_patch16_224: depth 2, width 32, image size 32 px" in res.output
     r = results(out)
     assert (r["dataset"], r["num_classes"], r["epochs"], r["epochs_done"]) == (
         dataset, n_classes, 1, 1

@@ -108,3 +108,7 @@ def test_probe_leaves_an_unreadable_photo_out_and_counts_it(tmp_path):
     got = json.loads((out / "probe.json").read_text())
     assert got["unreadable"] == 1 and got["val_samples"] == 5 and got["train_samples"] == 10
     assert "1 unreadable left out" in res.output
+    # random weights: the architecture built is said, and kept with the figures
+    assert "built vit_tiny_patch16_224: depth 1, width 32, image size 16 px, 0." in res.output
+    arch = got["init_summary"]["architecture"]
+    assert (arch["depth"], arch["width"], arch["img_size"]) == (1, 32, 16) and arch["params"] > 0
