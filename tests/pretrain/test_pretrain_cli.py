@@ -12,6 +12,9 @@ from helpers import assert_one_line_error
 from fractaldb.cli import main
 from pretrain.engine.config import config_notes, effective_color_jitter, list_recipes, load_recipe
 
+# RandAugment as DeiT's main.py (--aa default) and the FractalDB-ViT / VisualAtom configs run it
+# (REFERENCE.md sections 4 and 10): inc1 makes the colour ops' strength grow with magnitude
+DEIT_RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
 TINY = ["--recipe", "tiny-cpu", "--device", "cpu", "--workers", "0"]
 
 
@@ -38,7 +41,7 @@ def test_recipes_are_data_with_citations():
         "drop_path": 0.1,
         "hflip": 0.0,
         "color_jitter": 0.4,
-        "auto_augment": "rand-m9-mstd0.5",
+        "auto_augment": DEIT_RAND_AUGMENT,
         "reprob": 0.25,
         "mixup": 0.8,
         "cutmix": 1.0,
@@ -48,6 +51,17 @@ def test_recipes_are_data_with_citations():
         "std": [0.5] * 3,
     }
     assert {k: r[k] for k in expected} == expected
+
+
+def test_deit_preset_and_supervised_default_use_deits_rand_augment(tmp_path):
+    from pretrain.supervised import SupervisedTask
+
+    assert load_recipe("deit-tiny-fractaldb")["auto_augment"] == DEIT_RAND_AUGMENT
+    assert SupervisedTask.defaults["auto_augment"] == DEIT_RAND_AUGMENT
+    # what a run without a recipe resolves to
+    res = invoke("--model", "vit_tiny_patch16_224", "--out", str(tmp_path), "--print-config")
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load(res.output)["auto_augment"] == DEIT_RAND_AUGMENT
 
 
 def test_print_config_applies_overrides_in_order(tmp_path):
@@ -78,7 +92,7 @@ def test_print_config_applies_overrides_in_order(tmp_path):
 
 
 # the DeiT recipe's augmentation: colour jitter 0.4 written, RandAugment on
-RAND_AUGMENT = ["--set", "color_jitter=0.4", "--set", "auto_augment=rand-m9-mstd0.5"]
+RAND_AUGMENT = ["--set", "color_jitter=0.4", "--set", f"auto_augment={DEIT_RAND_AUGMENT}"]
 JITTER_OFF = "off: RandAugment replaces it, as in timm and DeiT"
 
 
@@ -139,11 +153,11 @@ def test_cli_trains_and_writes_run_folder(tmp_path):
 @pytest.mark.parametrize(
     ("color_jitter", "auto_augment", "runs"),
     [
-        (0.4, "rand-m9-mstd0.5", 0.0),
+        (0.4, DEIT_RAND_AUGMENT, 0.0),
         (0.4, "augmix-m5-w3", 0.0),
         (0.4, "3a", 0.4),  # DeiT III's 3-Augment keeps colour jitter
         (0.4, None, 0.4),
-        (0.0, "rand-m9-mstd0.5", 0.0),
+        (0.0, DEIT_RAND_AUGMENT, 0.0),
     ],
 )
 def test_effective_color_jitter_is_what_timm_builds(color_jitter, auto_augment, runs):
@@ -223,7 +237,7 @@ GRAY_MODEL = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-ar
 
 
 @pytest.mark.parametrize("augment", ["cpu", "device"])
-@pytest.mark.parametrize("auto_augment", ["null", "rand-m9-mstd0.5"])
+@pytest.mark.parametrize("auto_augment", ["null", DEIT_RAND_AUGMENT])
 def test_gray_pretraining_runs_on_every_augmentation_path(gray_render, tmp_path, augment,
                                                           auto_augment):  # fmt: skip
     """The DeiT recipe's defaults (jitter or RandAugment, erasing, mixup) into a 1-channel ViT."""
