@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import tarfile
@@ -164,10 +165,10 @@ def test_controls_never_see_the_validation_photos(smoke_run):
     out, _ = smoke_run
     # target-mae packs the downstream training split only (4 flowers per class, 2 held out)
     target = json.loads((out / "data" / "target-flowers12" / "packed.json").read_text())
-    assert target["hold_out_per_class"] == 2 and target["samples_per_class"] == [2, 2, 2]
+    assert target["samples_per_class"] == [2, 2, 2]
     # natural-* pre-train on CIFAR-10 photos minus its validation part (5 per class, 2 held out)
     natural = json.loads((out / "data" / "natural" / "packed.json").read_text())
-    assert natural["hold_out_per_class"] == 2 and natural["samples_per_class"] == [3] * 10
+    assert natural["samples_per_class"] == [3] * 10
     for arm in ("target-mae-flowers12", "natural-sup", "mae-then-sup"):
         assert (out / "pretrain" / arm / "model.safetensors").exists()
 
@@ -451,7 +452,7 @@ def test_two_sets_get_a_target_mae_each_and_share_the_natural_photos(script, dat
     assert names.count("pack-natural") == 1
     assert {"pretrain-target-mae-cifar10", "pretrain-target-mae-flowers12"} <= set(names)
     pack = next(s for s in steps if s.name == "pack-natural")
-    assert option(pack.args, "--hold-out-per-class") == "2"
+    assert pack.args[2] == script.train_root_arg(dss[0])  # its training photos only
     tune = next(s for s in steps if s.name == "finetune-flowers12-target-mae-0")
     assert option(tune.args, "--init").endswith("target-mae-flowers12")
 
@@ -470,3 +471,87 @@ def test_a_low_data_recipe_trains_and_packs_the_same_first_photos(script, data_d
     assert option(by_name["pack-target-cifar10"].args, "--per-class") == "2"
     # the natural controls keep their own count (equal to the fractal sets' images)
     assert option(by_name["pack-natural"].args, "--per-class") != "2"
+
+
+def packed_photos(shards: Path) -> set[str]:
+    """sha256 of every photo in a pack's tar shards (packed without resizing: the same bytes)."""
+    found = set()
+    for shard in shards.glob("*.tar"):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.endswith((".jpg", ".png")):
+                    found.add(hashlib.sha256(tar.extractfile(member).read()).hexdigest())
+    return found
+
+
+def photo_hashes(paths) -> set[str]:
+    return {hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+@pytest.mark.parametrize(
+    "dataset, val_per_class",
+    # the recipe's count (flowers12: 1), a count given, a fraction (cifar10 smoke, with
+    # --train-per-class 2; an image folder), each with the natural photos' own split
+    [("flowers12", None), ("flowers12", 2), ("cifar10", None), ("folder", None)],
+)
+def test_no_held_out_photo_reaches_a_pretraining_pack(
+    script, data_dir, tmp_path, in_process_steps, dataset, val_per_class
+):
+    from finetune.datasets import build_datasets
+
+    spec = str(data_dir / "f" / "flowers12" / "train") if dataset == "folder" else dataset
+    argv = ["--budget", "smoke", "--out", str(tmp_path / "o"), "--data-dir", str(data_dir)]
+    argv += ["--dataset", spec, "--arms", "target-mae", "natural-mae"]
+    argv += [] if val_per_class is None else ["--val-per-class", str(val_per_class)]
+    args = script.parse_args(argv)
+    b = script.BUDGETS["smoke"]
+    dss = [script.resolve_dataset(spec, b, data_dir, args.val_per_class)]
+    natural = script.resolve_natural(args, b, dss)
+    photo_sets = dss + ([natural] if natural is not dss[0] else [])
+    steps, _ = script.plan(args, b, dss, natural)
+    (tmp_path / "photos").mkdir()
+    script.extract_needed(steps, photo_sets, tmp_path / "photos")
+    steps, _ = script.plan(args, b, dss, natural)
+    script.run_steps([s for s in steps if s.name.startswith("pack-")])
+
+    def split(ds, cmd):  # the fine-tune's own split of the options it is given
+        kw = {"val_per_class": int(option(cmd, "--val-per-class"))} if "--val-per-class" in cmd \
+            else {"val_split": float(option(cmd, "--val-split"))}  # fmt: skip
+        if "--train-per-class" in cmd:
+            kw["train_per_class"] = int(option(cmd, "--train-per-class"))
+        data = build_datasets("folder", ds.root, **kw)
+        paths = [[p for p, _ in part.dataset.samples] for part in (data.train, data.test)]
+        return [photo_hashes(ps[i] for i in part.indices)
+                for ps, part in zip(paths, (data.train, data.test), strict=True)]  # fmt: skip
+
+    tune = next(s.args for s in steps if s.args[0] == "finetune")
+    train, held = split(dss[0], tune)
+    target = packed_photos(tmp_path / "o" / "data" / f"target-{dss[0].name}")
+    assert held and not target & held
+    assert target == train  # exactly the photos the fine-tune trains on
+    natural_train, natural_held = split(natural, ["x", *natural.split_args()])
+    packed = packed_photos(tmp_path / "o" / "data" / "natural")
+    assert natural_held and packed and not packed & natural_held
+    if natural is dss[0]:
+        assert not packed & held
+
+
+def test_the_duplicate_flowers12_photo_leaves_validation(script, tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "src" / "flowers12" / "train"
+    for i, (cls, name) in enumerate(
+        [("iris", "image_0422.jpg"), ("iris", "image_0469.jpg"), ("daisy", "image_0001.jpg")]
+    ):
+        (src / cls).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(src / cls / name)
+    tar = tmp_path / "flowers12-train-jpg.tar.gz"
+    with tarfile.open(tar, "w:gz") as t:
+        t.add(tmp_path / "src" / "flowers12", arcname="flowers12")
+    recipe = script.BUDGETS["smoke"].finetune["flowers12"]
+    (tmp_path / "x").mkdir()
+    root = script.prepare(script.Downstream("flowers12", tar, recipe, 1), tmp_path / "x")
+    assert sorted(p.name for p in (root / "iris").iterdir()) == ["image_0422.jpg"]
+    # a user's own folder is never changed
+    folder = script.prepare(script.Downstream("flowers12", src, recipe, 1), tmp_path / "y")
+    assert (folder / "iris" / "image_0469.jpg").is_file()

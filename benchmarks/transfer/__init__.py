@@ -95,9 +95,11 @@ from benchmarks.transfer.downstream import (  # noqa: F401
     DEFAULT_DATA_DIR,
     BadInput,
     Downstream,
+    extract_needed,
     prepare,
     resolve_dataset,
     root_arg,
+    train_root_arg,
 )
 from benchmarks.transfer.plan import (  # noqa: F401
     chosen_arms,

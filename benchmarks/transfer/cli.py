@@ -18,9 +18,8 @@ from benchmarks.transfer.downstream import (
     DEFAULT_DATA_DIR,
     BadInput,
     Downstream,
-    prepare,
+    extract_needed,
     resolve_dataset,
-    root_arg,
 )
 from benchmarks.transfer.plan import chosen_arms, plan
 from benchmarks.transfer.report import chart, curve_chart, markdown, summarize, summary
@@ -153,10 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         steps, arms = plan(args, b, dss, natural)
         photo_sets = dss + ([natural] if natural is not None and natural not in dss else [])
-        for ds in photo_sets:
-            if any(root_arg(ds) in s.args and not s.done.exists() for s in steps):
-                (tmp / ds.name).mkdir()
-                ds.root = prepare(ds, tmp / ds.name)
+        extract_needed(steps, photo_sets, tmp)
         steps, arms = plan(args, b, dss, natural)  # again, now with the extracted folders
         run_steps(steps, args.parallel_arms)
         log = [s.shown for s in steps]
@@ -165,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     except StepFailed as err:
         print(f"error: {err}; fix: see the output above, then re-run the same line to resume")
         return 1
+    except BadInput as err:  # found once the photos are extracted (a split that empties a class)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for ds in dss:

@@ -9,7 +9,7 @@ from pathlib import Path
 from benchmarks.steps import Step, sets
 from benchmarks.transfer.arms import Arm, arms_of, fractal_sets
 from benchmarks.transfer.budgets import MODEL, Budget, engine_args, n_images
-from benchmarks.transfer.downstream import BadInput, Downstream, root_arg
+from benchmarks.transfer.downstream import BadInput, Downstream, root_arg, train_root_arg
 
 
 def data_steps(b: Budget, out: Path, seed: int, need: set[str]) -> tuple[list[Step], dict]:
@@ -51,14 +51,13 @@ def data_steps(b: Budget, out: Path, seed: int, need: set[str]) -> tuple[list[St
 def photo_pack_step(
     name: str, ds: Downstream, out: Path, per_class: int | None
 ) -> tuple[Step, Path]:
-    """`fractaldb shards pack` of a photo set, leaving out its validation photos (the
-    fine-tuning split's rule: the last N of each class)."""
+    """`fractaldb shards pack` of a photo set's training photos (the fine-tune's split, linked
+    by Downstream.link_training_photos): its held-out photos are not in the folder packed."""
     shards = out / "data" / name
-    hold_out = ds.val_per_class or 0
-    args = ["shards", "pack", root_arg(ds), "--out", str(shards)]
+    args = ["shards", "pack", train_root_arg(ds), "--out", str(shards)]
     if per_class is not None:
         args += ["--per-class", str(per_class)]
-    args += ["--hold-out-per-class", str(hold_out), "--quiet"]
+    args += ["--quiet"]
     return Step(f"pack-{name}", args, shards / "_info.json"), shards  # fmt: skip
 
 
