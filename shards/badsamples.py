@@ -10,6 +10,7 @@ the final summary. Without a tally (plain library use) a skipped item is a warni
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +20,15 @@ from fractaldb.core.errors import FractalDBError
 
 FIRST_NAMES = 5  # how many skipped items are named
 _NAMES_BYTES = 2048
+# distinct items an epoch remembers so that each is counted once however often it is read (an
+# endless shard stream wraps round, a train-accuracy probe re-reads training photos); items past
+# this many are counted at every read
+SEEN_PER_EPOCH = 4096
+
+
+def _name_hash(name: str) -> int:
+    # hash() differs between processes (spawned loader workers): a stable digest instead
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") >> 1
 
 
 class UndecodableSample(Exception):
@@ -30,7 +40,8 @@ class UndecodableSample(Exception):
 
 
 class BadSamples:
-    """Counts of skipped samples (this epoch and in all), shared with loader worker processes."""
+    """Counts of skipped samples (this epoch and in all), shared with loader worker processes;
+    an item read more than once in an epoch is counted once."""
 
     def __init__(self, max_bad_samples: int | None = None) -> None:
         ctx = multiprocessing.get_context()
@@ -38,11 +49,26 @@ class BadSamples:
         self._epoch = ctx.Value("q", 0)
         self._total = ctx.Value("q", 0, lock=False)
         self._names = ctx.Array("c", _NAMES_BYTES, lock=False)
+        self._seen = ctx.Array("q", SEEN_PER_EPOCH, lock=False)
+        self._seen_count = ctx.Value("q", 0, lock=False)
+
+    def _first_this_epoch(self, name: str) -> bool:
+        """True unless `name` was already recorded this epoch (call under the lock)."""
+        key, n = _name_hash(name), self._seen_count.value
+        if key in self._seen[:n]:
+            return False
+        if n < SEEN_PER_EPOCH:
+            self._seen[n] = key
+            self._seen_count.value = n + 1
+        return True
 
     def record(self, name: str, reason: str, count: int = 1) -> None:
-        """Count `count` skipped samples (a damaged shard's lost ones, or one); remember the
-        name if it is among the first."""
+        """Count `count` skipped samples (a damaged shard's lost ones, or one; one sample named
+        again this epoch is not counted again); remember the name if it is among the first."""
         with self._epoch.get_lock():
+            # a shard's loss is reported once per slice read (shards/tarstream.py): each counts
+            if count == 1 and not self._first_this_epoch(name):
+                return
             self._epoch.value += count
             self._total.value += count
             names = self._names.value.decode(errors="replace")
@@ -54,6 +80,7 @@ class BadSamples:
         """Reset the per-epoch count (the limit applies per epoch)."""
         with self._epoch.get_lock():
             self._epoch.value = 0
+            self._seen_count.value = 0
 
     @property
     def epoch_count(self) -> int:
@@ -133,18 +160,18 @@ class SkipUndecodableStage:
 
 
 class LeaveOutUndecodable:
-    """A map-style evaluation dataset whose undecodable items are recorded and left out: they
-    come back as None (dropped by `collate_readable`), never replaced by another image, which
-    may be of another class. `left_out` counts them apart (the engine's val_unreadable)."""
+    """A map-style evaluation dataset whose undecodable items are recorded in `bad` (the tally
+    of the split the files belong to) and left out: they come back as None (dropped by
+    `collate_readable`), never replaced by another image, which may be of another class."""
 
-    def __init__(self, dataset: Any, bad: BadSamples, left_out: BadSamples | None = None) -> None:
-        self.dataset, self.bad, self.left_out = dataset, bad, left_out
+    def __init__(self, dataset: Any, bad: BadSamples) -> None:
+        self.dataset, self.bad = dataset, bad
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("dataset", "bad", "left_out"):
+        if name.startswith("__") or name in ("dataset", "bad"):
             raise AttributeError(name)  # not yet set (unpickling): no recursion
         return getattr(self.dataset, name)
 
@@ -153,8 +180,6 @@ class LeaveOutUndecodable:
             return self.dataset[index]
         except UndecodableSample as exc:
             self.bad.record(exc.name, exc.reason)
-            if self.left_out is not None:
-                self.left_out.record(exc.name, exc.reason)
             return None
 
 

@@ -182,12 +182,13 @@ class DatasetData:
             raise FractalDBError("the training set is empty; fix: check the data folder")
         # unreadable training images are replaced by the next one, counted and named
         # (badsamples.py); unreadable held-out images are left out (a replacement could be of
-        # another class) and counted apart: val_unreadable beside val_samples
+        # another class) and counted apart, in their own split: val_unreadable beside
+        # val_samples, with the same limit
         self.bad_samples = BadSamples(max_bad_samples)
-        self.val_left_out = BadSamples()
+        self.val_left_out = BadSamples(max_bad_samples)
         train = SkipUndecodable(train, self.bad_samples)
         if val is not None:
-            val = LeaveOutUndecodable(val, self.bad_samples, self.val_left_out)
+            val = LeaveOutUndecodable(val, self.val_left_out)
         self.train, self.val = SeededSamples(train), val
         self.num_classes = int(num_classes)
         self.num_samples = int(samples_per_epoch or len(train))
@@ -245,7 +246,7 @@ class DatasetData:
         self.val_left_out.start_epoch()  # counts this evaluation's left-out images
         share = list(range(rank, len(self.val), world_size))
         loader = self._loader(self.val, share, batch_size, collate=collate_readable)
-        return CheckedLoader(loader, self.bad_samples, new_epoch=False)
+        return CheckedLoader(loader, self.val_left_out, new_epoch=False)
 
 
 def synthetic_patterns(
