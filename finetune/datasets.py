@@ -251,9 +251,9 @@ class DecodedOnce:
         return Image.fromarray(got)
 
 
-def decode_once(*folders: Any, used: list[int] | None = None) -> None:
+def decode_once(*folders: Any, used: list[int] | None = None) -> DecodedOnce | None:
     """Give image folders of the same files one shared DecodedOnce loader when the images they
-    use (`used`: sample indices, default all) are few enough to keep in memory."""
+    use (`used`: sample indices, default all) are few enough to keep in memory; return it."""
     from torchvision.datasets.folder import default_loader
 
     from shards.badsamples import NamedImageLoader
@@ -261,10 +261,38 @@ def decode_once(*folders: Any, used: list[int] | None = None) -> None:
     pick = range(len(folders[0].samples)) if used is None else used
     paths = sorted({f.samples[i][0] for f in folders for i in pick})
     if not paths or len(paths) > DECODE_ONCE_MAX_IMAGES:
-        return
-    loader = NamedImageLoader(DecodedOnce(paths, default_loader))
+        return None
+    decoded = DecodedOnce(paths, default_loader)
+    loader = NamedImageLoader(decoded)
     for f in folders:
         f.loader = loader
+    return decoded
+
+
+def check_classes_readable(folder: Any, used: list[int], decoded: DecodedOnce | None) -> None:
+    """Refuse, in one line, a class none of whose training files (`used`) could be read: it
+    would otherwise surface as a batch-size or bad-sample error that names another cause.
+    Only known when the folder was decoded up front; otherwise unreadable files are counted
+    while training."""
+    if decoded is None or not decoded.images:
+        return
+    failed: dict[int, list[str]] = {}
+    readable: set[int] = set()
+    for i in used:
+        path, label = folder.samples[i]
+        if isinstance(decoded.images.get(path), Exception):
+            failed.setdefault(label, []).append(path)
+        else:
+            readable.add(label)
+    for label, paths in sorted(failed.items()):
+        if label not in readable:
+            exc = decoded.images[paths[0]]
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+            raise FractalDBError(
+                f"no training file of class {folder.classes[label]!r} could be read: "
+                f"{len(paths)} file(s) tried (e.g. {paths[0]}: {reason}); fix: replace them "
+                "with real images (JPEG/PNG), or remove that class folder"
+            )
 
 
 def first_per_class(targets: list[int], indices: list[int], per_class: int) -> list[int]:
@@ -307,11 +335,11 @@ def _folder(
             )
         splits = {"train": str(root), "test": str(test_root)}
         if train_per_class is None:
-            decode_once(train)
+            check_classes_readable(train, list(range(len(train))), decode_once(train))
             decode_once(test)
             return DownstreamData("folder", train, test, list(train.classes), splits)
         kept = first_per_class(train.targets, list(range(len(train))), train_per_class)
-        decode_once(train, used=kept)
+        check_classes_readable(train, kept, decode_once(train, used=kept))
         decode_once(test)
         splits["train"] += f": first {train_per_class} per class"
         return DownstreamData("folder", Subset(train, kept), test, list(train.classes), splits)
@@ -335,7 +363,8 @@ def _folder(
         train_idx = first_per_class(train.targets, train_idx, train_per_class)
         splits["train"] += f", first {train_per_class} per class of the rest"
     test_full = _image_folder(root, eval_tf, "--data-root")
-    decode_once(train, test_full, used=sorted(train_idx + test_idx))
+    decoded = decode_once(train, test_full, used=sorted(train_idx + test_idx))
+    check_classes_readable(train, train_idx, decoded)
     return DownstreamData(
         "folder", Subset(train, train_idx), Subset(test_full, test_idx), list(train.classes), splits
     )

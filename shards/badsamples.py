@@ -39,13 +39,28 @@ class UndecodableSample(Exception):
         self.name, self.reason = name, reason
 
 
+# what the skipped items are and how to repair them, by the kind of data a tally serves
+KINDS = {
+    "shards": (
+        "sample(s) or shard(s)",
+        "find the damaged shards with `fractaldb shards verify DIR`, then re-run the render "
+        "command that wrote them (it regenerates them)",
+    ),
+    "photos": (
+        "photo(s)",
+        "replace or delete the unreadable files named (photos cannot be regenerated)",
+    ),
+}
+
+
 class BadSamples:
     """Counts of skipped samples (this epoch and in all), shared with loader worker processes;
-    an item read more than once in an epoch is counted once."""
+    an item read more than once in an epoch is counted once. `kind` (KINDS) words the stop."""
 
-    def __init__(self, max_bad_samples: int | None = None) -> None:
+    def __init__(self, max_bad_samples: int | None = None, kind: str = "shards") -> None:
         ctx = multiprocessing.get_context()
         self.limit = max_bad_samples
+        self.what, self.fix = KINDS[kind]
         self._epoch = ctx.Value("q", 0)
         self._total = ctx.Value("q", 0, lock=False)
         self._names = ctx.Array("c", _NAMES_BYTES, lock=False)
@@ -98,9 +113,8 @@ class BadSamples:
 
     def summary(self) -> str:
         """One line for the end of a run."""
-        return f"skipped {self.total} unreadable sample(s) or shard(s) in all; first: " + "; ".join(
-            self.first()
-        )
+        first = "; ".join(self.first())
+        return f"skipped {self.total} unreadable {self.what} in all; first: {first}"
 
     def check(self, cause: BaseException | None = None) -> None:
         """Raise the one-line stop error if this epoch skipped more than the limit (or if the
@@ -109,10 +123,9 @@ class BadSamples:
         if not over and not (cause is not None and self.epoch_count):
             return
         raise FractalDBError(
-            f"stopped: {self.epoch_count} unreadable sample(s) or shard(s) skipped this epoch "
+            f"stopped: {self.epoch_count} unreadable {self.what} skipped this epoch "
             f"(--max-bad-samples {self.limit}); first: {'; '.join(self.first())}; fix: "
-            "regenerate the damaged files (`fractaldb shards verify` names bad shards; re-run "
-            "the render command), or raise --max-bad-samples"
+            f"{self.fix}, or raise --max-bad-samples"
         )
 
 

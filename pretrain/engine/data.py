@@ -184,8 +184,8 @@ class DatasetData:
         # (badsamples.py); unreadable held-out images are left out (a replacement could be of
         # another class) and counted apart, in their own split: val_unreadable beside
         # val_samples, with the same limit
-        self.bad_samples = BadSamples(max_bad_samples)
-        self.val_left_out = BadSamples(max_bad_samples)
+        self.bad_samples = BadSamples(max_bad_samples, kind="photos")
+        self.val_left_out = BadSamples(max_bad_samples, kind="photos")
         train = SkipUndecodable(train, self.bad_samples)
         if val is not None:
             val = LeaveOutUndecodable(val, self.val_left_out)
