@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from fractaldb.contour_sets import CONTOUR_SAMPLERS, ContourCategory
 from fractaldb.core.atomic import replace_atomically
 from fractaldb.core.errors import FractalDBError
 
@@ -43,6 +44,8 @@ class Category:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Category:
         """Parse and validate the JSON form of a category."""
+        if "maps" not in d and "vertices" in d:
+            raise ValueError("it holds contour categories, but its sampler names an IFS family")
         maps = np.asarray(d["maps"], dtype=np.float64)
         probs = np.asarray(d["probs"], dtype=np.float64)
         if maps.ndim != 2 or maps.shape[1] != 6 or maps.shape[0] < 1:
@@ -56,9 +59,13 @@ class Category:
 
 @dataclass(frozen=True)
 class CategorySet:
-    """An ordered list of categories with the sampler settings and seed that produced it."""
+    """An ordered list of categories with the sampler settings and seed that produced it.
 
-    categories: tuple[Category, ...]
+    The sampler names the family: IFS categories (`Category`) or, for a contour sampler
+    (visualatom, rcdb), `ContourCategory`.
+    """
+
+    categories: tuple[Category, ...] | tuple[ContourCategory, ...]
     sampler: str
     sampler_settings: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -69,6 +76,11 @@ class CategorySet:
 
     def __getitem__(self, index: int) -> Category:
         return self.categories[index]
+
+    @property
+    def family(self) -> str:
+        """The image family its renderer draws: "contour" or "ifs"."""
+        return family_of(self.sampler)
 
     def to_json_bytes(self) -> bytes:
         """Return the canonical file contents: a header and one line per category."""
@@ -108,7 +120,8 @@ class CategorySet:
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"format_version {version!r} is not supported (expected 1)")
-        cats = tuple(Category.from_dict(c) for c in data["categories"])
+        parse = ContourCategory if family_of(str(data["sampler"])) == "contour" else Category
+        cats = tuple(parse.from_dict(c) for c in data["categories"])
         if not cats:
             raise ValueError("it holds no categories")
         return cls(
@@ -118,6 +131,11 @@ class CategorySet:
             seed=int(data.get("seed", 0)),
             search_stats=dict(data.get("search", {})),
         )
+
+
+def family_of(sampler: str) -> str:
+    """The image family of a sampler's categories: "contour" or "ifs"."""
+    return "contour" if sampler in CONTOUR_SAMPLERS else "ifs"
 
 
 def load_categories(path: str | os.PathLike) -> CategorySet:
@@ -135,7 +153,8 @@ def load_categories(path: str | os.PathLike) -> CategorySet:
             f"categories file {str(path)!r} is malformed ({type(exc).__name__}: {exc}); "
             "regenerate it with `fractaldb search`"
         ) from None
-    refuse_divergent(categories, str(path))
+    if categories.family == "ifs":
+        refuse_divergent(categories, str(path))
     return categories
 
 

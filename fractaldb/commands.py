@@ -9,7 +9,7 @@ import click
 
 from fractaldb.core.errors import FractalDBError, check_writable, writing_to
 from fractaldb.core.options import parse_key_values
-from fractaldb.settings import COLORS, MODES, SAMPLERS, SCHEMES
+from fractaldb.settings import COLORS, CONTOUR_SAMPLERS, MODES, SAMPLERS, SCHEMES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -25,9 +25,14 @@ def run_search(
     from fractaldb.ifs import make_sampler
     from fractaldb.search import search_categories
 
+    if sampler in CONTOUR_SAMPLERS:
+        from fractaldb.contour_sets import make_contour_sampler
+
+        make_contour_sampler(sampler, **settings)  # a bad setting: one line before the bar
     try:
-        known = [f.name for f in dataclasses.fields(make_sampler(sampler))]
-        make_sampler(sampler, **settings)
+        if sampler not in CONTOUR_SAMPLERS:
+            known = [f.name for f in dataclasses.fields(make_sampler(sampler))]
+            make_sampler(sampler, **settings)
     except TypeError:
         unknown = sorted(set(settings) - set(known))
         raise FractalDBError(
@@ -52,7 +57,14 @@ def run_search(
 
 @click.command()
 @click.option("--num-categories", "-k", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--sampler", type=click.Choice(SAMPLERS), default="fractaldb", show_default=True)
+@click.option(
+    "--sampler",
+    type=click.Choice(SAMPLERS + CONTOUR_SAMPLERS),
+    default="fractaldb",
+    show_default=True,
+    help="IFS search (fractaldb, sigma) or contour family drawn from its published ranges "
+    "(visualatom, rcdb).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, help="[all cores]")
 @click.option(
@@ -60,7 +72,8 @@ def run_search(
     "sampler_args",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Sampler setting, e.g. min_fill=0.2, n_max=7, n_choices=[2,3], sigma_min=3.5.",
+    help="Sampler setting, e.g. min_fill=0.2, n_max=7, n_choices=[2,3], sigma_min=3.5; "
+    "contour ranges LO:HI, e.g. orbits=1:200, vertices=200:1000, eta=0:4, frequency=0:20.",
 )
 @click.option(
     "--perturb",
@@ -79,6 +92,8 @@ def search(num_categories, sampler, seed, workers, sampler_args, perturb, out) -
       fractaldb search --num-categories 1000 --out fractaldb-1k.json      # FractalDB-1k
       fractaldb search -k 1000 --sampler sigma --out sigma-1k.json
       fractaldb search -k 100 --set min_fill=0.1 --set n_max=4 --out small.json
+      fractaldb search -k 1000 --sampler visualatom --out visualatom-1k.json  # VisualAtom
+      fractaldb search -k 1000 --sampler rcdb --set orbits=1:100 --out rcdb.json
       # 1p-frac: one 2-map system (sigma-factor 3.5), 1,000 perturbation classes
       fractaldb search -k 1000 --sampler sigma --set n_choices=[2] --set sigma_min=3.5 \\
           --set sigma_max=3.5 --perturb 0.1 --out 1p-frac.json
@@ -87,9 +102,17 @@ def search(num_categories, sampler, seed, workers, sampler_args, perturb, out) -
     import os
 
     settings = parse_key_values(sampler_args, "--set")
+    if sampler in CONTOUR_SAMPLERS:  # YAML reads 1:20 as a base-60 integer: keep LO:HI text
+        pairs = (a.partition("=") for a in sampler_args)
+        settings.update({k.strip().replace("-", "_"): v for k, _, v in pairs if ":" in v})
     check_writable(out, "categories file")
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
+    if perturb is not None and sampler in CONTOUR_SAMPLERS:
+        raise FractalDBError(
+            f"--perturb perturbs an IFS; sampler {sampler!r} draws contour categories; fix: "
+            "drop --perturb or use --sampler fractaldb/sigma"
+        )
     if perturb is not None:
         from fractaldb.perturb import perturbed_copies
 

@@ -78,7 +78,18 @@ def render_plan(plan: InstancePlan, settings: RenderSettings) -> np.ndarray:
 
 
 class Renderer:
-    """Renders images of one category set under one settings, preparing each category once."""
+    """Renders images of one category set under one settings, preparing each category once.
+
+    The one place where the family is chosen: for a contour set (visualatom, rcdb) the
+    constructor returns a `fractaldb.contour.ContourRenderer`, with the same methods.
+    """
+
+    def __new__(cls, categories: CategorySet, settings: RenderSettings) -> Renderer:
+        if cls is Renderer and categories.family == "contour":
+            from fractaldb.contour import ContourRenderer
+
+            return super().__new__(ContourRenderer)
+        return super().__new__(cls)
 
     def __init__(self, categories: CategorySet, settings: RenderSettings) -> None:
         self.categories, self.settings = categories, settings
@@ -102,6 +113,14 @@ class Renderer:
         """Render image (category, instance)."""
         return render_plan(self.plan(category, instance), self.settings)
 
+    def render_one(self, category: int, instance: int) -> np.ndarray:
+        """Render one image without preparing its category's whole variant table."""
+        if not 0 <= category < len(self.categories):
+            raise IndexError(f"category {category} out of range [0, {len(self.categories)})")
+        cat = self.categories[category]
+        prepared = PreparedCategory(cat, category, choice_table(cat.probs), None)
+        return render_plan(plan_instance(prepared, self.settings, instance), self.settings)
+
 
 def render_instance(
     categories: CategorySet, category: int, instance: int, settings: RenderSettings
@@ -111,10 +130,4 @@ def render_instance(
     Returns uint8 HxW (gray) or HxWx3 RGB. The same arguments give the same bytes on any
     machine, in any process or thread. Loops over many images should use a `Renderer`.
     """
-    if not 0 <= category < len(categories):
-        raise IndexError(f"category {category} out of range [0, {len(categories)})")
-    # One image: only its own variant is computed, not the category's whole variant table.
-    prepared = PreparedCategory(
-        categories[category], category, choice_table(categories[category].probs), None
-    )
-    return render_plan(plan_instance(prepared, settings, instance), settings)
+    return Renderer(categories, settings).render_one(category, instance)

@@ -19,7 +19,7 @@ from functools import partial
 
 import numpy as np
 
-from fractaldb.categories import Category, CategorySet
+from fractaldb.categories import Category, CategorySet, family_of
 from fractaldb.core.seeding import TAG_FILL, TAG_SEARCH, derive_rng, derive_seed
 from fractaldb.core.workers import exit_when_orphaned
 from fractaldb.ifs import FillResult, make_sampler, measure_fill
@@ -72,6 +72,8 @@ def search_categories(
     """
     if num_categories < 1:
         raise ValueError(f"num_categories must be >= 1, got {num_categories}")
+    if family_of(sampler) == "contour":
+        return contour_set(num_categories, sampler, seed, sampler_settings)
     smp = make_sampler(sampler, **sampler_settings)
     limit = max_candidates if max_candidates is not None else 10_000 * num_categories + 10_000
     accepted: list[Category] = []
@@ -118,3 +120,14 @@ def search_categories(
         seed=seed,
         search_stats=stats,
     )
+
+
+def contour_set(
+    num_categories: int, sampler: str, seed: int, sampler_settings: dict[str, object]
+) -> CategorySet:
+    """A contour family's categories, drawn from its ranges (every candidate is accepted)."""
+    from fractaldb.contour_sets import sample_contour_categories
+
+    cats, used = sample_contour_categories(num_categories, sampler, seed, **sampler_settings)
+    stats = {"candidates": num_categories, "rejected_fill": 0, "rejected_divergent": 0}
+    return CategorySet(cats, sampler, used, seed, {**stats, "accepted": num_categories})

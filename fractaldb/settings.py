@@ -13,6 +13,8 @@ COLORS = ("gray", "color", "hue")
 SCHEMES = ("fractaldb", "jitter", "none")
 # the IFS samplers of `fractaldb search` (fractaldb.ifs.make_sampler)
 SAMPLERS = ("fractaldb", "sigma")
+# the contour samplers (fractaldb.contour_sets), drawn from the published ranges, no search
+CONTOUR_SAMPLERS = ("visualatom", "rcdb")
 # how the GPU renderer draws (fractaldb.gpu): exact = the CPU's pixels, fast = many chains per image
 GPU_MODES = ("exact", "fast")
 # where images are rendered (`render --device`, `pretrain --render-device`, auto = cuda if it can)
