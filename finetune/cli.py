@@ -84,6 +84,12 @@ REPORT_EPILOG = """\b
 Examples:
   fractaldb report runs/c10-fractal runs/c10-scratch
   fractaldb report runs/* --out-md results.md --out-png results.png
+\b
+Every run given is listed (sorted by dataset, init, run folder: the argument order changes
+nothing), fine-tuning runs (RUN/results.json) and probes (RUN/probe.json) in their own tables.
+"best" is the epoch chosen on the same test split it reports (optimistic); the chart shows the
+last epoch, one bar per run. A warning line says when runs of one dataset differ in model,
+model args, image size, recipe or data.
 """
 
 
@@ -92,10 +98,10 @@ Examples:
 @click.option("--out-md", type=click.Path(), default=None, help="Also write the table here.")
 @click.option("--out-png", type=click.Path(), default=None, help="Write a bar chart PNG here.")
 def report(runs: tuple[str, ...], out_md: str | None, out_png: str | None) -> None:
-    """Compare fine-tuning runs: markdown table of top-1/top-5 by init source and dataset.
+    """Compare fine-tuning and probe runs: markdown tables of top-1/top-5, one row per run.
 
-    Folders without results.json (pre-training runs in the same runs/ folder) are skipped
-    with a note.
+    Folders without results.json or probe.json (pre-training runs in the same runs/ folder)
+    are skipped with a note.
     """
     from fractaldb.core.atomic import write_text_atomically
     from fractaldb.core.errors import check_writable, writing_to

@@ -19,7 +19,14 @@ from pretrain.supervised import SupervisedTask
 from .datasets import DownstreamData
 from .distill import Distiller, check_distillation
 from .model import architecture, architecture_line, freeze_for_linear_probe
-from .results import RESULTS_NAME, new_results, record_epoch, write_results
+from .results import (
+    HELD_OUT,
+    RESULTS_NAME,
+    new_results,
+    record_epoch,
+    upgrade_results,
+    write_results,
+)
 from .weights import load_init
 
 
@@ -185,9 +192,9 @@ class FinetuneTask(SupervisedTask):
             row["train_top1"] = metrics["train_top1"]
         if "val_ema_top1" in metrics:
             row["ema_top1"] = metrics["val_ema_top1"]
-        for key in ("val_samples", "val_unreadable"):  # what top1 was measured on, and not
-            if key in metrics:
-                row[key] = metrics[key]
+        for key in ("samples", "unreadable"):  # what top1 was measured on, and not
+            if f"val_{key}" in metrics:  # the engine's val_ is this file's test split
+                row[f"{HELD_OUT}_{key}"] = metrics[f"val_{key}"]
         record_epoch(self.results, epoch + 1, row)
         write_results(out_dir, self.results)
 
@@ -196,7 +203,7 @@ class FinetuneTask(SupervisedTask):
         if not path.is_file():
             return
         try:
-            old = json.loads(path.read_text())
+            old = upgrade_results(json.loads(path.read_text()))
         except json.JSONDecodeError:
             return  # rewritten from this epoch on
         for row in old.get("history", []):

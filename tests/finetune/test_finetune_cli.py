@@ -71,6 +71,9 @@ def test_each_fixture_trains_one_epoch_through_the_command(
     # evaluated on the whole test split, every epoch
     epoch = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
     assert epoch["type"] == "epoch" and epoch["val_samples"] == n_test
+    # results.json names the held-out split once: "test"
+    assert r["history"][-1]["test_samples"] == n_test and "val_samples" not in r["history"][-1]
+    assert r["best"]["selected_on"] == "test" and r["best"]["optimistic"] is True
     assert r["last"]["top1"] == pytest.approx(epoch["val_top1"])
     assert r["last"]["top5"] == pytest.approx(epoch[f"val_top{min(5, n_classes)}"])
     assert 0 <= r["best"]["top1"] <= r["best"]["top5"] <= 100
@@ -81,8 +84,8 @@ def test_each_fixture_trains_one_epoch_through_the_command(
         assert res.exit_code == 0, res.output
         row = res.output.splitlines()[2]
         assert row.startswith(
-            f"| scratch | cifar10 | vit_tiny_patch16_224 | deit-cifar-sgd | 1/1 | "
-            f"{r['best']['top1']:.2f} | {r['last']['top1']:.2f} | {r['best']['top5']:.2f} |"
+            f"| scratch | cifar10 | vit_tiny_patch16_224 | 32 | deit-cifar-sgd | 1/1 | "
+            f"{r['last']['top1']:.2f} | {r['best']['top1']:.2f} | {r['best']['top5']:.2f} |"
         )
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from fixtures_downstream import make_image_folder
 from safetensors.torch import load_file
 
-from finetune.cli import probe
+from finetune.cli import probe, report
 from finetune.probe import extract_features, fit_linear_probe, knn_top1, linear_probe_top1
 
 
@@ -90,6 +90,12 @@ def test_probe_command_writes_both_figures_and_leaves_the_weights_unchanged(tmp_
     assert got["init_summary"]["loaded"] > 0
     assert weights.read_bytes() == before
     assert load_file(str(weights))  # still a readable weights file
+    # the report lists the probe beside the fine-tuning run it probed
+    res = CliRunner().invoke(report, [str(out), str(run)])
+    assert res.exit_code == 0, res.output
+    assert "| scratch | folder | vit_tiny_patch16_224 | 16 | finetune-cpu | 1/1 |" in res.output
+    assert f"| run | folder | vit_tiny_patch16_224 | 16 | {got['knn_top1']:.2f} | " in res.output
+    assert "warning" not in res.output
 
 
 def test_probe_leaves_an_unreadable_photo_out_and_counts_it(tmp_path):
