@@ -2,9 +2,11 @@
 
 Supervised checkpoints, MAE encoder-only checkpoints and full MAE checkpoints (encoder keys
 possibly under a prefix such as `encoder.`; decoder keys are reported as unexpected) all load.
-A classifier head whose shape differs is dropped (as DeiT's fine-tuning does); absolute position
-embeddings are resampled to the new grid and patch-embedding kernels to the new patch size
-with timm's helpers. Any other shape mismatch, or nothing matching at all, is an error: a run
+The source's classifier head is never loaded: a fine-tune starts from the model's own fresh
+head even when the class counts match (MAE's fine-tuning re-initialises the head after
+loading; DeiT's drops it only on a shape mismatch, which would start a CIFAR-10 fine-tune from
+a trained CIFAR-10 classifier). Absolute position embeddings are resampled to the new grid and
+patch-embedding kernels to the new patch size with timm's helpers. Any other shape mismatch, or nothing matching at all, is an error: a run
 that asked for pre-trained weights never silently trains from scratch.
 """
 
@@ -270,15 +272,18 @@ def load_state_into(
     state, prefix = _strip_prefix(state, set(own))
     heads = _classifier_prefixes(model)
     matched, notes, dropped, mismatched, unexpected = {}, [], [], [], []
+    reshaped = []  # classifier tensors of another shape (another class count)
     for key, value in state.items():
         if key not in own:
             unexpected.append(key)
             continue
         target = own[key]
+        if key.startswith(heads):
+            dropped.append(key)
+            if value.shape != target.shape:
+                reshaped.append(key)
+            continue
         if value.shape != target.shape:
-            if key.startswith(heads):
-                dropped.append(key)
-                continue
             value, note = _adapt(key, value, target, model)
             if value.shape != target.shape:
                 mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(target.shape)}")
@@ -309,8 +314,15 @@ def load_state_into(
         echo(f"init: took the model from keys under {prefix!r}")
     for note in notes:
         echo(f"init: {note}")
-    if dropped:
-        echo(f"init: dropped classifier with a different shape: {show(dropped)}")
+    if reshaped:
+        echo(f"init: dropped classifier with a different shape: {show(reshaped)}")
+    same = [k for k in dropped if k not in reshaped]
+    fresh = [k for k in own if k.startswith(heads)]
+    if fresh:
+        echo(
+            f"init: classifier head starts fresh (the model's own initialisation): {show(fresh)}"
+            + (f"; the source's same-shape {show(same)} not loaded" if same else "")
+        )
     echo(f"init: missing keys ({len(missing)}): {show(missing) or '-'}")
     new_distill = [k for k in missing if k == "dist_token" or k.startswith("head_dist.")]
     if new_distill and "dist_token" not in state:
@@ -325,6 +337,8 @@ def load_state_into(
         "unexpected": len(unexpected),
         "missing_keys": missing,
         "dropped_head": dropped,
+        # results.json records the rule: runs made before it may have kept a same-shape head
+        "head": "fresh",
         "resampled": notes,
         "key_prefix": prefix,
     }
@@ -347,6 +361,7 @@ def load_init(
         "loaded": 0,
         "missing": 0,
         "unexpected": 0,
+        "head": "fresh",
     }
     if info["kind"] == "scratch":
         echo("init: scratch (random initialisation, on purpose)")
