@@ -335,12 +335,13 @@ def setup_run(
 
 def build_scheduler(cfg: dict[str, Any], optimizer: Any, steps_per_epoch: int) -> Any:
     """timm's per-step schedule: a linear warm-up to the peak lr, then the decay over the
-    remaining steps (DeiT's and MAE's shape), so the run reaches its peak and ends at min_lr."""
+    remaining steps (MAE's adjust_learning_rate), so the run reaches its peak and ends at min_lr."""
     from timm.scheduler import create_scheduler_v2
 
     epochs, warmup = int(cfg["epochs"]), int(cfg["warmup_epochs"] or 0)
-    # timm's default fits the warm-up inside the cosine, whose value when the ramp ends is
-    # then below the peak (0.905x for 1 of 5 epochs); warmup_prefix starts the cosine there.
+    # timm's default (and so DeiT's) fits the warm-up inside the cosine, whose value when the
+    # ramp ends is then below the peak: 0.9993x for 5 of 300 epochs, but 0.905x for 1 of 5.
+    # warmup_prefix starts the cosine where the ramp ends.
     # A warm-up as long as the run keeps one epoch of cosine after it (warmup_warning).
     scheduler, _ = create_scheduler_v2(
         optimizer,
