@@ -195,11 +195,11 @@ def layer_outputs(v: Inspected, x: torch.Tensor) -> list[torch.Tensor]:
     return list(v.model.forward_intermediates(x, intermediates_only=True, output_fmt="NLC"))
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, dpi: int = 72) -> Path:
     import matplotlib.pyplot as plt
 
     try:
-        return replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=72, format="png"))
+        return replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     finally:
         plt.close(fig)
 
@@ -270,29 +270,41 @@ def draw_heads(
     return _save(fig, path)
 
 
+# the charts (attention distance, position embedding): at least MIN_CHART_WIDTH_IN x CHART_DPI
+# = 1000 px wide whatever the number of runs, their text in points readable at that size
+CHART_DPI = 125
+MIN_CHART_WIDTH_IN = 8.0
+FONT = 10
+
+
+def _wide(runs: int, height: float) -> tuple[float, float]:
+    """Figure size (inches) of a chart with one panel per run."""
+    return max(MIN_CHART_WIDTH_IN, 4.0 * runs), height
+
+
 def draw_distances(views: list[Inspected], distances: list[torch.Tensor], path: Path) -> Path:
     """One panel per run: mean attention distance (px) of every head against the layer."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(
-        1, len(views), figsize=(2.4 * len(views), 2.2), squeeze=False, sharey=True
-    )
+    fig, axes = plt.subplots(1, len(views), figsize=_wide(len(views), 4.0), squeeze=False,
+                             sharey=True)  # fmt: skip
     top = max(max(float(d.max()) for d in distances), max(v.img_size for v in views) / 2) * 1.1
     for ax, v, d in zip(axes[0], views, distances, strict=True):
         layers, heads = d.shape
         for h in range(heads):
-            ax.scatter(np.arange(1, layers + 1), d[:, h].numpy(), s=8, label=f"head {h}")
+            ax.scatter(np.arange(1, layers + 1), d[:, h].numpy(), s=24, label=f"head {h}")
         # what attention spread evenly over all patches would give
         uniform = float(A.patch_distances(v.grid, v.patch).mean())
-        ax.axhline(uniform, color="gray", linestyle="--", linewidth=0.8)
-        ax.set_title(v.label, fontsize=7)
-        ax.set_xlabel("layer (dashed: uniform attention)", fontsize=7)
+        ax.axhline(uniform, color="gray", linestyle="--", linewidth=1.0)
+        ax.set_title(v.label, fontsize=FONT + 1)
+        ax.set_xlabel("layer (dashed: uniform attention)", fontsize=FONT)
         ax.set_ylim(0, top)
         ax.set_xticks(np.arange(1, layers + 1))
-        ax.tick_params(labelsize=6)
-    axes[0, 0].set_ylabel("mean attention distance (px)", fontsize=7)
+        ax.tick_params(labelsize=FONT - 1)
+    axes[0, 0].set_ylabel("mean attention distance (px)", fontsize=FONT)
+    axes[0, 0].legend(fontsize=FONT - 2, ncol=2, loc="lower right")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, dpi=CHART_DPI)
 
 
 def similarity_mosaic(sim: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
@@ -311,17 +323,20 @@ def draw_positions(views: list[Inspected], sims: list[torch.Tensor | None], path
     """One panel per run: cosine similarity of each patch's position embedding to the others."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(views), figsize=(2.4 * len(views), 2.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(views), figsize=_wide(len(views), 4.6), squeeze=False)
     image = None
     for ax, v, sim in zip(axes[0], views, sims, strict=True):
         ax.axis("off")
-        ax.set_title(v.label, fontsize=7)
+        ax.set_title(v.label if sim is not None else f"{v.label}: no position embedding",
+                     fontsize=FONT + 1)  # fmt: skip
         if sim is not None:
             image = ax.imshow(similarity_mosaic(sim, v.grid), cmap="viridis", vmin=-1, vmax=1)
     if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.7).ax.tick_params(labelsize=6)
-    fig.suptitle("position embedding cosine similarity", fontsize=8)
-    return _save(fig, path)
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8).ax.tick_params(labelsize=FONT - 1)
+    fig.suptitle("position embedding cosine similarity", fontsize=FONT + 2)
+    fig.text(0.01, 0.01, "tile (row r, column c): patch (r, c)'s similarity to every patch",
+             fontsize=FONT - 1)  # fmt: skip
+    return _save(fig, path, dpi=CHART_DPI)
 
 
 def draw_cka(a: Inspected, b: Inspected, matrix: torch.Tensor, path: Path) -> Path:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from finetune import attention as A
 from fractaldb.cli import main
@@ -139,6 +140,9 @@ def test_inspect_writes_its_pictures(runs, images, tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("rollout", "heads", "attention_distance", "position_embedding"):
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("attention_distance", "position_embedding"):  # axes readable at a glance
+        with Image.open(out / f"{name}.png") as chart:
+            assert chart.width >= 800, (name, chart.size)
     numbers = json.loads((out / "inspect.json").read_text())
     dist = numbers["mean_attention_distance_px"]
     assert set(dist) == {"vit", "reg", "deit"} and np.array(dist["vit"]).shape == (2, 2)
