@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from finetune.options import dataset_options, finetune_options
-from pretrain.engine.options import engine_options, startup_notice
+from finetune.options import ONLY_WITH, dataset_options, finetune_options
+from pretrain.engine.options import engine_options, refuse_ignored, startup_notice
 
 FINETUNE_EPILOG = """\b
 Examples:
@@ -73,6 +73,7 @@ def finetune(**opts) -> None:
 
     if opts["dataset"] not in DATASETS:  # one line, before torch is imported
         build_datasets(opts["dataset"], opts["data_root"])
+    refuse_ignored(opts, ONLY_WITH)
     check_options(opts)
     startup_notice("finetune", opts)
     from .run import run_finetune
@@ -153,6 +154,7 @@ validation images in OUT/probe.json. Unreadable photos are left out and counted.
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
 def probe(**opts) -> None:
     """k-NN and linear-probe top-1 of a backbone's frozen features on a downstream dataset."""
+    refuse_ignored(opts, ONLY_WITH)
     startup_notice("probe", opts)
     from .run import run_probe
 

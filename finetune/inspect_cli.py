@@ -39,7 +39,7 @@ def inspect(runs, images, out, num_images, cka, model_name, model_arg, img_size)
     """
     from fractaldb.core.options import parse_key_values
 
-    from .inspection import inspect_runs
+    from .inspection import PICTURE_IMAGES, inspect_runs
 
     if num_images < 1:
         raise FractalDBError(f"--num-images {num_images}; fix: 1 or more")
@@ -50,3 +50,11 @@ def inspect(runs, images, out, num_images, cka, model_name, model_arg, img_size)
     )  # fmt: skip
     for name, path in result["figures"].items():
         click.echo(f"{name}: {path}")
+    used = len(result["images"])
+    if used < num_images:
+        click.echo(f"note: --num-images {num_images}, but {images} holds {used} readable "
+                   f"image(s): used {used}", err=True)  # fmt: skip
+    if used > PICTURE_IMAGES:
+        click.echo(f"note: rollout.png and heads.png show the first {PICTURE_IMAGES} of the "
+                   f"{used} images; inspect.json and the other pictures use all of them",
+                   err=True)  # fmt: skip

@@ -130,6 +130,9 @@ def run_label(path: Path) -> str:
     return f"{path.parent.name}/{path.name}" if path.name.startswith("seed") else path.name
 
 
+PICTURE_IMAGES = 8  # images (rows) drawn in rollout.png and heads.png
+
+
 def find_images(folder: str | Path, limit: int) -> list[Path]:
     """The first `limit` readable images (sorted by path) anywhere under `folder`; unreadable
     ones are skipped with a warning naming them, as training does."""
@@ -399,9 +402,12 @@ def inspect_runs(
         sims.append(pos_embed_of(v))
         if cka:
             layers.append(layer_outputs(v, x))
+    # a picture has a row per image: past a few rows it is a strip nobody can read
+    k = min(len(files), PICTURE_IMAGES)
+    pics = [p[:k] for p in shown]
     written = {
-        "rollout": draw_rollout(views, shown, rollouts, out_dir / "rollout.png"),
-        "heads": draw_heads(views, shown, last, out_dir / "heads.png"),
+        "rollout": draw_rollout(views, pics, [r[:k] for r in rollouts], out_dir / "rollout.png"),
+        "heads": draw_heads(views, pics, [m[:k] for m in last], out_dir / "heads.png"),
         "attention_distance": draw_distances(views, distances, out_dir / "attention_distance.png"),
         "position_embedding": draw_positions(views, sims, out_dir / "position_embedding.png"),
     }

@@ -9,8 +9,21 @@ from collections.abc import Callable
 
 import click
 
+from pretrain.engine.options import OnlyWith
+
 # DeiT's distillation losses (finetune.distill); none = plain fine-tuning
 DISTILLATIONS = ("none", "hard", "soft")
+
+# dataset options that do nothing for some datasets: refused there (refuse_ignored); the
+# folder-only ones are refused by finetune.datasets.build_datasets
+ONLY_WITH = (
+    OnlyWith(
+        "the torchvision datasets (cifar10, cifar100, pets, flowers102)",
+        lambda o: o.get("dataset") != "folder",
+        {"download": "--download"},
+        fix="drop it (an image folder is read where it is; --data-root names it)",
+    ),
+)
 
 
 def dataset_options(f: Callable) -> Callable:

@@ -14,9 +14,11 @@ from fractaldb.core.errors import FractalDBError
 from fractaldb.settings import COLORS, GPU_MODES, MODES, RENDER_DEVICES, SCHEMES
 from pretrain.engine.options import (
     ENGINE_OVERRIDES,
+    OnlyWith,
     build_config,
     check_options,
     engine_options,
+    refuse_ignored,
     startup_notice,
 )
 
@@ -60,6 +62,33 @@ RENDER_OPTIONS = {
     "color": "color",
     "scheme": "scheme",
 }
+
+
+# options that do nothing without --on-the-fly, or beside synthetic data: refused there
+ONLY_WITH = (
+    OnlyWith(
+        "--on-the-fly rendering",
+        lambda o: bool(o.get("on_the_fly")),
+        {
+            "image_size": "--image-size",
+            "points": "--points",
+            "render_mode": "--mode",
+            "color": "--color",
+            "scheme": "--scheme",
+            "render_device": "--render-device",
+            "gpu_mode": "--gpu-mode",
+        },
+        fix="drop it (shards keep the settings they were rendered with: `fractaldb shards "
+        "inspect DIR`)",
+        fixes={"image_size": "--img-size {value} sets the model input size for --data"},
+    ),
+    OnlyWith(
+        "shards or --on-the-fly training data",
+        lambda o: not str(o.get("data") or "").startswith("synthetic"),
+        {"val_data": "--val-data"},
+        fix="drop it (synthetic data brings its own held-out set)",
+    ),
+)
 
 
 def render_options(f: Callable) -> Callable:
@@ -107,6 +136,7 @@ def pretrain_config(task: Any, opts: dict[str, Any], overrides: Iterable[str]) -
     from pretrain.sources import resolve_onthefly
 
     cfg = build_config(task, opts, (*ENGINE_OVERRIDES, *DATA_OVERRIDES, *overrides))
+    refuse_ignored({**opts, "on_the_fly": cfg["on_the_fly"], "data": cfg["data"]}, ONLY_WITH)
     render = {key: opts[o] for o, key in RENDER_OPTIONS.items() if opts.get(o) is not None}
     cfg["render"] = {**cfg["render"], **render}
     resolve_onthefly(cfg)
@@ -130,14 +160,8 @@ def run_task(task: Any, opts: dict[str, Any], overrides: Iterable[str] = ()) -> 
     try:
         with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):
             data = open_shards_source(cfg, task.train_transform(cfg), task.eval_transform(cfg))
-            train(
-                cfg,
-                task,
-                data,
-                opts["out"],
-                resume=opts.get("resume"),
-                verbose=opts.get("verbose", False),
-            )
+            train(cfg, task, data, opts["out"], resume=opts.get("resume"),
+                  verbose=bool(opts.get("verbose")))  # fmt: skip
     finally:
         D.cleanup()
 

@@ -9,10 +9,12 @@ into the resolved configuration. No torch import here: `fractaldb --help` must s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
+from fractaldb.core.errors import FractalDBError
 from fractaldb.core.options import parse_key_values
 from pretrain.engine.config import AMP_MODES, AUGMENT_MODES, resolve_config
 
@@ -178,3 +180,32 @@ def build_config(task: Any, opts: dict[str, Any], overrides: Iterable[str]) -> d
     cfg = resolve_config(task.defaults, opts.get("recipe"), values, task.name)
     cfg["model_args"].update(model_args)
     return cfg
+
+
+@dataclass(frozen=True)
+class OnlyWith:
+    """Options that do something in one mode only (`active`, read from the options): given in
+    another mode they are refused, not silently ignored. `fixes` per option, `{value}` is the
+    value given; `fix` for the others."""
+
+    mode: str
+    active: Callable[[dict[str, Any]], bool]
+    flags: dict[str, str]  # parameter name -> the option as typed
+    fix: str = "drop it"
+    fixes: dict[str, str] = field(default_factory=dict)
+
+
+def refuse_ignored(opts: dict[str, Any], rules: Iterable[OnlyWith]) -> None:
+    """One line for the first option given where it would do nothing, naming what applies."""
+    for rule in rules:
+        if rule.active(opts):
+            continue
+        for name, flag in rule.flags.items():
+            value = opts.get(name)
+            if value is None or value is False:
+                continue
+            given = flag if value is True else f"{flag} {value}"
+            fix = rule.fixes.get(name, rule.fix).format(value=value)
+            raise FractalDBError(
+                f"{given} only applies to {rule.mode}, here it would be ignored; fix: {fix}"
+            )
