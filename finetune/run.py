@@ -73,14 +73,8 @@ def run_finetune(opts: dict[str, Any]) -> None:
             data.bad_samples,
         )
         with writing_to(opts["out"], "run folder"), remove_if_failed_early(opts["out"]):
-            train(
-                cfg,
-                task,
-                data,
-                opts["out"],
-                resume=opts.get("resume"),
-                verbose=opts.get("verbose", False),
-            )
+            train(cfg, task, data, opts["out"], resume=opts.get("resume"),
+                  verbose=bool(opts.get("verbose")))  # fmt: skip
         if info.is_main:
             click.echo(f"results: {opts['out']}/results.json")
     finally:
