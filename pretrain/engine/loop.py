@@ -225,9 +225,24 @@ def train(
         if run.steps_here:
             raise
         raise startup_oom(cfg, exc, run.plan) from None
+    except KeyboardInterrupt:  # Ctrl-C (the console then prints "Aborted.")
+        if run.info.is_main:
+            tqdm.write(interrupted_hint(run.out_dir), file=sys.stderr)
+        raise
     finally:
         run.logger.close()
     return last_metrics
+
+
+def interrupted_hint(out_dir: Path) -> str:
+    """What an interrupted run keeps, and how to continue it."""
+    last = out_dir / "last.pt"
+    if last.exists():
+        return (
+            f"interrupted: {last} holds the last finished epoch; re-run the same command with "
+            "--resume auto to continue from it"
+        )
+    return "interrupted before the first epoch ended (no checkpoint yet): re-run the command"
 
 
 def startup_oom(
