@@ -81,10 +81,10 @@ def load_runs(runs: list[str], note: Any = print) -> list[dict[str, Any]]:
             "fix: pass `fractaldb finetune` or `fractaldb probe` run folders"
         )
     for path in skipped:
-        note(
-            f"note: skipped {path}: no {RESULTS_NAME} or {PROBE_NAME} (not a fine-tuning or probe run, or no epoch done)"
-        )
-    return loaded
+        note(f"note: skipped {path}: no {RESULTS_NAME} or {PROBE_NAME} (not a fine-tuning or "
+             "probe run, or no epoch done)")  # fmt: skip
+    # a run named twice (`runs/* runs/c10`) is one row
+    return list({(os.path.realpath(r["_run"]), r["_kind"]): r for r in loaded}.values())
 
 
 def init_label(results: dict[str, Any]) -> str:

@@ -112,6 +112,7 @@ def test_report_lists_every_run_in_either_order(tmp_path):
         outputs.append(res.output.replace(str(png), "PNG"))
         charts.append(png.read_bytes())
     assert outputs[0] == outputs[1] and charts[0] == charts[1]
+    assert len(load_runs([str(a), str(b), str(a / "results.json"), str(p)])) == 3  # a named twice
     out = outputs[0]
     assert f"| 42.20 | 42.20 | 80.00 | {a} |" in out and f"| 11.10 | 11.10 | 50.00 | {b} |" in out
     assert "| init | dataset | model | img | k-NN top-1 | linear-probe top-1 | run |" in out
