@@ -31,6 +31,11 @@ class Category:
         """Number of affine maps in the system."""
         return int(self.maps.shape[0])
 
+    @property
+    def summary(self) -> str:
+        """A few words for a contact sheet's label."""
+        return f"{self.num_maps} maps, fill {self.fill_rate:.2f}"
+
     def to_dict(self, index: int) -> dict[str, Any]:
         """Return the JSON form of this category."""
         return {
@@ -156,6 +161,17 @@ def load_categories(path: str | os.PathLike) -> CategorySet:
     if categories.family == "ifs":
         refuse_divergent(categories, str(path))
     return categories
+
+
+def refuse_other_family(categories: CategorySet, sampler: str, preset: str) -> None:
+    """Raise a one-line error if the categories are not of the family the preset renders."""
+    want = family_of(sampler)
+    if categories.family != want:
+        raise FractalDBError(
+            f"preset {preset!r} renders {want} categories ({sampler}), but the categories "
+            f"file holds {categories.family} categories ({categories.sampler}); fix: pass a "
+            f"file from `fractaldb search --sampler {sampler}`, or a preset of that family"
+        )
 
 
 def refuse_divergent(categories: CategorySet, source: str) -> None:

@@ -95,6 +95,12 @@ class ContourCategory:
             object.__setattr__(self, name, _check_range(name, getattr(self, name), limit))
         object.__setattr__(self, "centre", _check_range("centre", self.centre))
 
+    @property
+    def summary(self) -> str:
+        """A few words for a contact sheet's label."""
+        waves = f", waves {self.n1}/{self.n2}" if self.n1 or self.n2 else ""
+        return f"{self.vertices} vertices, {self.orbits} orbits, eta {self.eta:.2f}{waves}"
+
     def to_dict(self, index: int) -> dict[str, Any]:
         """Return the JSON form of this category."""
         d = {"index": index, **asdict(self)}

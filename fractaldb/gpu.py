@@ -21,6 +21,9 @@ Two modes:
   attractor, bounding-box framing, patch mask, colour and flip, but other random draws:
   the same distribution, different pixels.
 
+Contour sets (visualatom, rcdb) go to `fractaldb.contour_gpu` (one mode: exact, one thread
+per image); the choice follows `fractaldb.render.Renderer`'s.
+
 Hue colour ("hue") needs OpenCV's float HSV conversion: `render_batch_to_host` renders the hit
 counts on the GPU and colours them on the CPU with the CPU renderer's own function; the
 device-array API supports gray and colour.
@@ -35,6 +38,8 @@ from typing import Any
 import numpy as np
 
 from fractaldb.categories import CategorySet
+from fractaldb.contour import ContourRenderer
+from fractaldb.contour_gpu import render_contour_batch
 from fractaldb.core.errors import FractalDBError
 from fractaldb.gpu_kernels import (
     MAX_MAPS,
@@ -223,7 +228,10 @@ def render_batch(
     or (B, H, W, 3) RGB, each image equal to `render_instance` in exact mode."""
     require_cuda("GPU rendering", alternative="the CPU renderer")
     check_gpu_settings(settings, gpu_mode, on_device=True)
-    prep = prepare_batch(categories, cells, settings)
+    renderer = categories if isinstance(categories, Renderer) else Renderer(categories, settings)
+    if isinstance(renderer, ContourRenderer):
+        return render_contour_batch(renderer, cells, settings, stream=stream)
+    prep = prepare_batch(renderer, cells, settings)
     return render_prepared(prep, settings, gpu_mode, stream=stream)
 
 
@@ -237,7 +245,10 @@ def render_batch_to_host(
     hue is coloured on the CPU from the GPU's hit counts)."""
     require_cuda("GPU rendering", alternative="the CPU renderer")
     check_gpu_settings(settings, gpu_mode, on_device=False)
-    prep = prepare_batch(categories, cells, settings)
+    renderer = categories if isinstance(categories, Renderer) else Renderer(categories, settings)
+    if isinstance(renderer, ContourRenderer):
+        return list(render_contour_batch(renderer, cells, settings).copy_to_host())
+    prep = prepare_batch(renderer, cells, settings)
     if settings.color != "hue":
         return list(render_prepared(prep, settings, gpu_mode).copy_to_host())
     counts = render_prepared(prep, settings, gpu_mode, counts=True).copy_to_host()

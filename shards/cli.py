@@ -144,7 +144,7 @@ def render(
     or damaged ones; a multi-node run ends with `fractaldb shards finalize OUT` (done automatically by
     the last node to finish).
     """
-    from fractaldb.categories import load_categories
+    from fractaldb.categories import load_categories, refuse_other_family
     from shards.writer import write_shards
 
     preset = load_preset(preset_name)
@@ -179,6 +179,8 @@ def render(
         require_cuda("--device cuda")  # before any search or rendering
     out_dir = Path(out) if out else Path("data") / preset.name
     categories = load_categories(categories_path) if categories_path is not None else None
+    if categories is not None and preset.name != DEFAULT_PRESET:
+        refuse_other_family(categories, preset.search.get("sampler", "fractaldb"), preset.name)
     then = "; then re-run the same command (it keeps the complete shards)"
     with (
         writing_to(out_dir, "shards into", then),
