@@ -1,6 +1,7 @@
 """Transfer against pre-training compute: the same arms at 1x, 4x, 16x the budget's steps.
 
-Reads the `transfer.json` of several `python -m benchmarks.transfer` runs of one budget that differ
+Reads the `transfer.json` (or the results file `benchmarks/results/transfer-BUDGET-DATASET.json`)
+of several `python -m benchmarks.transfer` runs of one budget that differ
 only in `--scale` (pre-training epochs x N over the same images), and puts each arm's figures
 side by side: fine-tuned validation top-1 (mean ± sd over the fine-tuning seeds), linear probe
 and k-NN on frozen features. Scratch has no pre-training: it is the same at every scale, drawn
@@ -39,8 +40,9 @@ class BadInput(Exception):
 
 
 def load_run(folder: Path) -> dict[str, Any]:
-    """One finished transfer run's report (its transfer.json), checked for what we read."""
-    path = folder / "transfer.json"
+    """One finished transfer run's report (its OUT/transfer.json, or a results file
+    benchmarks/results/transfer-BUDGET-DATASET.json), checked for what we read."""
+    path = folder if folder.suffix == ".json" else folder / "transfer.json"
     if not path.is_file():
         raise BadInput(
             f"{path} is not there; fix: pass the --out folder of a finished "
@@ -217,7 +219,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "runs", nargs="+", type=Path, help="--out folders of benchmarks.transfer runs"
+        "runs",
+        nargs="+",
+        type=Path,
+        help="--out folders of benchmarks.transfer runs, or their results .json files",
     )
     parser.add_argument("--out", type=Path, required=True, help="where the table and charts go")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")

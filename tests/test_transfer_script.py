@@ -97,6 +97,7 @@ def smoke_run(script, data_dir, tmp_path_factory):
     argv = ["--budget", "smoke", "--out", str(out), "--data-dir", str(data_dir)]
     # one downstream set keeps the 18 arms within CI time; several sets are planned below
     argv += ["--dataset", "flowers12", "--ft-seeds", "0", "--json", "--val-per-class", "2"]
+    argv += ["--results-dir", str(out.parent / "results")]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(steps, "launch", in_process)
         assert script.main(argv) == 0
@@ -114,7 +115,7 @@ def in_process_steps(monkeypatch):
 def test_a_table_per_dataset_with_every_arm_and_column(script, smoke_run):
     out, _ = smoke_run
     arms = script.arm_names(script.BUDGETS["smoke"])
-    assert set(CORE) < set(arms) and len(arms) == 18
+    assert set(CORE) < set(arms) and len(arms) == 21
     for dataset in ("flowers12",):
         table = (out / f"results-{dataset}.md").read_text().splitlines()
         header = [c.strip() for c in table[0].split("|")]
@@ -122,7 +123,7 @@ def test_a_table_per_dataset_with_every_arm_and_column(script, smoke_run):
         rows = {row.split("|")[1].strip(): row.split("|") for row in table[2:]}
         assert sorted(rows) == sorted(arms)
         for arm, row in rows.items():
-            assert row[-2].strip().startswith("1: ")  # one fine-tuning seed
+            assert row[header.index("n (pt x ft)")].strip() == "1 x 1"  # one run
             linear, knn = float(row[header.index("linear probe")]), float(row[header.index("k-NN")])
             assert 0.0 <= linear <= 100.0 and 0.0 <= knn <= 100.0, arm
         assert "(in-domain)" not in rows["natural-sup"][2]
@@ -137,7 +138,8 @@ def test_a_table_per_dataset_with_every_arm_and_column(script, smoke_run):
     assert "(in-domain)" in natural and "(in-domain)" in target
     assert "(in-domain)" not in as_cifar.split("| sigma-mae ")[1].split("\n")[0]
     summary = (out / "summary.md").read_text()
-    assert "budget `smoke`, fine-tuning seeds 0," in summary and "fractaldb pretrain mae" in summary
+    assert "budget `smoke` (variant: `--val-per-class 2`), fine-tuning seeds 0," in summary
+    assert "fractaldb pretrain mae" in summary
     figures = json.loads((out / "transfer.json").read_text())
     sigma = next(r for r in figures["results"]["flowers12"] if r["arm"] == "sigma-mae")
     assert sigma["seeds"] == [0] and len(sigma["last"]) == len(sigma["train"]) == 1
@@ -383,6 +385,8 @@ def test_failed_step_stops_new_steps_and_reports(script, tmp_path, monkeypatch):
         (["--sup-epochs", "0"], "1 or more"),
         (["--ft-img-size", "0"], "8 px or more"),
         (["--scale", "0"], "1 or more"),
+        (["--equal-steps", "--sup-epochs", "3"], "fix: one"),
+        (["--pt-seeds", "0", "0"], "twice"),
     ],
 )
 def test_bad_input_is_one_line_error(script, tmp_path, capsys, extra, message):
@@ -555,3 +559,190 @@ def test_the_duplicate_flowers12_photo_leaves_validation(script, tmp_path):
     # a user's own folder is never changed
     folder = script.prepare(script.Downstream("flowers12", src, recipe, 1), tmp_path / "y")
     assert (folder / "iris" / "image_0469.jpg").is_file()
+
+
+def test_welch_matches_scipy_and_claims_follow_the_interval(script):
+    # constants from scipy.stats.ttest_ind(a, b, equal_var=False) and its confidence_interval
+    a, b = [75.0, 74.4, 76.1, 73.9, 74.7, 75.6], [71.7, 69.4, 71.1]
+    d = script.welch(a, b)
+    assert d.p == pytest.approx(0.012233741400161981, rel=1e-9)
+    assert d.df == pytest.approx(2.945443075715305, rel=1e-9)
+    assert (d.low, d.high) == (pytest.approx(1.7639926989279364), pytest.approx(6.669340634405373))
+    assert d.differs and script.claim("target-mae", d).startswith("target-mae: above scratch")
+    d = script.welch([72.8, 72.8, 65.6], b)
+    assert d.p == pytest.approx(0.9044687888712836, rel=1e-9)
+    assert (d.low, d.high) == (pytest.approx(-9.751164970253024), pytest.approx(9.084498303586338))
+    assert not d.differs and "no difference from scratch" in script.claim("sigma-sup", d)
+    assert script.welch([70.0], b) is None and script.welch([1.0, 1.0], [1.0, 1.0]) is None
+    assert "too few runs" in script.claim("x", None)
+
+
+def test_flops_match_torch_flop_counter(script):
+    import timm
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pretrain.mae import MaskedAutoencoder
+
+    b = script.BUDGETS["smoke"]  # patch 8, depth 1, width 32, 2 heads, 32 px; decoder 32 x 1
+    dims = {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}
+    x = torch.zeros(1, 3, b.img_size, b.img_size)
+    sup = timm.create_model(script.MODEL, img_size=b.img_size, num_classes=4, **dims)
+    dim, depth, heads = b.mae_decoder
+    mae = MaskedAutoencoder(script.MODEL, b.img_size, model_args=dims, decoder_dim=dim,
+                            decoder_depth=depth, decoder_heads=heads)  # fmt: skip
+    for model, kind in ((sup, "sup"), (mae, "mae")):
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+        assert script.forward_flops(b, kind, 4) == pytest.approx(counter.get_total_flops()), kind
+    cost = script.pretrain_cost(b, "mae", 2, 64, 16)
+    assert (cost.steps, cost.images) == (8, 128)
+    assert cost.flops == pytest.approx(3 * 128 * script.forward_flops(b, "mae"))
+
+
+def test_pt_seeds_pool_every_run_and_own_recipes_are_planned(script, data_dir, tmp_path):
+    (steps, arms), args = variant_plan(
+        script, data_dir, tmp_path, "--arms", "scratch", "sigma-mae", "fractaldb-sup",
+        "--pt-seeds", "0", "1", "--own-recipes",
+    )  # fmt: skip
+    names = [s.name for s in steps]
+    # every arm pre-trained per seed; the supervised arm also at 0.5 x and 2 x its lr
+    assert {"pretrain-sigma-mae", "pretrain-sigma-mae-pt1"} <= set(names)
+    sup = [s for s in steps if s.name.startswith("pretrain-fractaldb-sup")]
+    lrs = sorted(float(option(s.args, "--lr")) for s in sup)
+    base = script.BUDGETS["smoke"].pre_lr
+    assert lrs == [base / 2] * 2 + [base] * 2 + [base * 2] * 2
+    assert option(next(s for s in sup if s.name.endswith("-pt1")).args, "--seed") == "1"
+    tunes = [n for n in names if n.startswith("finetune-")]
+    assert len([n for n in tunes if "-scratch-" in n]) == 2  # no pre-training seed: ft only
+    assert len([n for n in tunes if "-sigma-mae" in n]) == 2 * 3 * 2  # pt x (shared + 2 ld) x ft
+    ld = next(s for s in steps if s.name == "finetune-flowers12-sigma-mae-ld0.65-pt1-1")
+    assert "layer_decay=0.65" in ld.args and "global_pool=avg" in ld.args
+    assert option(ld.args, "--init").endswith("pretrain/sigma-mae-pt1")
+    assert not [n for n in tunes if "fractaldb-sup-ld" in n]
+
+
+def test_pooled_table_states_cost_interval_and_the_own_choice(script):
+    def runs(values, column="shared", pts=(0, 1)):
+        it = iter(values)
+        return {f"{column}/pt{p}/ft{f}": {"last": next(it), "best": 99.0, "train": 50.0,
+                                          "curve": [10.0, 20.0], "img_size": 48, "epochs": 2}
+                for p in pts for f in range(len(values) // len(pts))}  # fmt: skip
+
+    cost = {"steps": 500, "images": 32000, "flops": 1.5e12}
+    doc = {"arms": {
+        "sigma-mae": {"saw": "s", "cost": cost, "runs": {
+            **runs([75.0, 74.4, 76.1, 73.9, 74.7, 75.6]),
+            **runs([70.0, 70.5, 71.0, 70.2, 69.9, 70.1], "ld0.65"),
+            **runs([77.0, 77.5, 78.0, 76.2, 76.9, 77.1], "ld0.75"),
+            "shared/pt0/probe": {"linear": 40.0, "knn": 30.0, "img_size": 48},
+            "shared/pt1/probe": {"linear": 42.0, "knn": 32.0, "img_size": 48}}},
+        "scratch": {"saw": "nothing", "cost": {"steps": 0, "images": 0, "flops": 0.0},
+                    "runs": runs([71.7, 69.4, 71.1], pts=(0,))},
+    }}  # fmt: skip
+    rows = script.summarize(doc, ["scratch", "sigma-mae"])
+    assert [r["arm"] for r in rows] == ["scratch", "sigma-mae"]
+    sigma = rows[1]
+    assert sigma["n"] == "2 x 3" and len(sigma["last"]) == 6 and sigma["linear"] == 41.0
+    assert sigma["vs_scratch"]["p"] == pytest.approx(0.012233741400161981, rel=1e-9)
+    assert sigma["own"]["column"] == "ld0.75"  # the better candidate on validation
+    table = script.markdown(rows)
+    header = [c.strip() for c in table.splitlines()[0].split("|")]
+    row = [c.strip() for c in table.splitlines()[3].split("|")]
+    assert "best epoch" not in table  # optimistic: the JSON keeps it, the table does not
+    assert row[header.index("pre-training steps")] == "500"
+    assert row[header.index("images seen")] == "32,000"
+    assert row[header.index("train FLOPs")] == "1.50e+12"
+    assert row[header.index("vs scratch [95 % CI]")] == "+4.22 [+1.76, +6.67]"
+    assert row[header.index("p")] == "0.012"
+    assert row[header.index("own recipe (chosen on val)")] == (
+        "77.12 ± 0.60 (ld0.75) +6.38 [+3.79, +8.98]"
+    )
+    assert script.claims(rows) == [
+        "- sigma-mae: above scratch (+4.22 points, 95 % CI +1.76 to +6.67, p 0.012)."
+    ]
+
+
+def test_equal_steps_gives_supervised_arms_the_mae_epochs(script, data_dir, tmp_path):
+    from dataclasses import replace
+
+    b = replace(script.BUDGETS["smoke"], mae_epochs=3)
+    assert script.with_variant(b, None, None, 2, equal_steps=True).pre_epochs == 6
+    (steps, _), args = variant_plan(script, data_dir, tmp_path, "--arms", "core", "--equal-steps")
+    epochs = {option(s.args, "--epochs") for s in steps if s.args[0] == "pretrain"}
+    assert epochs == {str(script.BUDGETS["smoke"].mae_epochs)}
+    assert script.figure_flags(args) == ["--equal-steps"]
+
+
+def test_practitioner_arms_start_from_their_fractal_arm_at_equal_steps(script, smoke_run):
+    out, _ = smoke_run
+    for arm in ("sigma-mae+target-mae", "fractaldb-sup+target-mae", "target-mae-long"):
+        assert (out / "pretrain" / f"{arm}-flowers12" / "model.safetensors").exists()
+        run = json.loads(
+            (out / "finetune" / "flowers12" / arm / "seed0" / "results.json").read_text()
+        )
+        assert Path(run["init"]["source"]).name == f"{arm}-flowers12" and run["init"]["loaded"] > 0
+    config = (out / "pretrain" / "sigma-mae+target-mae-flowers12" / "config.yaml").read_text()
+    assert str(out / "pretrain" / "sigma-mae") in config  # initialised from the fractal MAE
+    rows = {
+        r["arm"]: r for r in json.loads((out / "transfer.json").read_text())["results"]["flowers12"]
+    }
+    # the equal-cost control spends what the two-stage arm spends
+    assert rows["target-mae-long"]["cost"] == rows["sigma-mae+target-mae"]["cost"]
+    assert rows["target-mae-long"]["cost"]["steps"] == 2 * rows["target-mae"]["cost"]["steps"]
+
+
+def test_results_json_round_trips_and_a_second_checkout_skips_what_it_holds(
+    script, smoke_run, tmp_path, capsys, in_process_steps
+):
+    from benchmarks import compute_curve
+
+    out, argv = smoke_run
+    results = Path(argv[argv.index("--results-dir") + 1])
+    path = results / "transfer-smoke-flowers12-val-per-class-2.json"
+    doc = json.loads(path.read_text())
+    assert doc["commit"] and doc["invocations"][0]["command"].startswith("python -m")
+    assert doc["invocations"][0]["minutes"] >= 0 and doc["invocations"][0]["fractaldb_commands"]
+    assert script.results.load(path, "smoke", ["--val-per-class", "2"]) == doc
+    assert doc["arms"]["sigma-mae"]["runs"]["shared/pt0/ft0"]["last"] >= 0
+    assert doc["arms"]["sigma-mae"]["cost"]["flops"] > 0
+    # another checkout: no run folders, the same results file
+    fresh = argv.copy()
+    fresh[fresh.index("--out") + 1] = str(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert script.main(fresh) == 0
+    printed = capsys.readouterr().out
+    assert "+ fractaldb" not in printed and "extracting" not in printed
+    assert f"# skip {len(doc['arms']) * 2} runs held by" in printed  # a fine-tune and a probe each
+    assert not (tmp_path / "elsewhere" / "pretrain").exists()
+    table = (tmp_path / "elsewhere" / "results-flowers12.md").read_text()
+    assert table == (out / "results-flowers12.md").read_text()
+    again = json.loads(path.read_text())
+    assert again["arms"] == doc["arms"]
+    assert len(again["invocations"]) == len(doc["invocations"]) + 1
+    # compute_curve reads the results file as a run
+    assert compute_curve.main([str(path), "--out", str(tmp_path / "c"), "--json"]) == 0
+    curve = json.loads(capsys.readouterr().out.splitlines()[-1])["compute_curve"]["flowers12"]
+    assert curve["sigma-mae"]["1"]["mean"] == pytest.approx(
+        doc["arms"]["sigma-mae"]["runs"]["shared/pt0/ft0"]["last"]
+    )
+
+
+def test_a_results_file_of_another_variant_is_refused_in_one_line(script, tmp_path, capsys):
+    path = script.results.results_path(tmp_path, "smoke", "flowers12", [])
+    path.write_text(json.dumps({"budget": "smoke", "variant": ["--scale", "4"], "arms": {}}))
+    with pytest.raises(script.BadInput, match="another --results-dir, or delete it"):
+        script.results.load(path, "smoke", [])
+    path.write_text("{")
+    with pytest.raises(script.BadInput, match="not readable JSON"):
+        script.results.load(path, "smoke", [])
+
+
+def test_curve_chart_gives_every_arm_its_own_style(script, tmp_path):
+    names = script.arm_names(script.BUDGETS["smoke"])
+    styles = script.arm_styles(names)
+    assert len({(s["color"], s.get("linestyle", "-")) for s in styles.values()}) == len(names)
+    assert styles["scratch"]["color"] == "black"
+    rows = [{"arm": a, "curve": [10.0, 20.0], "curves": [[9.0, 19.0], [11.0, 21.0]]} for a in names]
+    png = script.curve_chart("flowers12", rows, tmp_path / "c.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -72,7 +72,7 @@ erasing or drop-path either (a few short epochs).
 
 from benchmarks.photos import find_image_folder, is_archive  # noqa: F401
 from benchmarks.steps import Step, StepFailed, needed, run_steps, sets  # noqa: F401
-from benchmarks.transfer.arms import Arm, FractalSet, arm_names, arms_of, fractal_sets  # noqa: F401
+from benchmarks.transfer.arms import GROUPS, Arm, FractalSet, arm_names, arms_of, fractal_sets  # noqa: F401
 from benchmarks.transfer.budgets import (  # noqa: F401
     BUDGETS,
     FULL_AUG,
@@ -85,11 +85,13 @@ from benchmarks.transfer.budgets import (  # noqa: F401
 )
 from benchmarks.transfer.cli import (  # noqa: F401
     check_variant,
+    figure_flags,
     main,
     parse_args,
     resolve_natural,
     variant_flags,
 )
+from benchmarks.transfer.cost import Cost, forward_flops, pretrain_cost  # noqa: F401
 from benchmarks.transfer.downstream import (  # noqa: F401
     ARCHIVES,
     DEFAULT_DATA_DIR,
@@ -102,6 +104,8 @@ from benchmarks.transfer.downstream import (  # noqa: F401
     train_root_arg,
 )
 from benchmarks.transfer.plan import (  # noqa: F401
+    Plan,
+    Unit,
     chosen_arms,
     data_steps,
     finetune_steps,
@@ -113,7 +117,9 @@ from benchmarks.transfer.plan import (  # noqa: F401
     probe_run,
 )
 from benchmarks.transfer.report import (  # noqa: F401
+    arm_styles,
     chart,
+    claims,
     curve_chart,
     machine_line,
     markdown,
@@ -121,3 +127,4 @@ from benchmarks.transfer.report import (  # noqa: F401
     summarize,
     summary,
 )
+from benchmarks.transfer.stats import Difference, claim, welch  # noqa: F401

@@ -36,6 +36,11 @@ class Arm:
     init: str | None = None  # the arm whose weights start this one's pre-training
     on_the_fly: bool = False  # render every image new instead of reading the rendered set
     group: str = "core"
+    epochs_x: int = 1  # pre-training epochs x N (an equal-cost control of a two-stage arm)
+
+
+# what --arms accepts besides arm names
+GROUPS = ("core", "variant", "practice")
 
 
 _GRAY_POINTS = ("--mode", "point", "--color", "gray")
@@ -110,7 +115,18 @@ def arms_of(b: Budget) -> list[Arm]:
         Arm("sup-then-mae", "mae", "sigma", "fractaldb-sup, then MAE on " + seen("sigma"),
             init="fractaldb-sup", group=v),
     ]  # fmt: skip
-    return core + variants
+    # what a user with a small photo set and no natural weights could run: does fractal
+    # pre-training add to MAE on the photos themselves, at the same total steps?
+    p, photos = "practice", "MAE on the downstream training photos"
+    practice = [
+        Arm("sigma-mae+target-mae", "mae", "target", f"sigma-mae, then {photos}",
+            init="sigma-mae", group=p),
+        Arm("fractaldb-sup+target-mae", "mae", "target", f"fractaldb-sup, then {photos}",
+            init="fractaldb-sup", group=p),
+        Arm("target-mae-long", "mae", "target", f"{photos}, twice the epochs (the steps of "
+            "sigma-mae+target-mae)", group=p, epochs_x=2),
+    ]  # fmt: skip
+    return core + variants + practice
 
 
 def arm_names(b: Budget) -> list[str]:

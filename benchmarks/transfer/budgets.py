@@ -187,13 +187,20 @@ def engine_args(b: Budget, img_size: int, seed: int, workers: int) -> list[str]:
 
 
 def with_variant(
-    b: Budget, sup_epochs: int | None, ft_img_size: int | None, scale: int = 1
+    b: Budget,
+    sup_epochs: int | None,
+    ft_img_size: int | None,
+    scale: int = 1,
+    equal_steps: bool = False,
 ) -> Budget:
     """The budget with the supervised pre-training epochs and/or every set's fine-tuning
     resolution replaced (None keeps the budget's); `scale` multiplies every pre-training's
-    epochs (the compute curve: same images, N times the steps)."""
+    epochs (the compute curve: same images, N times the steps); `equal_steps` gives the
+    supervised arms the MAE arms' epochs (same images per epoch and batch: the same steps)."""
     if scale != 1:
         b = replace(b, pre_epochs=b.pre_epochs * scale, mae_epochs=b.mae_epochs * scale)
+    if equal_steps:
+        b = replace(b, pre_epochs=b.mae_epochs)
     if sup_epochs is not None:
         b = replace(b, pre_epochs=sup_epochs)
     if ft_img_size is not None:
@@ -205,3 +212,11 @@ def with_variant(
 def n_images(b: Budget) -> int:
     """Images of every pre-training set (natural and target controls see as many per epoch)."""
     return b.categories * b.instances
+
+
+# --own-recipes: each method's own fine-tuning choices beside the shared recipe, chosen on
+# validation. MAE fine-tunes from average-pooled tokens with layer-wise lr decay (MAE's
+# main_finetune: 0.65, 0.75 for the larger models); supervised arms sweep their pre-training
+# lr (x 0.5, 1, 2 of the budget's) under the shared fine-tuning recipe
+LAYER_DECAYS = (0.65, 0.75)
+PRE_LR_FACTORS = (0.5, 2.0)  # besides x 1, the shared column's own run

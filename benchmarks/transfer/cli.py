@@ -10,8 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.steps import StepFailed, run_steps
-from benchmarks.transfer.arms import arm_names, arms_of
+from benchmarks.steps import StepFailed, needed, run_steps
+from benchmarks.transfer import results
+from benchmarks.transfer.arms import GROUPS, arm_names, arms_of
 from benchmarks.transfer.budgets import BUDGETS, Budget, with_variant
 from benchmarks.transfer.downstream import (
     ARCHIVES,
@@ -21,8 +22,9 @@ from benchmarks.transfer.downstream import (
     extract_needed,
     resolve_dataset,
 )
-from benchmarks.transfer.plan import chosen_arms, plan
+from benchmarks.transfer.plan import Plan, chosen_arms, plan
 from benchmarks.transfer.report import chart, curve_chart, markdown, summarize, summary
+from benchmarks.transfer.results import DEFAULT_RESULTS_DIR, results_path
 
 USAGE = """examples:
   uv run python -m benchmarks.transfer --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
@@ -37,15 +39,26 @@ re-running the same line skips finished steps and resumes interrupted ones"""
 
 def variant_flags(args: argparse.Namespace) -> list[str]:
     """The command-line options that change the budget's plan, as typed."""
+    flags = ["--arms", *args.arms] if args.arms else []
+    return flags + figure_flags(args)
+
+
+def figure_flags(args: argparse.Namespace) -> list[str]:
+    """The options that change what a run measures (not which runs): they name the results
+    file, so that chunks split by --arms, --pt-seeds or --ft-seeds share one."""
     flags = []
-    if args.arms:
-        flags += ["--arms", *args.arms]
     if args.sup_epochs is not None:
         flags += ["--sup-epochs", str(args.sup_epochs)]
     if args.ft_img_size is not None:
         flags += ["--ft-img-size", str(args.ft_img_size)]
     if args.scale != 1:
         flags += ["--scale", str(args.scale)]
+    if getattr(args, "equal_steps", False):
+        flags += ["--equal-steps"]
+    if getattr(args, "val_per_class", None) is not None:
+        flags += ["--val-per-class", str(args.val_per_class)]
+    if getattr(args, "seed", 0) != 0:
+        flags += ["--seed", str(args.seed)]
     return flags
 
 
@@ -67,14 +80,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--val-per-class", type=int, default=None, help="held-out images per class (all sets)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="render and pre-training seed")
+    parser.add_argument("--seed", type=int, default=0, help="render seed (and pre-training's)")
+    parser.add_argument(
+        "--pt-seeds", type=int, nargs="+", default=None,
+        help="pre-training seeds, each arm pre-trained once per seed (default: --seed)",
+    )  # fmt: skip
     parser.add_argument("--ft-seeds", type=int, nargs="+", default=[0], help="fine-tuning seeds")
     parser.add_argument(
         "--parallel-arms", type=int, default=1, help="independent steps run at once (one GPU)"
     )
     parser.add_argument(
         "--arms", nargs="+", default=None,
-        help="run only these arms, or the groups core / variant (default: all)",
+        help="run only these arms, or the groups core / variant / practice (default: all)",
     )  # fmt: skip
     parser.add_argument(
         "--sup-epochs", type=int, default=None,
@@ -88,6 +105,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scale", type=int, default=1,
         help="pre-training epochs x N, same images (the compute curve: 1, 4, 16)",
     )  # fmt: skip
+    parser.add_argument(
+        "--equal-steps", action="store_true",
+        help="supervised arms pre-train the MAE arms' epochs (the same steps and images)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--own-recipes", action="store_true",
+        help="also each method's own choices, chosen on validation: MAE arms fine-tuned with "
+        "average pooling and layer decay 0.65 / 0.75, supervised arms at 0.5 / 2 x the "
+        "pre-training lr",
+    )  # fmt: skip
+    parser.add_argument(
+        "--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
+        help="where transfer-BUDGET-DATASET.json is merged and read (default: benchmarks/results)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     return parser.parse_args(argv)
 
@@ -95,11 +126,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def check_variant(args: argparse.Namespace, b: Budget) -> None:
     """Raise BadInput for an unknown arm or a non-positive epoch count, scale or resolution."""
     known = arm_names(b)
-    unknown = [a for a in args.arms or [] if a not in known and a not in ("core", "variant")]
+    unknown = [a for a in args.arms or [] if a not in known and a not in GROUPS]
     if unknown:
         raise BadInput(
-            f"--arms {' '.join(unknown)} unknown; fix: core, variant or some of {' '.join(known)}"
+            f"--arms {' '.join(unknown)} unknown; fix: {', '.join(GROUPS)} or some of "
+            f"{' '.join(known)}"
         )
+    for flag in ("pt_seeds", "ft_seeds"):
+        seeds = getattr(args, flag) or []
+        if len(set(seeds)) < len(seeds):
+            raise BadInput(f"--{flag.replace('_', '-')} {' '.join(map(str, seeds))} names a "
+                           "seed twice; fix: once each")  # fmt: skip
+    if args.equal_steps and args.sup_epochs is not None:
+        raise BadInput("--equal-steps and --sup-epochs both set the supervised epochs; fix: one")
     if args.sup_epochs is not None and args.sup_epochs < 1:
         raise BadInput(f"--sup-epochs {args.sup_epochs}; fix: 1 or more")
     if args.scale < 1:
@@ -137,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         check_variant(args, BUDGETS[args.budget])
         if len(set(args.dataset)) < len(args.dataset):
             raise BadInput(f"--dataset {' '.join(args.dataset)} names a set twice; fix: once each")
-        b = with_variant(BUDGETS[args.budget], args.sup_epochs, args.ft_img_size, args.scale)
+        b = with_variant(
+            BUDGETS[args.budget], args.sup_epochs, args.ft_img_size, args.scale, args.equal_steps
+        )
         dss = [resolve_dataset(d, b, args.data_dir, args.val_per_class) for d in args.dataset]
         if len({d.name for d in dss}) < len(dss):
             raise BadInput(f"--dataset {' '.join(args.dataset)} names a set twice; fix: once each")
@@ -148,16 +189,24 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    flags = figure_flags(args)
+    paths = {ds.name: results_path(args.results_dir, args.budget, ds.name, flags) for ds in dss}
     tmp = Path(tempfile.mkdtemp(prefix="transfer-photos-"))
+    p: Plan | None = None
     try:
-        steps, arms = plan(args, b, dss, natural)
+        docs = {name: results.load(path, args.budget, flags) for name, path in paths.items()}
+        p = plan(args, b, dss, natural)
+        # runs the results files hold are not run again, even without their folders
+        skip = {u.step for u in p.units if results.stored(docs[u.dataset], u) is not None
+                and results.read_unit(u) is None}  # fmt: skip
+        wanted = {u.step for u in p.units} - skip
         photo_sets = dss + ([natural] if natural is not None and natural not in dss else [])
-        extract_needed(steps, photo_sets, tmp)
-        steps, arms = plan(args, b, dss, natural)  # again, now with the extracted folders
+        extract_needed(needed(p.steps, wanted), photo_sets, tmp)
+        p = plan(args, b, dss, natural)  # again, now with the extracted folders
+        steps = needed(p.steps, wanted)
+        if skip:
+            print(f"# skip {len(skip)} runs held by {', '.join(map(str, paths.values()))}")
         run_steps(steps, args.parallel_arms)
-        log = [s.shown for s in steps]
-        seen = {a.name: a.saw for a in arms_of(b)}
-        tables = {ds.name: summarize(out, ds.name, arms, args.ft_seeds, seen) for ds in dss}
     except StepFailed as err:
         print(f"error: {err}; fix: see the output above, then re-run the same line to resume")
         return 1
@@ -166,31 +215,61 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if p is not None:  # what finished is kept, also when a step failed
+            log = [s.shown for s in p.steps]
+            record(args, argv, b, docs, paths, p, (time.time() - start) / 60, log)
+    minutes = (time.time() - start) / 60
+    tables = {name: doc["results"][name] for name, doc in docs.items()}
     for ds in dss:
         in_domain = ds.name == "cifar10"
         (out / f"results-{ds.name}.md").write_text(markdown(tables[ds.name], in_domain))
     png = chart(tables, out / "results.png")
     curves = [curve_chart(ds.name, tables[ds.name], out / f"curve-{ds.name}.png") for ds in dss]
-    minutes = (time.time() - start) / 60
     variant = variant_flags(args)
     (out / "summary.md").write_text(
         summary(args.budget, dss, tables, args.ft_seeds, log, minutes, variant)
     )
-    figures = {
+    figures = {**figures_head(args, b), "minutes": round(minutes, 1), "results": tables,
+               "commands": log}  # fmt: skip
+    (out / "transfer.json").write_text(json.dumps(figures, indent=2) + "\n")
+    if args.json:
+        print(json.dumps({k: v for k, v in figures.items() if k != "commands"}))
+    shown = ", ".join(str(p) for p in [png, *curves, *paths.values()])
+    print(f"# done in {minutes:.1f} min: {out / 'summary.md'}, {shown}")
+    return 0
+
+
+def figures_head(args: argparse.Namespace, b: Budget) -> dict:
+    """What every figures file says about its budget (compute_curve.py reads these keys)."""
+    return {
         "budget": args.budget,
-        "variant": variant,
+        "variant": variant_flags(args),
         "scale": args.scale,
         "pre_epochs": b.pre_epochs,
         "mae_epochs": b.mae_epochs,
         "seed": args.seed,
+        "pt_seeds": args.pt_seeds or [args.seed],
         "ft_seeds": args.ft_seeds,
-        "minutes": round(minutes, 1),
-        "results": tables,
-        "commands": log,
     }
-    (out / "transfer.json").write_text(json.dumps(figures, indent=2) + "\n")
-    if args.json:
-        print(json.dumps({k: v for k, v in figures.items() if k != "commands"}))
-    shown = ", ".join(str(p) for p in [png, *curves])
-    print(f"# done in {minutes:.1f} min: {out / 'summary.md'}, {shown}")
-    return 0
+
+
+def record(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    b: Budget,
+    docs: dict[str, dict],
+    paths: dict[str, Path],
+    p: Plan,
+    minutes: float,
+    log: list[str],
+) -> None:
+    """Merge every finished run into each set's results file and its pooled table."""
+    saw = {a.name: a.saw for a in arms_of(b)}
+    typed = sys.argv[1:] if argv is None else argv
+    for name, doc in docs.items():
+        units = [u for u in p.units if u.dataset == name]
+        results.merge(doc, units, p.costs, saw, results.invocation(typed, minutes, log))
+        doc |= {k: v for k, v in figures_head(args, b).items() if k not in ("variant",)}
+        doc["dataset"] = name
+        doc["results"] = {name: summarize(doc, arm_names(b))}
+        results.write(paths[name], doc)

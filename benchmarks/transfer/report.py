@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import statistics
 from pathlib import Path
 
 from benchmarks.transfer.budgets import BUDGETS, Budget
 from benchmarks.transfer.downstream import Downstream
-from benchmarks.transfer.plan import ft_run, probe_run
+from benchmarks.transfer.stats import Difference, claim, welch
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -17,40 +16,74 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(
-    out: Path, dataset: str, arms: list[str], ft_seeds: list[int], saw: dict[str, str] | None = None
-) -> list[dict]:
-    """Per arm: last-epoch and best validation top-1, train top-1 and the per-epoch validation
-    curve over the finished seeds; the frozen-feature probe's k-NN and linear top-1."""
-    from finetune.report import load_run
+def _parse_key(key: str) -> tuple[str, int, int | None]:
+    """(column, pre-training seed, fine-tuning seed or None for a probe) of a results key."""
+    column, pt, run = key.split("/")
+    return ("" if column == "shared" else column), int(pt[2:]), (
+        None if run == "probe" else int(run[2:]))  # fmt: skip
 
+
+def _pooled(runs: list[dict]) -> dict:
+    """Figures pooled over runs: last, best and train top-1 per run, the mean curve."""
+    epochs = min((len(r["curve"]) for r in runs), default=0)
+    return {
+        "last": [r["last"] for r in runs],
+        "best": [r["best"] for r in runs],
+        "train": [r["train"] for r in runs if r.get("train") is not None],
+        "curve": [statistics.fmean(r["curve"][e] for r in runs) for e in range(epochs)],
+        "curves": [r["curve"] for r in runs],
+    }
+
+
+def summarize(doc: dict, order: list[str]) -> list[dict]:
+    """Per arm of the results document, in `order` (arms not in it last): every run pooled
+    over pre-training x fine-tuning seeds (last, best, train top-1, validation curves), the
+    frozen-feature probes (mean over pre-training seeds), the pre-training cost, and the
+    arm's own recipe: the candidate column with the best mean last-epoch validation."""
     rows = []
-    for arm in arms:
-        runs = [ft_run(out, dataset, arm, s) for s in ft_seeds]
-        seeds = [
-            s for s, r in zip(ft_seeds, runs, strict=True) if (r / "model.safetensors").exists()
-        ]
-        done = [load_run(ft_run(out, dataset, arm, s)) for s in seeds]
-        probe_file = probe_run(out, dataset, arm) / "probe.json"
-        probe = json.loads(probe_file.read_text()) if probe_file.exists() else None
-        if not done and probe is None:
+    names = sorted(doc["arms"], key=lambda a: (order.index(a) if a in order else len(order), a))
+    for arm in names:
+        entry = doc["arms"][arm]
+        shared, probes, columns = [], [], {}
+        for key in sorted(entry.get("runs", {})):
+            record = entry["runs"][key]
+            column, pt, ft = _parse_key(key)
+            if ft is None:
+                probes.append(record)
+            elif column == "":
+                shared.append((pt, ft, record))
+            else:
+                columns.setdefault(column, []).append(record)
+        if not shared and not probes:
             continue
-        ends = [r["history"][-1] for r in done]
-        epochs = min((len(r["history"]) for r in done), default=0)
-        curve = [statistics.fmean(r["history"][e]["top1"] for r in done) for e in range(epochs)]
-        rows.append({
-            "arm": arm,
-            "saw": (saw or {}).get(arm, ""),
-            "seeds": seeds,
-            "last": [r["last"]["top1"] for r in done],
-            "best": [r["best"]["top1"] for r in done],
-            "train": [h["train_top1"] for h in ends if "train_top1" in h],
-            "curve": curve,
-            "knn": probe["knn_top1"] if probe else None,
-            "linear": probe["linear_top1"] if probe else None,
-            "img_size": done[0]["img_size"] if done else probe["img_size"],
-            "epochs": done[0]["epochs"] if done else None,
-        })  # fmt: skip
+        shared.sort(key=lambda x: (x[1], x[0]))
+        row = {"arm": arm, "saw": entry.get("saw", ""), "cost": entry.get("cost")}
+        row |= _pooled([r for _, _, r in shared])
+        row["seeds"] = [ft for _, ft, _ in shared]
+        row["pt_seeds"] = [pt for pt, _, _ in shared]
+        row["n"] = f"{len(set(row['pt_seeds']))} x {len(set(row['seeds']))}"
+        row["linear"] = statistics.fmean(p["linear"] for p in probes) if probes else None
+        row["knn"] = statistics.fmean(p["knn"] for p in probes) if probes else None
+        first = shared[0][2] if shared else probes[0]
+        row["img_size"], row["epochs"] = first["img_size"], first.get("epochs")
+        if columns:
+            # supervised arms: the shared column is also the sweep's x 1 candidate
+            if any(c.startswith("plr") for c in columns) and shared:
+                columns[""] = [r for _, _, r in shared]
+            means = {c: statistics.fmean(r["last"] for r in rs) for c, rs in columns.items()}
+            pick = max(means, key=lambda c: means[c])
+            row["own"] = {"column": pick or "plr1", "last": [r["last"] for r in columns[pick]],
+                          "candidates": {(c or "plr1"): m for c, m in means.items()}}  # fmt: skip
+        else:
+            row["own"] = None
+        rows.append(row)
+    scratch = next((r["last"] for r in rows if r["arm"] == "scratch"), [])
+    for row in rows:
+        d = welch(row["last"], scratch) if row["arm"] != "scratch" else None
+        row["vs_scratch"] = d.as_dict() if d else None
+        own = row["own"] and welch(row["own"]["last"], scratch)
+        if row["own"]:
+            row["own"]["vs_scratch"] = own.as_dict() if own else None
     return rows
 
 
@@ -58,59 +91,112 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _diff(d: dict | None) -> str:
+    return "" if not d else f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+
+
+def _cost(cost: dict | None) -> tuple[str, str, str]:
+    if not cost:
+        return "-", "-", "-"
+    return f"{cost['steps']:,}", f"{cost['images']:,}", f"{cost['flops']:.2e}"
+
+
+def in_domain_arm(arm: str) -> bool:
+    """Whether the arm pre-trains on photos of the downstream kind (CIFAR-10 or the set's own)."""
+    return arm.startswith("natural-") or "target-mae" in arm
+
+
 def markdown(rows: list[dict], in_domain: bool = False) -> str:
-    """Table: what each arm saw; fine-tuned top-1 (mean ± sd of last and best epoch), gain
-    over scratch; linear-probe and k-NN top-1 on frozen features; train top-1; the seeds."""
-    scratch = next(
-        (statistics.fmean(r["last"]) for r in rows if r["arm"] == "scratch" and r["last"]), None
-    )
+    """Table: what each arm saw, its pre-training steps, images seen and training FLOPs; the
+    runs pooled (pre-training x fine-tuning seeds); fine-tuned last-epoch top-1 mean ± sd, the
+    difference from scratch with its 95 % CI and Welch p; the arm's own recipe (chosen on
+    validation); linear-probe and k-NN top-1 on frozen features; train top-1. The best epoch,
+    a maximum over the same validation, is optimistic: it is in the JSON only."""
     lines = [
-        "| init | pre-training saw | fine-tuned, last epoch | best epoch | vs scratch | "
-        "linear probe | k-NN | train top-1 | seeds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| init | pre-training saw | pre-training steps | images seen | train FLOPs | "
+        "n (pt x ft) | fine-tuned, last epoch | vs scratch [95 % CI] | p | own recipe "
+        "(chosen on val) | linear probe | k-NN | train top-1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         saw = r.get("saw", "")
-        if in_domain and r["arm"].startswith(("natural-", "target-")):
+        if in_domain and in_domain_arm(r["arm"]):
             saw += " (in-domain)"
+        ft = "-"
         if r["last"]:
-            last, best = mean_sd(r["last"]), mean_sd(r["best"])
-            ft = f"{last[0]:.2f} ± {last[1]:.2f}"
-            bst = f"{best[0]:.2f} ± {best[1]:.2f}"
-            gain = statistics.fmean(r["last"]) - scratch if scratch is not None else None
-        else:
-            ft = bst = "-"
-            gain = None
-        gain_s = "" if r["arm"] == "scratch" or gain is None else f"{gain:+.2f}"
+            m, sd = mean_sd(r["last"])
+            ft = f"{m:.2f} ± {sd:.2f}"
+        d = r.get("vs_scratch")
+        p = f"{d['p']:.3f}" if d else ""
+        own = "-"
+        if r.get("own"):
+            o = r["own"]
+            m, sd = mean_sd(o["last"])
+            own = f"{m:.2f} ± {sd:.2f} ({o['column']}) {_diff(o.get('vs_scratch'))}".rstrip()
         train = f"{statistics.fmean(r['train']):.1f}" if r["train"] else "-"
-        seeds = " ".join(f"{v:.1f}" for v in r["last"])
+        steps, images, flops = _cost(r.get("cost"))
         lines.append(
-            f"| {r['arm']} | {saw} | {ft} | {bst} | {gain_s} | {_pct(r.get('linear'))} | "
-            f"{_pct(r.get('knn'))} | {train} | {len(r['last'])}: {seeds} |"
+            f"| {r['arm']} | {saw} | {steps} | {images} | {flops} | {r.get('n', '-')} | {ft} | "
+            f"{_diff(d)} | {p} | {own} | {_pct(r.get('linear'))} | {_pct(r.get('knn'))} | "
+            f"{train} |"
         )
     return "\n".join(lines) + "\n"
 
 
+def claims(rows: list[dict]) -> list[str]:
+    """One sentence per arm against scratch, "no difference" when the interval holds zero."""
+    out = []
+    for r in rows:
+        if r["arm"] == "scratch":
+            continue
+        d = r.get("vs_scratch")
+        out.append("- " + claim(r["arm"], Difference(**d) if d else None))
+    return out
+
+
+def arm_styles(arms: list[str]) -> dict[str, dict]:
+    """A line style per arm: scratch black and thick, the others 10 colours, then the next
+    line style (21 arms never repeat a colour and style)."""
+    import matplotlib
+
+    palette = [matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab10"].colors]
+    out, i = {}, 0
+    for arm in arms:
+        if arm == "scratch":
+            out[arm] = {"color": "black", "linewidth": 2.2}
+            continue
+        out[arm] = {"color": palette[i % 10], "linestyle": ("-", "--", ":", "-.")[i // 10 % 4]}
+        i += 1
+    return out
+
+
 def curve_chart(dataset: str, rows: list[dict], path: Path) -> Path:
-    """Validation top-1 against fine-tuning epoch (mean over seeds), one line per arm, scratch
-    in black: whether the recipe is long enough for scratch to plateau."""
+    """Validation top-1 against fine-tuning epoch: one colour per arm, the mean over its runs
+    as a line and their range as a band, scratch in black: whether the recipe is long enough
+    for scratch to plateau."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from fractaldb.core.atomic import replace_atomically
 
-    fig, ax = plt.subplots(figsize=(6.0, 3.6))
-    for r in rows:
-        if not r.get("curve"):
-            continue
-        epochs = range(1, len(r["curve"]) + 1)
-        style = {"color": "black", "linewidth": 2.2} if r["arm"] == "scratch" else {"alpha": 0.7}
-        ax.plot(epochs, r["curve"], label=r["arm"], **style)
+    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    drawn = [r for r in rows if r.get("curve")]
+    styles = arm_styles([r["arm"] for r in drawn])
+    for r in drawn:
+        epochs = np.arange(1, len(r["curve"]) + 1)
+        style = styles[r["arm"]]
+        ax.plot(epochs, r["curve"], label=f"{r['arm']} ({len(r.get('curves') or [])})", **style)
+        runs = [c[: len(epochs)] for c in r.get("curves") or [] if len(c) >= len(epochs)]
+        if len(runs) > 1:
+            ax.fill_between(epochs, np.min(runs, axis=0), np.max(runs, axis=0),
+                            color=style["color"], alpha=0.12, linewidth=0)  # fmt: skip
     ax.set_xlabel("fine-tuning epoch")
     ax.set_ylabel("val top-1 (%)")
-    ax.set_title(f"{dataset}: validation during fine-tuning (mean over seeds)", fontsize=9)
+    ax.set_title(f"{dataset}: validation during fine-tuning (mean of the runs, band: their "
+                 "range)", fontsize=9)  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2, loc="lower right")
     fig.tight_layout()
@@ -192,8 +278,13 @@ def summary(
         "",
         f"budget {shown}, fine-tuning seeds {' '.join(map(str, ft_seeds))}, "
         f"{minutes:.0f} min, machine: {machine_line(BUDGETS[budget])}.",
-        "Top-1 (%) on the held-out images, mean ± sample sd over the fine-tuning seeds; "
-        "train top-1 on a fixed subset of the training images under the evaluation transform.",
+        "Top-1 (%) on the held-out images, mean ± sample sd over every run of an arm (n = "
+        "pre-training seeds x fine-tuning seeds; scratch has no pre-training seed); the "
+        "difference from scratch with its 95 % confidence interval and p-value (Welch's "
+        "t-test); train top-1 on a fixed subset of the training images under the evaluation "
+        "transform. FLOPs: training, about 3x the forward pass per image seen (the MAE encoder "
+        "sees its visible patches only); a two-stage arm counts both stages. The best epoch "
+        "(a maximum over the same validation, optimistic) is in the JSON only.",
     ]
     for ds in dss:
         r = ds.recipe
@@ -205,6 +296,8 @@ def summary(
             f"{r.epochs} epochs, batch {r.batch}, lr {r.lr:g}.",
             "",
             markdown(tables[ds.name], ds.name == "cifar10").rstrip("\n"),
+            "",
+            *claims(tables[ds.name]),
         ]
     lines += ["", "![val top-1](results.png)", "", "Commands:", "", "```", *log, "```", ""]
     return "\n".join(lines)
