@@ -4,8 +4,10 @@ Every arm is pre-trained once per budget, then measured on each `--dataset` thre
 the same recipe for every arm (only the init differs): fine-tuned end to end (once per
 `--ft-seeds` seed; the recipe tuned for scratch on validation, long enough that scratch has
 plateaued: OUT/curve-DATASET.png shows it), and on frozen features by a linear probe and a
-k-NN vote (`fractaldb probe`; no schedule to tune, no seeds). The arms (`--arms` names them, or
-the groups `core` and `variant`):
+k-NN vote (`fractaldb probe`; no schedule to tune, no fine-tuning seeds). Every arm is
+pre-trained once per `--pt-seeds` seed (default `--seed`) and all its runs are pooled
+(n = pre-training x fine-tuning seeds; scratch: fine-tuning seeds only). The arms (`--arms`
+names them, or the groups `core`, `variant` and `practice`):
   scratch            random init
   fractaldb-sup      supervised on FractalDB-style categories (gray points at 64 px)
   sigma-sup          supervised on sigma-sampler (Anderson & Farrell) categories, hue colour
@@ -20,14 +22,23 @@ the groups `core` and `variant`):
   8 %, flips, RandAugment, mixup/cutmix, erasing), on-the-fly-sup (no image seen twice),
   hq-render-sup (rendered at twice the size with patch stamps, downsampled), mae-then-sup and
   sup-then-mae (one pre-training after the other).
+  practice: sigma-mae+target-mae and fractaldb-sup+target-mae (the fractal arm, then MAE on
+  the downstream training photos from its weights) and target-mae-long (target-mae at twice
+  the epochs: the steps of sigma-mae+target-mae, the equal-cost control).
 `--scale N` multiplies every pre-training's epochs (same images): the compute curve.
+`--equal-steps` gives the supervised arms the MAE arms' epochs (the same steps and images).
+`--own-recipes` adds each method's own choices beside the shared recipe, chosen on
+validation: MAE arms fine-tuned from average-pooled tokens with layer decay 0.65 / 0.75,
+supervised arms pre-trained at 0.5 / 2 x the budget's lr.
 Datasets: `cifar10` and `flowers12` (the archives in `--data-dir`, ../shared/data by default:
 cifar10-train-jpg.tar.gz, flowers12-train-jpg.tar.gz), or any image folder or `.tar.gz` of
 one (<class>/<image> below some folder). Each is split per class: the last `--val-per-class`
 images (sorted by path) are held out for validation (cifar10 100, flowers12 15, other sets
 20 % unless given); cifar10 fine-tunes on the first 100 photos per class of the rest (a
-low-data transfer set that converges on a CPU). Archives are extracted to a temporary folder,
-never into OUT.
+low-data transfer set that converges on a CPU). Pre-training packs of photos (target, natural)
+read links to the fine-tune's training photos only, split by the fine-tune's own rule.
+Archives are extracted to a temporary folder, never into OUT; flowers12's one duplicate photo
+(iris/image_0469, a copy of training photo iris/image_0422) is deleted from validation there.
 
 The model is timm's vit_tiny_patch16_224 with patch 8, pre-trained at 64 px (64 tokens): the
 cpu budget uses 4 of its 12 blocks at width 96 (3 heads), the gpu budget the full model, the
@@ -36,17 +47,25 @@ Fine-tuning runs at each dataset's resolution (cpu: 64 px for both sets, so CIFA
 photos are upsampled and a token covers 4x4 photo pixels as with patch 4 at 32 px; gpu:
 flowers at 112 px, position embeddings resampled from the 8x8 pre-training grid).
 
-OUT/results-DATASET.md holds a table per dataset (mean and sample standard deviation over the
-fine-tuning seeds), OUT/results.png one chart for all, OUT/summary.md budget, machine and
-commands, OUT/transfer.json the figures (`--json` also prints them as one line).
+OUT/results-DATASET.md holds a table per dataset: per arm its pre-training steps, images seen
+and training FLOPs, mean ± sd over its runs, the difference from scratch with a 95 % CI and
+the Welch p-value (the best epoch, optimistic, is left to the JSON); OUT/summary.md adds the
+budget, machine, commands and one sentence per arm ("no difference" when the CI holds zero);
+OUT/results.png one chart for all, OUT/transfer.json the figures (`--json` prints them).
+Every invocation merges its finished runs into `--results-dir`/transfer-BUDGET-DATASET.json
+(benchmarks/results by default; a variant's options are added to the name): per arm and run
+its figures, cost, the commit, command and wall time. The next invocation (another chunk, or
+another checkout without the run folders) skips the runs it holds and tables every arm so
+far; a pre-training that a missing run still needs is run again (it is deterministic).
 
-Usage (re-running the same line skips finished steps and resumes interrupted runs):
+Usage (re-running the same line skips finished steps and resumes interrupted runs; split a
+long budget into chunks of at most 45 minutes by --arms and --ft-seeds / --pt-seeds):
     uv run python -m benchmarks.transfer --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
         --out runs/transfer-cpu
     uv run python -m benchmarks.transfer --budget gpu --dataset cifar10 flowers12 \\
         --ft-seeds 0 1 2 --parallel-arms 4 --out runs/transfer-gpu
     uv run python -m benchmarks.transfer --budget smoke --dataset cifar10 --out /tmp/t-smoke
-    uv run python -m benchmarks.transfer --budget cpu --dataset flowers12 --ft-seeds 0 \
+    uv run python -m benchmarks.transfer --budget cpu --dataset flowers12 --ft-seeds 0 \\
         --arms fractaldb-sup sigma-mae natural-sup natural-mae --scale 4 --out runs/cpu-x4
 `--parallel-arms N` runs up to N steps that do not depend on each other at once (each its
 own process, sharing one GPU; the data-loading workers are split between them), in list

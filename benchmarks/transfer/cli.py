@@ -34,7 +34,10 @@ USAGE = """examples:
   uv run python -m benchmarks.transfer --budget smoke --dataset photos.tar.gz --out /tmp/t
   uv run python -m benchmarks.transfer --budget cpu --dataset flowers12 --ft-seeds 0 1 2 \\
       --arms fractaldb-sup sigma-sup --sup-epochs 15 --out runs/transfer-cpu-sup15
-re-running the same line skips finished steps and resumes interrupted ones"""
+  uv run python -m benchmarks.transfer --budget cpu --dataset flowers12 --arms core practice \\
+      --pt-seeds 0 1 --ft-seeds 0 --out runs/cpu    # one chunk; then --ft-seeds 1, then 2
+re-running the same line skips finished steps and resumes interrupted ones; the results file
+(benchmarks/results/transfer-BUDGET-DATASET.json) carries finished runs to the next chunk"""
 
 
 def variant_flags(args: argparse.Namespace) -> list[str]:
@@ -116,8 +119,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "pre-training lr",
     )  # fmt: skip
     parser.add_argument(
-        "--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
-        help="where transfer-BUDGET-DATASET.json is merged and read (default: benchmarks/results)",
+        "--results-dir", type=Path, default=None,
+        help="where transfer-BUDGET-DATASET.json is merged and read (default: benchmarks/results; "
+        "the smoke budget: OUT)",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     return parser.parse_args(argv)
@@ -190,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     flags = figure_flags(args)
-    paths = {ds.name: results_path(args.results_dir, args.budget, ds.name, flags) for ds in dss}
+    # a smoke run measures nothing worth keeping: its file stays beside its runs
+    where = args.results_dir or (out if args.budget == "smoke" else DEFAULT_RESULTS_DIR)
+    paths = {ds.name: results_path(where, args.budget, ds.name, flags) for ds in dss}
     tmp = Path(tempfile.mkdtemp(prefix="transfer-photos-"))
     p: Plan | None = None
     try:
