@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from fractaldb.kernels import chaos_game
+from fractaldb.core.stopping import check_stop
+from fractaldb.kernels import BURN_IN, advance, draw_last, draw_rounds, image_frame, start_chains
 
 TABLE_SIZE = 256
+# chain steps (8 points each) per kernel call: ~20 ms, so a stop request lands at once however
+# many points an image has; the image does not depend on it
+SLICE_STEPS = 1 << 19
 
 
 def choice_table(probs: np.ndarray) -> np.ndarray:
@@ -45,11 +49,36 @@ def run_chaos_game(
     count: bool,
     warmup: int,
 ) -> tuple[np.ndarray, int]:
-    """Run the kernel into a fresh image; return (hits, escaped chain steps)."""
+    """Run the kernel into a fresh image; return (hits, escaped chain steps).
+
+    The same steps as `fractaldb.kernels.chaos_game` in one call, in slices of SLICE_STEPS
+    with a stop point (`check_stop`) between them.
+    """
     out = np.zeros((size, size), dtype=np.uint32 if count else np.uint8)
     coef = np.ascontiguousarray(maps, dtype=np.float64)
-    escapes = chaos_game(coef, table, points, np.uint64(seed), out, pad, warmup, count)
+    xs, ys = np.empty(8), np.empty(8)
+    # Numba hands a uint64 back as a Python int: re-typed, or the next call would take int64
+    state = np.uint64(start_chains(np.uint64(seed), xs, ys))
+    bbox = np.array([np.inf, -np.inf, np.inf, -np.inf])
+    state, escapes = advance(coef, table, state, xs, ys, BURN_IN, False, bbox)
+    for steps in _slices(max(warmup, 1)):
+        state, esc = advance(coef, table, np.uint64(state), xs, ys, steps, True, bbox)
+        escapes += esc
+    frame = image_frame(bbox, np.float64(size), np.float64(size), np.float64(pad))
+    for steps in _slices(points // 8):
+        state, esc = draw_rounds(coef, table, np.uint64(state), xs, ys, steps, out, frame, count)
+        escapes += esc
+    draw_last(coef, table, np.uint64(state), xs, ys, points % 8, out, frame, count)
     return out, int(escapes)
+
+
+def _slices(steps: int):
+    """Split `steps` into runs of at most SLICE_STEPS, with a stop point before each but the
+    first."""
+    for start in range(0, steps, SLICE_STEPS):
+        if start:
+            check_stop()
+        yield min(SLICE_STEPS, steps - start)
 
 
 def draw_points(

@@ -115,10 +115,20 @@ class OneLineErrorGroup(LazyGroup):
         """Run the CLI, turning click errors into one-line messages."""
         import sys
 
+        from fractaldb.core.stopping import (
+            TERMINATED_EXIT_CODE,
+            Terminated,
+            terminate_like_interrupt,
+        )
+
         kwargs["standalone_mode"] = False
         try:
-            rc = super().main(*args, **kwargs)
-        except click.exceptions.Abort:
+            with terminate_like_interrupt():  # `kill PID` cleans up as Ctrl-C does
+                rc = super().main(*args, **kwargs)
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__cause__, Terminated):
+                click.echo("Terminated.", err=True)
+                sys.exit(TERMINATED_EXIT_CODE)
             click.echo("Aborted.", err=True)
             sys.exit(130)
         except click.ClickException as exc:

@@ -9,6 +9,7 @@ import click
 
 from fractaldb.core.errors import FractalDBError, check_writable, writing_to
 from fractaldb.core.options import parse_key_values
+from fractaldb.core.workers import check_workers
 from fractaldb.settings import COLORS, CONTOUR_SAMPLERS, MODES, SAMPLERS, SCHEMES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -107,6 +108,7 @@ def search(num_categories, sampler, seed, workers, sampler_args, perturb, out) -
         settings.update({k.strip().replace("-", "_"): v for k, _, v in pairs if ":" in v})
     check_writable(out, "categories file")
     workers = workers or os.cpu_count() or 1
+    check_workers(workers)
     t0 = time.perf_counter()
     if perturb is not None and sampler in CONTOUR_SAMPLERS:
         raise FractalDBError(

@@ -55,7 +55,7 @@ def _sane(v: float) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def _advance(coef, table, state, xs, ys, iters, track, bbox):
+def advance(coef, table, state, xs, ys, iters, track, bbox):
     """Run the 8 chains `iters` steps without drawing; optionally track their bounding box.
 
     Returns (state, escapes). Escaped chains restart at the origin.
@@ -91,41 +91,43 @@ def _splat(out, px: float, py: float, width: float, height: float, count: bool) 
 
 
 @njit(cache=True, nogil=True)
-def chaos_game(coef, table, n_points, seed, out, pad, warmup, count):
-    """Draw `n_points` points of the IFS `coef` (N x 6) into `out` (H x W); return escapes.
-
-    `table` is a 256-entry uint8 map-choice table, `seed` a uint64, `pad` the margin in pixels,
-    `warmup` the points per chain used to find the bounding box, and `count` selects hit
-    counting (`out[y, x] += 1`) instead of binary marking (`out[y, x] = 1`).
-    """
+def start_chains(seed, xs, ys):
+    """Seed the xorshift state and the 8 chains' start points (`xs`, `ys`); return the state."""
     state = splitmix64(np.uint64(seed))
-    xs = np.empty(8)
-    ys = np.empty(8)
     for c in range(8):
         state, r = _xorshift64star(state)
         xs[c] = (np.float64(r >> np.uint64(11)) / 9007199254740992.0) * 2.0 - 1.0
         state, r = _xorshift64star(state)
         ys[c] = (np.float64(r >> np.uint64(11)) / 9007199254740992.0) * 2.0 - 1.0
-    bbox = np.array([np.inf, -np.inf, np.inf, -np.inf])
-    state, esc0 = _advance(coef, table, state, xs, ys, BURN_IN, False, bbox)
-    state, esc1 = _advance(coef, table, state, xs, ys, max(warmup, 1), True, bbox)
-    escapes = esc0 + esc1
+    return state
 
-    height, width = out.shape
+
+@njit(cache=True, nogil=True)
+def image_frame(bbox, height, width, pad):
+    """The scale and offset (sx, sy, ox, oy) that map the bounding box into the image."""
     span_x = max(bbox[1] - bbox[0], 1e-12)
     span_y = max(bbox[3] - bbox[2], 1e-12)
     sx = (width - 2.0 * pad) / span_x
     sy = (height - 2.0 * pad) / span_y
-    ox = pad - bbox[0] * sx
-    oy = pad - bbox[2] * sy
+    return sx, sy, pad - bbox[0] * sx, pad - bbox[2] * sy
+
+
+@njit(cache=True, nogil=True)
+def draw_rounds(coef, table, state, xs, ys, rounds, out, frame, count):
+    """Advance the 8 chains from (`xs`, `ys`) by `rounds` steps, splatting every point into
+    `out` through `frame`; store the chains back and return (state, escapes).
+
+    Any split of the rounds into successive calls draws the same image."""
+    sx, sy, ox, oy = frame
+    height, width = out.shape
     wf = np.float64(width)
     hf = np.float64(height)
-
+    escapes = 0
     # Unrolled: eight scalar chains stay in registers.
     x0, x1, x2, x3, x4, x5, x6, x7 = xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]
     y0, y1, y2, y3, y4, y5, y6, y7 = ys[0], ys[1], ys[2], ys[3], ys[4], ys[5], ys[6], ys[7]
     m = np.uint64(255)
-    for _ in range(n_points // 8):
+    for _ in range(rounds):
         state, r = _xorshift64star(state)
         x0, y0 = _apply(coef, np.int64(table[r & m]), x0, y0)
         x1, y1 = _apply(coef, np.int64(table[(r >> np.uint64(8)) & m]), x1, y1)
@@ -157,15 +159,47 @@ def chaos_game(coef, table, n_points, seed, out, pad, warmup, count):
                     escapes += 1
             x0, x1, x2, x3, x4, x5, x6, x7 = xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]
             y0, y1, y2, y3, y4, y5, y6, y7 = ys[0], ys[1], ys[2], ys[3], ys[4], ys[5], ys[6], ys[7]
-    # The remaining n_points % 8 points, one per chain.
     xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7] = x0, x1, x2, x3, x4, x5, x6, x7
     ys[0], ys[1], ys[2], ys[3], ys[4], ys[5], ys[6], ys[7] = y0, y1, y2, y3, y4, y5, y6, y7
+    return state, escapes
+
+
+@njit(cache=True, nogil=True)
+def draw_last(coef, table, state, xs, ys, n, out, frame, count):
+    """Draw the last `n` (< 8) points, one per chain, after the whole rounds."""
+    sx, sy, ox, oy = frame
+    height, width = out.shape
+    wf = np.float64(width)
+    hf = np.float64(height)
+    m = np.uint64(255)
     state, r = _xorshift64star(state)
-    for c in range(n_points % 8):
+    for c in range(n):
         k = np.int64(table[(r >> np.uint64(8 * c)) & m])
         x, y = _apply(coef, k, xs[c], ys[c])
         _splat(out, x * sx + ox, y * sy + oy, wf, hf, count)
-    return escapes
+    return state
+
+
+@njit(cache=True, nogil=True)
+def chaos_game(coef, table, n_points, seed, out, pad, warmup, count):
+    """Draw `n_points` points of the IFS `coef` (N x 6) into `out` (H x W); return escapes.
+
+    `table` is a 256-entry uint8 map-choice table, `seed` a uint64, `pad` the margin in pixels,
+    `warmup` the points per chain used to find the bounding box, and `count` selects hit
+    counting (`out[y, x] += 1`) instead of binary marking (`out[y, x] = 1`). In one call: it
+    cannot be interrupted; fractaldb.chaos runs the same steps in slices for large images.
+    """
+    xs = np.empty(8)
+    ys = np.empty(8)
+    state = start_chains(seed, xs, ys)
+    bbox = np.array([np.inf, -np.inf, np.inf, -np.inf])
+    state, esc0 = advance(coef, table, state, xs, ys, BURN_IN, False, bbox)
+    state, esc1 = advance(coef, table, state, xs, ys, max(warmup, 1), True, bbox)
+    height, width = out.shape
+    frame = image_frame(bbox, np.float64(height), np.float64(width), pad)
+    state, esc2 = draw_rounds(coef, table, state, xs, ys, n_points // 8, out, frame, count)
+    draw_last(coef, table, state, xs, ys, n_points % 8, out, frame, count)
+    return esc0 + esc1 + esc2
 
 
 @njit(cache=True, nogil=True)

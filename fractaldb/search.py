@@ -9,6 +9,7 @@ count hold the GIL for about a tenth of its time, which caps threads at a few co
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -26,6 +27,9 @@ from fractaldb.ifs import FillResult, make_sampler, measure_fill
 
 BATCH = 64
 PROCESS_MIN_CATEGORIES = 64  # searches this large amortise the worker processes' start-up
+# draws with not one accepted before a search gives up: below 1 in 10,000 (FractalDB's
+# defaults accept 1 in 50), a 1,000-category search would run for days
+NO_ACCEPT_DRAWS = 10_000
 
 
 def evaluate_candidate(sampler, seed: int, j: int) -> tuple[np.ndarray, np.ndarray, FillResult]:
@@ -39,6 +43,21 @@ def evaluate_run(
 ) -> list[tuple[np.ndarray, np.ndarray, FillResult]]:
     """Evaluate candidates start..stop-1 (one task of a worker process)."""
     return [evaluate_candidate(sampler, seed, j) for j in range(start, stop)]
+
+
+def _nothing_accepted(stats: dict[str, int], min_fill: float, best_fill: float) -> str:
+    """The hint of a search that accepted none of its draws."""
+    draws = stats["candidates"]
+    if stats["rejected_fill"] == 0:
+        return (
+            f"0 of {draws} draws accepted: every one diverged; fix: change the sampler "
+            "settings (--set)"
+        )
+    return (
+        f"0 of {draws} draws accepted with min_fill={min_fill:g} (the best filled "
+        f"{best_fill:.3f}); fix: lower min_fill below that, e.g. --set min_fill="
+        f"{math.floor(best_fill * 80) / 100:g}"
+    )
 
 
 def _worker_init(parent_pid: int) -> None:
@@ -78,6 +97,7 @@ def search_categories(
     limit = max_candidates if max_candidates is not None else 10_000 * num_categories + 10_000
     accepted: list[Category] = []
     stats = {"candidates": 0, "rejected_fill": 0, "rejected_divergent": 0}
+    best_fill = 0.0  # of the rejected draws: what the hint quotes
     workers = max(1, workers)
     if processes is None:
         processes = workers > 1 and num_categories >= PROCESS_MIN_CATEGORIES
@@ -105,11 +125,14 @@ def search_categories(
                     stats["rejected_divergent"] += 1
                 elif fill.fill_rate < smp.min_fill:
                     stats["rejected_fill"] += 1
+                    best_fill = max(best_fill, fill.fill_rate)
                 else:
                     accepted.append(Category(maps=maps, probs=probs, fill_rate=fill.fill_rate))
             start = batch.stop
             if progress is not None:
                 progress(len(accepted), stats["candidates"])
+            if not accepted and stats["candidates"] >= NO_ACCEPT_DRAWS:
+                raise RuntimeError(_nothing_accepted(stats, smp.min_fill, best_fill))
     stats["accepted"] = len(accepted)
     settings = asdict(smp)
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}

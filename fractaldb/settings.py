@@ -22,6 +22,8 @@ RENDER_DEVICES = ("cpu", "cuda")
 
 
 MAX_FACTOR = 4.0  # FractalDB's widest published factors are 0.2 and 1.8
+# FractalDB draws 1e5-2e5 points per image; 1e9 already takes ~5 s of a core per image
+MAX_POINTS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,11 @@ class RenderSettings:
             ) from None
         if not isinstance(self.image_size, int) or not 8 <= self.image_size <= 4096:
             problems.append(f"image_size must be an integer in [8, 4096], got {self.image_size!r}")
-        if not isinstance(self.points, int) or self.points < 1:
-            problems.append(f"points must be a positive integer, got {self.points!r}")
+        if not isinstance(self.points, int) or not 1 <= self.points <= MAX_POINTS:
+            problems.append(
+                f"points must be an integer in [1, {MAX_POINTS:,}] per image, got "
+                f"{self.points!r} (fix: e.g. --points 100000)"
+            )
         if self.mode not in MODES:
             problems.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.color not in COLORS:

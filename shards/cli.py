@@ -13,6 +13,7 @@ import click
 
 from fractaldb.core.errors import FractalDBError, writing_to
 from fractaldb.core.options import parse_key_values
+from fractaldb.core.workers import check_workers
 from fractaldb.settings import COLORS, MODES, RENDER_DEVICES, SCHEMES
 from shards.lock import folder_lock, lock_name
 from shards.presets import DEFAULT_PRESET, FORMATS, Layout, all_presets, load_preset
@@ -172,6 +173,7 @@ def render(
         node_rank = env_nodes[1] if env_nodes and env_nodes[0] == num_nodes else 0
     if workers < 1:
         raise FractalDBError(f"--workers must be >= 1, got {workers}")
+    check_workers(workers)
 
     if device == "cuda":
         from fractaldb.gpu import require_cuda
@@ -203,6 +205,7 @@ def render(
             node_rank=node_rank,
             progress=not quiet,
             device=device,
+            notice=lambda line: click.echo(line, err=True),
         )
         elapsed = time.perf_counter() - t0
         preview = None

@@ -17,6 +17,7 @@ SECTIONS = {"description", "search", "render", "shards"}
 SEARCH_KEYS = {"num_categories", "sampler", "seed", "sampler_settings"}
 LAYOUT_KEYS = {"instances_per_category", "samples_per_shard", "format", "quality"}
 DEFAULT_QUALITY = {"png": 1, "jpg": 95, "webp": 101}  # png: zlib level; webp > 100: lossless
+MAX_INSTANCES = 1_000_000  # per category; FractalDB renders 1,000
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,12 @@ class Layout:
             raise FractalDBError(
                 f"instances per category must be a positive integer, got "
                 f"{self.instances_per_category!r}; fix: pass --instances-per-category N (N >= 1)"
+            )
+        if self.instances_per_category > MAX_INSTANCES:
+            raise FractalDBError(
+                f"instances per category {self.instances_per_category:,} is over the limit of "
+                f"{MAX_INSTANCES:,} (FractalDB renders 1,000); fix: a smaller "
+                "--instances-per-category"
             )
         if not isinstance(self.samples_per_shard, int) or self.samples_per_shard < 1:
             raise FractalDBError(

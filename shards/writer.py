@@ -40,10 +40,12 @@ from fractaldb.categories import CategorySet
 from fractaldb.core.atomic import remove_stale_temporaries
 from fractaldb.core.errors import FractalDBError
 from fractaldb.core.seeding import derive_seed
+from fractaldb.core.stopping import add_stop_check
 from fractaldb.core.workers import exit_when_orphaned
 from fractaldb.render import Renderer
 from fractaldb.settings import RENDER_DEVICES, RenderSettings
 from shards.encode import encode_members, ordered_map
+from shards.estimate import large_render_warning
 from shards.layout import grid_cells, shard_name, shard_range
 from shards.manifest import (
     CATEGORIES,
@@ -185,7 +187,7 @@ def _worker_init(job: ShardJob, stop: Any, counter: Any, parent_pid: int) -> Non
     """Set up one worker process: the categories arrive here, once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     if hasattr(signal, "pthread_sigmask"):  # blocked while the parent started us
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)
     _WORKER.update(
         job=job,
         rendering=CpuRendering(job.categories, job.settings),
@@ -197,12 +199,18 @@ def _worker_init(job: ShardJob, stop: Any, counter: Any, parent_pid: int) -> Non
     # an idle worker would wait for ever; one mid-shard notices first (`_worker_tick`) and
     # removes its temporary file, which the watcher waits for
     exit_when_orphaned(parent_pid, busy=lambda: _WORKER["busy"])
+    add_stop_check(_worker_stop_check)  # also between slices of one long image
+
+
+def _worker_stop_check() -> None:
+    """Stop if the parent asked to or has died (no orphan keeps writing)."""
+    if _WORKER["stop"].is_set() or os.getppid() != _WORKER["parent_pid"]:
+        raise _Stopped
 
 
 def _worker_tick() -> None:
-    """Count one image; stop if the parent asked to or has died (no orphan keeps writing)."""
-    if _WORKER["stop"].is_set() or os.getppid() != _WORKER["parent_pid"]:
-        raise _Stopped
+    """Count one image; stop if the parent asked to or has died."""
+    _worker_stop_check()
     counter = _WORKER["counter"]
     with counter.get_lock():
         counter.value += 1
@@ -219,36 +227,43 @@ def _worker_write(index: int) -> dict[str, Any] | None:
         _WORKER["busy"] = False
 
 
+_DEFERRED = {signal.SIGINT, signal.SIGTERM}  # the signals that stop a render
+
+
 @contextmanager
 def _sigint_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C while worker processes start, and act on it right after.
+    """Hold back Ctrl-C (and SIGTERM) while worker processes start, and act on it right after.
 
-    Two things: SIGINT is blocked in this thread, so the spawned workers inherit it blocked
-    (they ignore it from their initializer on) and cannot die in their bootstrap; and Python's
-    handler is swapped for one that only takes note, because the kernel may hand the signal to
-    another thread of this process (the pool's manager, a queue feeder), and Python would then
-    raise KeyboardInterrupt here, between a worker's spawn and the pickle it waits for (it
-    died with `EOFError: Ran out of input`).
+    Two things: the signals are blocked in this thread, so the spawned workers inherit them
+    blocked (they unblock them in their initializer) and cannot die in their bootstrap; and
+    Python's handlers are swapped for ones that only take note, because the kernel may hand
+    a signal to another thread of this process (the pool's manager, a queue feeder), and
+    Python would then raise KeyboardInterrupt here, between a worker's spawn and the pickle it
+    waits for (it died with `EOFError: Ran out of input`).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    handler = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    handlers = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in _DEFERRED}
     mask = None
     if hasattr(signal, "pthread_sigmask"):
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
     try:
         yield
     finally:
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending one lands in `caught`
-        signal.signal(signal.SIGINT, handler)
-        if caught:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):  # each signal acted on once, in arrival order
+            handler = handlers[signum]
             if callable(handler):
-                handler(signal.SIGINT, None)
-            elif handler != signal.SIG_IGN:
-                raise KeyboardInterrupt
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                signal.raise_signal(signum)
 
 
 def _write_in_processes(
@@ -402,6 +417,7 @@ def write_shards(
     progress: bool = True,
     device: str = "cpu",
     batch_size: int = 1024,
+    notice: Callable[[str], None] | None = None,
 ) -> RenderReport:
     """Write this node's shards of the dataset into `out`, skipping complete ones.
 
@@ -409,7 +425,8 @@ def write_shards(
     module docstring); 1 renders in this process. With `device="cuda"` the GPU renders
     `batch_size` images at a time, `workers` threads encode, and each shard record names the
     device. When every shard is done (always, for a single node) the partial manifests are
-    merged into manifest.json and _info.json.
+    merged into manifest.json and _info.json. `notice` receives a warning line before a
+    render that will write more than ~50 GB or run for hours (shards.estimate).
     """
     if device not in RENDER_DEVICES:
         raise FractalDBError(f"unknown render device {device!r}; fix: --device cpu or cuda")
@@ -435,6 +452,14 @@ def write_shards(
     job = ShardJob(categories, settings, layout, str(out))
     desc = "render (GPU)" if device == "cuda" else "render"
     try:
+        if notice is not None and todo:
+            cells = shard_cells(todo[0], len(categories), settings, layout)
+            busy = min(workers, len(todo)) if device == "cpu" else workers
+            warning = large_render_warning(
+                categories, settings, layout, cells, todo_samples, busy, device
+            )
+            if warning is not None:
+                notice(warning)
         with tqdm(
             total=todo_samples,
             unit="img",

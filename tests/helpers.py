@@ -60,13 +60,18 @@ def train_straight_and_resumed(cfg: dict, make_task: Callable, data, tmp_path: P
     return ref, got, read_metrics(full, "train"), read_metrics(cut, "train")
 
 
-def workers_of(pid: int) -> set[int]:
-    """Process ids of the spawned pool workers (children) of `pid` (Linux /proc)."""
+def children_of(pid: int) -> set[int]:
+    """Process ids of the children of `pid`, forked or spawned (Linux /proc)."""
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with contextlib.suppress(OSError):
             found |= {int(p) for p in (task / "children").read_text().split()}
-    return {p for p in found if b"spawn_main" in _cmdline(p)}  # not the resource tracker
+    return found
+
+
+def workers_of(pid: int) -> set[int]:
+    """Process ids of the spawned pool workers (children) of `pid` (Linux /proc)."""
+    return {p for p in children_of(pid) if b"spawn_main" in _cmdline(p)}  # not the resource tracker
 
 
 def _cmdline(pid: int) -> bytes:
