@@ -34,7 +34,7 @@ Examples:
 mean/std come from RUN/config.yaml unless given), a .safetensors or .pt/.pth file, 'timm'
 (timm's own weights for --model, needs the hub) or 'scratch'.
 Recipes: deit-cifar-sgd (default), adamw-cifar, mae-finetune, deit-distill, finetune-cpu (about
-a minute on a laptop CPU for the quick-start run), or a path to a recipe .yaml.
+20 s on a 2-core CPU for the quick-start run), or a path to a recipe .yaml.
 --teacher/--distillation: DeiT's hard (average of the class head's cross-entropy and the
 distillation head's against the teacher's argmax) or soft (KL at tau, weight alpha) loss; the
 teacher runs in eval mode on the same augmented batch; evaluation averages the two heads.
