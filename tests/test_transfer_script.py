@@ -746,3 +746,15 @@ def test_curve_chart_gives_every_arm_its_own_style(script, tmp_path):
     rows = [{"arm": a, "curve": [10.0, 20.0], "curves": [[9.0, 19.0], [11.0, 21.0]]} for a in names]
     png = script.curve_chart("flowers12", rows, tmp_path / "c.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unreadable_results_file_stops_before_anything_is_written(
+    script, data_dir, tmp_path, capsys
+):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "transfer-smoke-flowers12.json").write_text("{")
+    argv = ["--out", str(tmp_path / "o"), "--data-dir", str(data_dir), "--dataset", "flowers12"]
+    rc = script.main([*argv, "--arms", "scratch", "--results-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "fix: restore or delete it" in err
+    assert not (tmp_path / "o").exists()

@@ -187,20 +187,20 @@ def main(argv: list[str] | None = None) -> int:
         if len({d.name for d in dss}) < len(dss):
             raise BadInput(f"--dataset {' '.join(args.dataset)} names a set twice; fix: once each")
         natural = resolve_natural(args, b, dss)
+        flags = figure_flags(args)
+        # a smoke run measures nothing worth keeping: its file stays beside its runs
+        where = args.results_dir or (args.out if args.budget == "smoke" else DEFAULT_RESULTS_DIR)
+        paths = {ds.name: results_path(where, args.budget, ds.name, flags) for ds in dss}
+        docs = {name: results.load(path, args.budget, flags) for name, path in paths.items()}
     except BadInput as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    flags = figure_flags(args)
-    # a smoke run measures nothing worth keeping: its file stays beside its runs
-    where = args.results_dir or (out if args.budget == "smoke" else DEFAULT_RESULTS_DIR)
-    paths = {ds.name: results_path(where, args.budget, ds.name, flags) for ds in dss}
     tmp = Path(tempfile.mkdtemp(prefix="transfer-photos-"))
     p: Plan | None = None
     try:
-        docs = {name: results.load(path, args.budget, flags) for name, path in paths.items()}
         p = plan(args, b, dss, natural)
         # runs the results files hold are not run again, even without their folders
         skip = {u.step for u in p.units if results.stored(docs[u.dataset], u) is not None

@@ -126,9 +126,11 @@ def train_root_arg(ds: Downstream) -> str:
 def extract_needed(steps: list[Step], photo_sets: list[Downstream], tmp: Path) -> None:
     """Extract (into tmp) each photo set that an unfinished step reads, and link its training
     photos; a set whose steps are all done is left packed."""
+    todo = [set(s.args) for s in steps if not (s.done and s.done.exists())]
     for ds in photo_sets:
-        args = {root_arg(ds), train_root_arg(ds)}
-        if any(args & set(s.args) and not (s.done and s.done.exists()) for s in steps):
+        packs = any(train_root_arg(ds) in args for args in todo)
+        if packs or any(root_arg(ds) in args for args in todo):
             (tmp / ds.name).mkdir()
             ds.root = prepare(ds, tmp / ds.name)
+        if packs:
             ds.train_root = ds.link_training_photos(tmp / f"{ds.name}-train")

@@ -102,6 +102,7 @@ class Plan:
     costs: dict[str, Cost] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator:
+        """(steps, arms), as plan() returned before it returned a Plan."""
         return iter((self.steps, self.arms))
 
 
