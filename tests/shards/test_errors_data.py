@@ -169,7 +169,7 @@ def test_unreadable_validation_photo_is_left_out_and_counted_not_replaced(tmp_pa
     assert epoch["val_samples"] == 3 and epoch["val_unreadable"] == 3
     assert epoch["bad_samples"] == 0  # held-out photos are counted in their own split only
     row = json.loads((run / "results.json").read_text())["history"][0]
-    assert row["val_samples"] == 3 and row["val_unreadable"] == 3
+    assert row["test_samples"] == 3 and row["test_unreadable"] == 3  # schema 2 names
 
 
 def test_bad_sample_tally_is_shared_with_worker_processes():
