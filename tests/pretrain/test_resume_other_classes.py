@@ -53,3 +53,24 @@ def test_finetune_resume_on_other_data_root_is_one_line(tmp_path):
     for needle in ("Error: ", "made with 3 classes", "the data has 4", "new --out"):
         assert needle in error, res.output
     assert snapshot(tmp_path / "run") == before
+
+
+def test_other_shapes_than_a_head_are_named_not_called_classes(tmp_path):
+    import pytest
+    from torch import nn
+
+    from fractaldb.core.errors import FractalDBError
+    from pretrain.engine.checkpoint import check_shapes
+
+    class Tiny(nn.Module):
+        def __init__(self, width: int, classes: int) -> None:
+            super().__init__()
+            self.num_classes = classes
+            self.body, self.head = nn.Linear(4, width), nn.Linear(width, classes)
+
+    saved = Tiny(8, 3).state_dict()
+    check_shapes(tmp_path / "last.pt", saved, Tiny(8, 3))  # the same shapes: no complaint
+    with pytest.raises(FractalDBError, match="made with 3 classes, the data has 5"):
+        check_shapes(tmp_path / "last.pt", saved, Tiny(8, 5))
+    with pytest.raises(FractalDBError, match=r"other shapes .*body\.weight \(8, 4\) vs \(6, 4\)"):
+        check_shapes(tmp_path / "last.pt", saved, Tiny(6, 3))
