@@ -128,6 +128,7 @@ def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
     try:
         task.setup(cfg, ds.num_classes)
         model = task.build_model().to(device)
+        from fractaldb.core.workers import loader_worker_init
         from shards.badsamples import BadSamples, LeaveOutUndecodable, collate_readable
 
         unreadable = BadSamples()  # left out, never replaced (as fine-tuning's validation)
@@ -138,6 +139,7 @@ def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
                 batch_size=int(cfg["batch_size"]),
                 num_workers=int(cfg["workers"]),
                 collate_fn=collate_readable,
+                worker_init_fn=loader_worker_init(),  # workers end with this process
             )
             for batch in loader:
                 if batch is not None:  # None: not one photo of the batch was readable

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from fractaldb.core.errors import FractalDBError
+from fractaldb.core.workers import loader_worker_init
 from shards.badsamples import BadSamples, CheckedLoader
 
 
@@ -234,5 +235,6 @@ class OnTheFlyData(_HeldOutShards):
             batch_size=batch_size,
             num_workers=self.workers,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=loader_worker_init(),  # workers end with this process
         )
         return _Rebatch(loader, batch_size, len(ds) // batch_size)

@@ -36,6 +36,7 @@ from torch.utils.data import default_collate, get_worker_info
 
 from fractaldb.core.errors import FractalDBError
 from fractaldb.core.seeding import derive_seed
+from fractaldb.core.workers import loader_worker_init
 from shards.badsamples import BadSamples, SkipUndecodableStage, UndecodableSample
 from shards.codec import decode_image, find_image
 from shards.layout import permute
@@ -366,7 +367,7 @@ def make_train_loader(
         dataset,
         batch_size=None,
         num_workers=num_workers,
-        worker_init_fn=_seed_worker if num_workers > 0 else None,
+        worker_init_fn=loader_worker_init(_seed_worker),  # workers end with this process
         pin_memory=pin_memory,
     )
     loader.fdb_state, loader.epoch = state, epoch
@@ -407,7 +408,9 @@ def make_eval_loader(
         _decode_stage(transform, label_key, image_mode, return_keys, bad_samples),
         wds.batched(batch_size, collation_fn=default_collate, partial=True),
     )
-    loader = wds.WebLoader(dataset, batch_size=None, num_workers=num_workers)
+    loader = wds.WebLoader(
+        dataset, batch_size=None, num_workers=num_workers, worker_init_fn=loader_worker_init()
+    )
     if lengths is not None:
         workers = max(1, num_workers)
         g_size = world_size * workers

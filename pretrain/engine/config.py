@@ -16,6 +16,7 @@ import yaml
 
 from fractaldb.core.errors import FractalDBError
 from fractaldb.core.options import parse_key_values, parse_value  # noqa: F401  (re-exported)
+from fractaldb.core.workers import check_workers
 
 ENGINE_DEFAULTS: dict[str, Any] = {
     "description": "",
@@ -346,6 +347,8 @@ def check_ranges(cfg: dict[str, Any]) -> None:
             raise FractalDBError(
                 f"{key} must be {kind} {bound}, got {value!r}; fix: e.g. {flag}{sep}{example:g}"
             )
+    if "workers" in cfg:
+        check_workers(int(cfg["workers"]))
 
 
 def dump_config(cfg: dict[str, Any]) -> str:

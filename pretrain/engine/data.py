@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from fractaldb.core.errors import FractalDBError
+from fractaldb.core.workers import loader_worker_init
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -212,6 +213,7 @@ class DatasetData:
             # Worker seeds derive from this generator: augmentation replays on resume.
             generator=generator,
             persistent_workers=isinstance(indices, _EpochIndices),
+            worker_init_fn=loader_worker_init(),  # workers end with this process
         )
 
     def train_loader(self, epoch: int, *, batch_size: int, seed: int, rank: int, world_size: int):
