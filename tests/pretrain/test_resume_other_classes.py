@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from fixtures_downstream import make_image_folder
 from helpers import assert_one_line_error
+from torch import nn
 
 from finetune.cli import finetune
+from fractaldb.core.errors import FractalDBError
 from pretrain.cli import pretrain
+from pretrain.engine.checkpoint import check_shapes
 
 PRETRAIN = ["supervised", "--recipe", "tiny-cpu", "--device", "cpu", "--workers", "0",
             "--epochs", "1"]  # fmt: skip
@@ -56,12 +60,6 @@ def test_finetune_resume_on_other_data_root_is_one_line(tmp_path):
 
 
 def test_other_shapes_than_a_head_are_named_not_called_classes(tmp_path):
-    import pytest
-    from torch import nn
-
-    from fractaldb.core.errors import FractalDBError
-    from pretrain.engine.checkpoint import check_shapes
-
     class Tiny(nn.Module):
         def __init__(self, width: int, classes: int) -> None:
             super().__init__()
