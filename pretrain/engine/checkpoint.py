@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,29 +109,41 @@ def keep_copy(last: Path, keep: Path) -> None:
         raise write_failure("checkpoint", keep, keep.parent, exc) from exc
 
 
-def check_shapes(path: Path, saved: dict[str, Any], model: nn.Module) -> None:
-    """Refuse, in one line and before anything is loaded, weights of other shapes than `model`'s:
-    most often a run made for another class count, resumed on other data."""
+def _differing(saved: dict[str, Any], own: dict[str, Any]) -> list[str]:
+    return [k for k, v in saved.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+
+
+def check_class_count(path: Path, saved: dict[str, Any], model: nn.Module) -> None:
+    """Refuse, in one line, weights whose classifier is for another class count than `model`'s
+    (a run resumed on other data): the one shape difference that no setting explains."""
     own = model.state_dict()
-    differ = [k for k, v in saved.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    if not differ:
-        return
+    differ = _differing(saved, own)
     classes = getattr(model, "num_classes", None)
     # a classifier tensor: the class count first, every other dimension unchanged
     head = [
         k for k in differ if own[k].shape[0] == classes and own[k].shape[1:] == saved[k].shape[1:]
     ]
-    if head == differ:
+    if differ and head == differ:
         made = int(saved[head[0]].shape[0])
         raise FractalDBError(
             f"--resume {path}: the run was made with {made} classes, the data has {classes}; "
             "fix: use a new --out for this data (or resume with the run's own data)"
         )
-    shapes = ", ".join(f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}" for k in differ[:3])
+
+
+def check_shapes(path: Path, saved: dict[str, Any], model: nn.Module) -> None:
+    """Refuse, in one line and before anything is loaded, weights of other shapes or names than
+    `model`'s (load_state_dict would raise a traceback)."""
+    own = model.state_dict()
+    differ = _differing(saved, own)
+    missing, extra = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if not (differ or missing or extra):
+        return
+    found = [f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}" for k in differ[:3]]
+    found += [f"{k} missing" for k in missing[:2]] + [f"{k} not in this model" for k in extra[:2]]
     raise FractalDBError(
-        f"--resume {path}: the checkpoint's weights have other shapes than this model's "
-        f"({shapes}); fix: resume with the original settings (see RUN/config.yaml) or use a "
-        "new --out"
+        f"--resume {path}: the checkpoint's weights do not fit this model ({', '.join(found)}); "
+        "fix: resume with the original settings (see RUN/config.yaml) or use a new --out"
     )
 
 
@@ -143,8 +156,10 @@ def load_checkpoint(
     scaler: Any = None,
     ema: nn.Module | None = None,
     restore_rng: bool = False,
+    before_load: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Load a checkpoint with weights_only=True into whichever components are given.
+    """Load a checkpoint with weights_only=True into whichever components are given;
+    `before_load(ckpt)` may refuse it first (other settings or data), before anything changes.
 
     Returns the checkpoint dict (epoch, global_step, data_position, config, manifest_sha256...).
     """
@@ -160,6 +175,10 @@ def load_checkpoint(
         ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise FractalDBError(f"{path} is not a fractaldb checkpoint; fix: check the path")
+    if model is not None:
+        check_class_count(path, ckpt["model"], unwrap(model))
+    if before_load is not None:
+        before_load(ckpt)
     if model is not None:
         check_shapes(path, ckpt["model"], unwrap(model))
         unwrap(model).load_state_dict(ckpt["model"])

@@ -477,7 +477,24 @@ def compile_fallback_message(reason: str) -> str:
 
 
 def restore_checkpoint(run: Run, ckpt_path: Path) -> None:
-    """Load weights, optimizer, schedule, scaler, EMA and RNG; refuse other settings or data."""
+    """Load weights, optimizer, schedule, scaler, EMA and RNG; refuse other settings or data
+    (before anything is loaded, so that the one line names the setting, not a tensor)."""
+
+    def same_run(ckpt: dict[str, Any]) -> None:
+        changed = config_diff(ckpt["config"], run.cfg)
+        if changed:
+            raise FractalDBError(
+                f"--resume {ckpt_path}: settings differ from the checkpoint's "
+                f"({', '.join(changed)}); fix: resume with the original settings (see "
+                "RUN/config.yaml) or a new --out"
+            )
+        if ckpt["manifest_sha256"] != run.data.manifest_sha256:
+            raise FractalDBError(
+                f"--resume {ckpt_path}: the data's manifest hash {run.data.manifest_sha256} "
+                f"differs from the checkpoint's {ckpt['manifest_sha256']}; fix: use the same "
+                "--data (or --data-root), or a new --out"
+            )
+
     ckpt = load_checkpoint(
         ckpt_path,
         model=run.model,
@@ -486,18 +503,8 @@ def restore_checkpoint(run: Run, ckpt_path: Path) -> None:
         scaler=run.scaler,
         ema=run.ema,
         restore_rng=True,
+        before_load=same_run,
     )
-    changed = config_diff(ckpt["config"], run.cfg)
-    if changed:
-        raise FractalDBError(
-            f"--resume {ckpt_path}: settings differ from the checkpoint's ({', '.join(changed)})"
-            "; fix: resume with the original settings (see RUN/config.yaml) or a new --out"
-        )
-    if ckpt["manifest_sha256"] != run.data.manifest_sha256:
-        raise FractalDBError(
-            f"--resume {ckpt_path}: the data's manifest hash {run.data.manifest_sha256} differs "
-            f"from the checkpoint's {ckpt['manifest_sha256']}; fix: use the same --data"
-        )
     run.start_epoch = int(ckpt["data_position"]["epoch"])
     run.global_step = int(ckpt["global_step"])
     run.scheduler.step_update(num_updates=run.global_step)

@@ -14,7 +14,7 @@ from torch import nn
 from finetune.cli import finetune
 from fractaldb.core.errors import FractalDBError
 from pretrain.cli import pretrain
-from pretrain.engine.checkpoint import check_shapes
+from pretrain.engine.checkpoint import check_class_count, check_shapes
 
 PRETRAIN = ["supervised", "--recipe", "tiny-cpu", "--device", "cpu", "--workers", "0",
             "--epochs", "1"]  # fmt: skip
@@ -61,14 +61,30 @@ def test_finetune_resume_on_other_data_root_is_one_line(tmp_path):
 
 def test_other_shapes_than_a_head_are_named_not_called_classes(tmp_path):
     class Tiny(nn.Module):
-        def __init__(self, width: int, classes: int) -> None:
+        def __init__(self, width: int, classes: int, depth: int = 1) -> None:
             super().__init__()
             self.num_classes = classes
-            self.body, self.head = nn.Linear(4, width), nn.Linear(width, classes)
+            self.body = nn.Sequential(*[nn.Linear(4, width) for _ in range(depth)])
+            self.head = nn.Linear(width, classes)
 
-    saved = Tiny(8, 3).state_dict()
-    check_shapes(tmp_path / "last.pt", saved, Tiny(8, 3))  # the same shapes: no complaint
+    path, saved = tmp_path / "last.pt", Tiny(8, 3).state_dict()
+    for check in (check_class_count, check_shapes):
+        check(path, saved, Tiny(8, 3))  # the same shapes: no complaint
+        check_class_count(path, saved, Tiny(6, 3))  # not a class count: left to the others
     with pytest.raises(FractalDBError, match="made with 3 classes, the data has 5"):
-        check_shapes(tmp_path / "last.pt", saved, Tiny(8, 5))
-    with pytest.raises(FractalDBError, match=r"other shapes .*body\.weight \(8, 4\) vs \(6, 4\)"):
-        check_shapes(tmp_path / "last.pt", saved, Tiny(6, 3))
+        check_class_count(path, saved, Tiny(8, 5))
+    with pytest.raises(FractalDBError, match=r"do not fit .*body\.0\.weight \(8, 4\) vs \(6, 4\)"):
+        check_shapes(path, saved, Tiny(6, 3))
+    with pytest.raises(FractalDBError, match=r"body\.1\.weight missing"):
+        check_shapes(path, saved, Tiny(8, 3, depth=2))
+
+
+def test_pretrain_resume_with_another_depth_names_the_setting(tmp_path):
+    out = str(tmp_path / "run")
+    first = CliRunner().invoke(pretrain, [*PRETRAIN, "--data", "synthetic:4", "--out", out])
+    assert first.exit_code == 0, first.output
+    before = snapshot(tmp_path / "run")
+    res = CliRunner().invoke(pretrain, [*PRETRAIN, "--data", "synthetic:4", "--out", out,
+                                        "--resume", "auto", "--model-arg", "depth=3"])  # fmt: skip
+    assert_one_line_error(res, "settings differ", "model_args", "new --out")
+    assert snapshot(tmp_path / "run") == before
