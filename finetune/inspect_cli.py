@@ -3,9 +3,23 @@ when the command runs so that `fractaldb --help` never imports torch)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from fractaldb.core.errors import FractalDBError
+from pretrain.engine.options import OnlyWith, refuse_ignored
+
+# a run folder names its model in RUN/config.yaml: --model is for bare weights files only
+ONLY_WITH = (
+    OnlyWith(
+        "a .safetensors weights file among the RUNs",
+        lambda o: any(not Path(r).is_dir() for r in o["runs"]),
+        {"model_name": "--model"},
+        fix="drop it (a run folder's model comes from its config.yaml; --model-arg and "
+        "--img-size still apply)",
+    ),
+)
 
 INSPECT_EPILOG = """\b
 Examples:
@@ -43,6 +57,7 @@ def inspect(runs, images, out, num_images, cka, model_name, model_arg, img_size)
 
     if num_images < 1:
         raise FractalDBError(f"--num-images {num_images}; fix: 1 or more")
+    refuse_ignored({"runs": runs, "model_name": model_name}, ONLY_WITH)
     args = parse_key_values(model_arg, "--model-arg")
     result = inspect_runs(
         list(runs), images, out, num_images=num_images, cka=cka, model_name=model_name,

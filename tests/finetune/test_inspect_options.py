@@ -1,5 +1,6 @@
-"""`fractaldb inspect --num-images N`: fewer images than asked is said in one line, and the
-per-image pictures stay a readable size however many images the numbers use."""
+"""`fractaldb inspect` options: fewer images than --num-images asks is said in one line, the
+per-image pictures stay a readable size however many images the numbers use, and --model
+beside run folders only (which name their own model) is refused."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PIL import Image
 from finetune.inspection import PICTURE_IMAGES
 from fractaldb.cli import main
 from tests.finetune.test_inspect import make_run
+from tests.helpers import assert_one_line_error
 
 
 def test_more_images_asked_than_held_is_said_and_pictures_keep_their_size(tmp_path):
@@ -37,3 +39,12 @@ def test_more_images_asked_than_held_is_said_and_pictures_keep_their_size(tmp_pa
             assert len(json.loads((out / "inspect.json").read_text())["images"]) == held
     # the per-image pictures are as large as for PICTURE_IMAGES images, not a long strip
     assert sizes["100000"] == sizes[str(PICTURE_IMAGES)]
+
+
+def test_model_with_run_folders_only_is_refused(tmp_path):
+    run = make_run(tmp_path / "vit", "vit_tiny_patch16_224")
+    res = CliRunner().invoke(main, ["inspect", str(run), "--images", str(tmp_path),
+                                    "--model", "deit_tiny_patch16_224", "--out",
+                                    str(tmp_path / "pics")])  # fmt: skip
+    assert_one_line_error(res, "--model deit_tiny_patch16_224 only applies to a .safetensors")
+    assert not (tmp_path / "pics").exists()
