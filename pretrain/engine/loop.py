@@ -827,6 +827,10 @@ def export_final(run: Run) -> None:
     bad = getattr(run.data, "bad_samples", None)
     if bad is not None and bad.total:
         run.say(bad.summary())
+    held = getattr(run.data, "val_left_out", None)  # counted apart from training's (badsamples)
+    if held is not None and held.epoch_count:
+        run.say(f"left out {held.epoch_count} unreadable held-out {held.what} of every "
+                "evaluation; first: " + "; ".join(held.first()))  # fmt: skip
     if not run.info.is_main:
         return
     path = run.task.export(unwrap(run.model), run.out_dir / "model.safetensors")

@@ -71,6 +71,8 @@ def test_one_broken_photo_counts_once_in_its_split(photos, tmp_path):
     assert [e["val_unreadable"] for e in epochs] == [1, 1]  # the held-out one, apart
     skipped = [ln for ln in res.output.splitlines() if "skipped" in ln]
     assert skipped and all("img_1.png" in ln and "img_5.png" not in ln for ln in skipped)
+    (held,) = [ln for ln in res.output.splitlines() if "left out" in ln]
+    assert "1 unreadable held-out photo(s)" in held and "img_5.png" in held
 
 
 def test_max_bad_samples_trips_past_the_intended_count(photos, tmp_path):
