@@ -74,5 +74,13 @@ def loader_worker_init(
 
 def _start_loader_worker(parent_pid: int, inner: Callable[[int], None] | None, worker_id: int):
     exit_when_orphaned(parent_pid)
+    threading.excepthook = _quiet_when_parent_left
     if inner is not None:
         inner(worker_id)
+
+
+def _quiet_when_parent_left(args: threading.ExceptHookArgs) -> None:
+    # a parent stopped by Ctrl-C or SIGTERM mid-transfer of a batch leaves the thread that
+    # hands it the batch's shared memory with a broken pipe: not an error worth a traceback
+    if not issubclass(args.exc_type, (BrokenPipeError, ConnectionResetError)):
+        threading.__excepthook__(args)
