@@ -10,7 +10,7 @@ import click
 from fractaldb.core.errors import FractalDBError, check_writable, writing_to
 from fractaldb.core.options import parse_key_values
 from fractaldb.core.workers import check_workers
-from fractaldb.settings import COLORS, CONTOUR_SAMPLERS, MODES, SAMPLERS, SCHEMES
+from fractaldb.settings import COLORS, CONTOUR_SAMPLERS, MAX_CATEGORIES, MODES, SAMPLERS, SCHEMES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -57,7 +57,13 @@ def run_search(
 
 
 @click.command()
-@click.option("--num-categories", "-k", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--num-categories",
+    "-k",
+    type=click.IntRange(1, MAX_CATEGORIES),  # a bigger search would run for days
+    default=100,
+    show_default=True,
+)
 @click.option(
     "--sampler",
     type=click.Choice(SAMPLERS + CONTOUR_SAMPLERS),

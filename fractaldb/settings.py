@@ -24,6 +24,8 @@ RENDER_DEVICES = ("cpu", "cuda")
 MAX_FACTOR = 4.0  # FractalDB's widest published factors are 0.2 and 1.8
 # FractalDB draws 1e5-2e5 points per image; 1e9 already takes ~5 s of a core per image
 MAX_POINTS = 1_000_000_000
+# categories one search may find: ten times FractalDB-10k (at 1 draw in 50 accepted, days)
+MAX_CATEGORIES = 100_000
 
 
 @dataclass(frozen=True)

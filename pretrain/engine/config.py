@@ -293,6 +293,7 @@ def describe_value(cfg: dict[str, Any], key: str) -> str:
     return f"{cfg[key]} ({note})" if note else str(cfg[key])
 
 
+MAX_IMG_SIZE = 4096  # the renderer's largest image too
 # key -> (smallest allowed value, whether the smallest is excluded, whether None is allowed)
 _RANGES: dict[str, tuple[float, bool, bool]] = {
     "epochs": (1, False, False),
@@ -349,6 +350,11 @@ def check_ranges(cfg: dict[str, Any]) -> None:
             )
     if "workers" in cfg:
         check_workers(int(cfg["workers"]))
+    if int(cfg.get("img_size") or 0) > MAX_IMG_SIZE:
+        raise FractalDBError(
+            f"img_size {cfg['img_size']} is over the limit of {MAX_IMG_SIZE} px (a ViT at that "
+            "size holds tens of thousands of tokens per image); fix: e.g. --img-size 224"
+        )
 
 
 def dump_config(cfg: dict[str, Any]) -> str:

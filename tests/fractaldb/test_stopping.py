@@ -76,3 +76,10 @@ def test_absurd_render_sizes_are_refused_with_their_limit(tmp_path, args, needle
     result = CliRunner().invoke(main, ["render", *args, "--out", str(out)])
     assert_one_line_error(result, needle)
     assert not out.exists()
+
+
+def test_a_search_for_more_categories_than_days_allow_is_refused(tmp_path):
+    out = tmp_path / "cats.json"
+    result = CliRunner().invoke(main, ["search", "-k", "100000001", "--out", str(out)])
+    assert_one_line_error(result, "100000001 is not in the range 1<=x<=100000")
+    assert not out.exists()

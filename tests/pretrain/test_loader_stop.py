@@ -1,6 +1,7 @@
 """Loader workers never outlive their process: SIGTERM during a many-worker data load shuts
 them down with it, and a parent killed outright takes them with it within a second or so
-(torch's own check runs between batches, after up to 5 s idle)."""
+(torch's own check runs between batches, after up to 5 s idle). Worker counts and model inputs
+far beyond any sane run are refused."""
 
 from __future__ import annotations
 
@@ -104,3 +105,10 @@ def test_worker_counts_far_beyond_the_cores_are_refused(tmp_path):
         result = CliRunner().invoke(main, args)
         assert_one_line_error(result, f"--workers {too_many} is more than the limit of")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_model_input_beyond_the_renderer_size_limit_is_refused(tmp_path):
+    args = ["pretrain", "supervised", "--recipe", "tiny-cpu", "--data", str(tmp_path),
+            "--img-size", "100000", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert_one_line_error(CliRunner().invoke(main, args), "over the limit of 4096 px")
+    assert not (tmp_path / "run").exists()
