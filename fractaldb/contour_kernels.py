@@ -99,37 +99,57 @@ def pnoise1(
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _plot(out: np.ndarray, x: np.int64, y: np.int64, ink: np.ndarray) -> None:
-    if 0 <= x < out.shape[1] and 0 <= y < out.shape[0]:
-        for c in range(out.shape[2]):
-            out[y, x, c] = ink[c]
+def segment(canvas, nc, w, h, x0, y0, x1, y1, ink) -> None:
+    """Draw integer segment (x0, y0)-(x1, y1) into a flat (h * w + 1) * nc canvas, pixel for
+    pixel as Pillow's Bresenham (major axis walked from (x0, y0), both ends drawn).
+
+    The error-term branch, which mispredicts about every other pixel, becomes arithmetic;
+    a segment wholly left, right, above or below the image draws nothing and is skipped;
+    off-image pixels of the others go to the trash slot after the image.
+    """
+    if (x0 < 0 and x1 < 0) or (x0 >= w and x1 >= w) or (y0 < 0 and y1 < 0) or (y0 >= h and y1 >= h):
+        return
+    dx, dy = abs(x1 - x0), abs(y1 - y0)
+    sx = 1 if x1 >= x0 else -1
+    sy = 1 if y1 >= y0 else -1
+    x_major = dx > dy
+    n = dx if x_major else dy
+    m = dy if x_major else dx
+    major_x, major_y = (sx, 0) if x_major else (0, sy)
+    minor_x, minor_y = (0, sy) if x_major else (sx, 0)
+    e = 2 * m - n
+    if (x0 >= 0) & (x0 < w) & (x1 >= 0) & (x1 < w) & (y0 >= 0) & (y0 < h) & (y1 >= 0) & (y1 < h):
+        # wholly inside (most segments): walk the flat index, no bounds checks
+        p = (y0 * w + x0) * nc
+        major = (major_y * w + major_x) * nc
+        minor = (minor_y * w + minor_x) * nc
+        for _ in range(n + 1):
+            for c in range(nc):
+                canvas[p + c] = ink[c]
+            step = np.int64(e >= 0)
+            p += major + minor * step
+            e += 2 * m - 2 * n * step
+        return
+    trash = h * w * nc
+    for _ in range(n + 1):
+        ok = (x0 >= 0) & (x0 < w) & (y0 >= 0) & (y0 < h)
+        p = (y0 * w + x0) * nc if ok else trash
+        for c in range(nc):
+            canvas[p + c] = ink[c]
+        step = np.int64(e >= 0)
+        x0 += major_x + minor_x * step
+        y0 += major_y + minor_y * step
+        e += 2 * m - 2 * n * step
 
 
 @njit(cache=True, nogil=True)
 def line(out: np.ndarray, x0f: float, y0f: float, x1f: float, y1f: float, ink: np.ndarray):
     """Draw a 1-px segment into out (H, W, C) as Pillow's `ImageDraw.line(width=1)` does."""
-    x0, y0, x1, y1 = np.int64(x0f), np.int64(y0f), np.int64(x1f), np.int64(y1f)
-    dx, dy = abs(x1 - x0), abs(y1 - y0)
-    xs = 1 if x1 >= x0 else -1
-    ys = 1 if y1 >= y0 else -1
-    if dx > dy:
-        e = 2 * dy - dx
-        for _ in range(dx + 1):
-            _plot(out, x0, y0, ink)
-            if e >= 0:
-                y0 += ys
-                e -= 2 * dx
-            e += 2 * dy
-            x0 += xs
-    else:
-        e = 2 * dx - dy
-        for _ in range(dy + 1):
-            _plot(out, x0, y0, ink)
-            if e >= 0:
-                x0 += xs
-                e -= 2 * dy
-            e += 2 * dx
-            y0 += ys
+    h, w, nc = out.shape
+    canvas = np.zeros((h * w + 1) * nc, dtype=np.uint8)
+    canvas[: h * w * nc] = out.reshape(h * w * nc)
+    segment(canvas, nc, w, h, np.int64(x0f), np.int64(y0f), np.int64(x1f), np.int64(y1f), ink)
+    out[:] = canvas[: h * w * nc].reshape(h, w, nc)
 
 
 @njit(cache=True, nogil=True)
@@ -173,12 +193,14 @@ def draw_contours(
     draws the polygon at centre (cx, cy), coordinates times `scale` (1 at 512 px).
     """
     q = cos_t.shape[0]
+    h, w, nc = out.shape
+    canvas = np.zeros((h * w + 1) * nc, dtype=np.uint8)  # + the trash slot
     xs = np.empty(q)
     ys = np.empty(q)
     for v in range(q):
         xs[v] = cos_t[v] * start_x
         ys[v] = sin_t[v] * start_y
-    ink = np.empty(out.shape[2], dtype=np.uint8)
+    ink = np.empty(nc, dtype=np.uint8)
     for k in range(orbits):
         contour_ink(color_seed, k, ink)
         base = k * q
@@ -186,10 +208,12 @@ def draw_contours(
             px, py = noise_pair(noise_seed, base + v)
             xs[v] += cos_t[v] * (eta * (1.0 - gain * px) + wave[v])
             ys[v] += sin_t[v] * (eta * (1.0 - gain * py) + wave[v])
-        px0, py0 = cx + scale * xs[0], cy + scale * ys[0]
-        x_prev, y_prev = px0, py0
+        # pixel coordinates truncate towards zero, as Pillow's (int) casts
+        first_x, first_y = np.int64(cx + scale * xs[0]), np.int64(cy + scale * ys[0])
+        x0, y0 = first_x, first_y
         for v in range(1, q):
-            x_next, y_next = cx + scale * xs[v], cy + scale * ys[v]
-            line(out, x_prev, y_prev, x_next, y_next, ink)
-            x_prev, y_prev = x_next, y_next
-        line(out, x_prev, y_prev, px0, py0, ink)
+            x1, y1 = np.int64(cx + scale * xs[v]), np.int64(cy + scale * ys[v])
+            segment(canvas, nc, w, h, x0, y0, x1, y1, ink)
+            x0, y0 = x1, y1
+        segment(canvas, nc, w, h, x0, y0, first_x, first_y, ink)
+    out[:] = canvas[: h * w * nc].reshape(h, w, nc)
