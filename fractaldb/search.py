@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
-import signal
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict
@@ -22,6 +21,7 @@ import numpy as np
 
 from fractaldb.categories import Category, CategorySet, family_of
 from fractaldb.core.seeding import TAG_FILL, TAG_SEARCH, derive_rng, derive_seed
+from fractaldb.core.stopping import leave_ctrl_c_to_parent, stop_signals_deferred
 from fractaldb.core.workers import exit_when_orphaned
 from fractaldb.ifs import FillResult, make_sampler, measure_fill
 
@@ -62,7 +62,7 @@ def _nothing_accepted(stats: dict[str, int], min_fill: float, best_fill: float) 
 
 def _worker_init(parent_pid: int) -> None:
     """Worker processes leave Ctrl-C to the parent, which stops them, and end with it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_ctrl_c_to_parent()
     exit_when_orphaned(parent_pid)
 
 
@@ -113,7 +113,8 @@ def search_categories(
             if processes:
                 starts = range(batch.start, batch.stop, BATCH)
                 stops = [min(a + BATCH, batch.stop) for a in starts]
-                chunks = pool.map(partial(evaluate_run, smp, seed), starts, stops)
+                with stop_signals_deferred():  # submitting starts the worker processes
+                    chunks = pool.map(partial(evaluate_run, smp, seed), starts, stops)
                 results = (r for chunk in chunks for r in chunk)
             else:
                 results = pool.map(lambda j: evaluate_candidate(smp, seed, j), batch)

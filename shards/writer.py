@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import signal
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -29,7 +27,6 @@ from concurrent.futures import (
     wait,
 )
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +37,7 @@ from fractaldb.categories import CategorySet
 from fractaldb.core.atomic import remove_stale_temporaries
 from fractaldb.core.errors import FractalDBError
 from fractaldb.core.seeding import derive_seed
-from fractaldb.core.stopping import add_stop_check
+from fractaldb.core.stopping import add_stop_check, leave_ctrl_c_to_parent, stop_signals_deferred
 from fractaldb.core.workers import exit_when_orphaned
 from fractaldb.render import Renderer
 from fractaldb.settings import RENDER_DEVICES, RenderSettings
@@ -185,9 +182,7 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(job: ShardJob, stop: Any, counter: Any, parent_pid: int) -> None:
     """Set up one worker process: the categories arrive here, once."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
-    if hasattr(signal, "pthread_sigmask"):  # blocked while the parent started us
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED)
+    leave_ctrl_c_to_parent()
     _WORKER.update(
         job=job,
         rendering=CpuRendering(job.categories, job.settings),
@@ -227,45 +222,6 @@ def _worker_write(index: int) -> dict[str, Any] | None:
         _WORKER["busy"] = False
 
 
-_DEFERRED = {signal.SIGINT, signal.SIGTERM}  # the signals that stop a render
-
-
-@contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C (and SIGTERM) while worker processes start, and act on it right after.
-
-    Two things: the signals are blocked in this thread, so the spawned workers inherit them
-    blocked (they unblock them in their initializer) and cannot die in their bootstrap; and
-    Python's handlers are swapped for ones that only take note, because the kernel may hand
-    a signal to another thread of this process (the pool's manager, a queue feeder), and
-    Python would then raise KeyboardInterrupt here, between a worker's spawn and the pickle it
-    waits for (it died with `EOFError: Ran out of input`).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    handlers = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in _DEFERRED}
-    mask = None
-    if hasattr(signal, "pthread_sigmask"):
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
-    try:
-        yield
-    finally:
-        if mask is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending one lands in `caught`
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(caught):  # each signal acted on once, in arrival order
-            handler = handlers[signum]
-            if callable(handler):
-                handler(signum, None)
-            elif handler == signal.SIG_DFL:
-                if signum == signal.SIGINT:
-                    raise KeyboardInterrupt
-                signal.raise_signal(signum)
-
-
 def _write_in_processes(
     job: ShardJob,
     todo: list[int],
@@ -288,7 +244,7 @@ def _write_in_processes(
             on_record(result)
 
     try:
-        with _sigint_deferred():  # the first `workers` submissions start the processes
+        with stop_signals_deferred():  # the first `workers` submissions start the processes
             futures = [pool.submit(_worker_write, k) for k in todo[:workers]]
         futures += [pool.submit(_worker_write, k) for k in todo[workers:]]
         pending = set(futures)

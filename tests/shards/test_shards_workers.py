@@ -233,7 +233,7 @@ def test_tar_writer_gives_tarfiles_bytes(tmp_path):
 
 
 def test_sigint_during_worker_spawn_is_deferred_to_the_end_of_the_window():
-    from shards.writer import _sigint_deferred
+    from fractaldb.core.stopping import stop_signals_deferred as _sigint_deferred
 
     # the handler Python installs in a terminal (a suite run as a background job has SIG_IGN)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
