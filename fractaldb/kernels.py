@@ -5,6 +5,10 @@ interleaved, unrolled loop (so the CPU overlaps their multiply-add chains), one 
 draw supplies the map choice for all eight chains (one byte each, looked up in a 256-entry
 table) and every point is splatted straight into the image. The bounding box comes from a
 warm-up run of the same chains. No fastmath: results are bit-identical on every IEEE-754 CPU.
+
+The steps are separate kernels (start_chains, advance, image_frame, draw_rounds, draw_last),
+so that fractaldb.chaos can draw an image in bounded slices with a stop point between them;
+`chaos_game` chains them in one call. Any slicing gives the same image.
 """
 
 from __future__ import annotations
