@@ -19,6 +19,9 @@ before is kept, and the next part runs. Parts, in order:
                --on-the-fly on the GPU, compile, fused AdamW, bf16) for --pretrain-steps steps
   train_mae    MAE ViT-B (He et al.'s decoder) as train_deit (no CPU-augmentation run)
   render_64    the CUDA renderer at 64 px, 4,000 points (the transfer study's gpu budget)
+  contour      the contour (VisualAtom) kernel, benchmarks/contour.py: 512 px, 1,000 vertices x
+               200 orbits, batches of 128 and 8,192 against hpca-uji's batched 0.019 ms per
+               image, one CPU core in the same run, exact-mode equality with the CPU
   loader       the CPU shard loader (benchmarks/shards.py) on this machine's cores
 
 --out receives gpu_suite.json (environment, every part's status and raw figures, and every
@@ -136,6 +139,14 @@ FIGURES: list[Figure] = [
     Figure("render_64", "gpu_fast_images_per_s", "GPU fast, 64 px / 4k points", "images/s"),
     Figure("render_64", "images_equal_fraction", "64 px exact: images identical to the CPU's",
            "", (">=", 1.0), _R + " (byte for byte)"),
+    Figure("contour", "small_batch_ms_per_image", "contour GPU, batches of 128: 512 px, 1,000 "
+           "vertices x 200 orbits", "ms", ("<=", 0.019), "hpca-uji batched (issue 38)"),
+    Figure("contour", "large_batch_ms_per_image", "contour GPU, batches of 8,192 (same setting)",
+           "ms"),
+    Figure("contour", "cpu_ms_per_image", "contour CPU renderer, one core (same run)", "ms"),
+    Figure("contour", "gpu_over_cpu_core", "contour: GPU best / one CPU core", "x"),
+    Figure("contour", "images_equal_fraction", "contour exact: images identical to the CPU's",
+           "", (">=", 1.0), "issue 38 (byte for byte)"),
     Figure("loader", "load_images_per_s_per_core", "shard loader (decode + crop) per core",
            "images/s", (">=", 1500), "benchmarks/shards.py floor (issue 2)"),
     Figure("loader", "on_the_fly_images_per_s_per_worker", "CPU on-the-fly per loader worker",
@@ -645,6 +656,11 @@ def part_pretrain(args: argparse.Namespace, rec: Recorder) -> None:
             raise RuntimeError("fractaldb pretrain logged no finite training loss")
 
 
+def part_contour(args: argparse.Namespace, rec: Recorder) -> None:
+    """benchmarks/contour.py's GPU figures: the contour kernel at the published setting."""
+    rec.update(load_benchmark("contour").gpu_figures(args.smoke))
+
+
 def part_loader(args: argparse.Namespace, rec: Recorder) -> None:
     """benchmarks/shards.py: the CPU loader and on-the-fly rates on this machine's cores."""
     argv = (["--generate-images", "32", "--images", "32", "--image-size", "16", "--points",
@@ -674,6 +690,7 @@ PARTS: dict[str, tuple[Callable[[argparse.Namespace, Recorder], None], float, fl
     "pretrain": (part_pretrain, 150, 900),
     "train_mae": (part_train_mae, 170, 900),
     "render_64": (part_render_64, 60, 900),
+    "contour": (part_contour, 60, 900),
     "loader": (part_loader, 60, 900),
 }
 

@@ -131,10 +131,15 @@ def search(num_categories, sampler, seed, workers, sampler_args, perturb, out) -
     with writing_to(out, "categories file"):
         cats.save(out)
     s = cats.search_stats
+    how = (
+        f"drawn from {sampler}'s ranges"
+        if sampler in CONTOUR_SAMPLERS
+        else f"{s['candidates']} candidates: {s['rejected_fill']} below fill rate, "
+        f"{s['rejected_divergent']} divergent"
+    )
     click.echo(
-        f"wrote {len(cats)} categories to {out} in {time.perf_counter() - t0:.1f}s "
-        f"({s['candidates']} candidates: {s['rejected_fill']} below fill rate, "
-        f"{s['rejected_divergent']} divergent); sha256 {cats.sha256[:16]}"
+        f"wrote {len(cats)} categories to {out} in {time.perf_counter() - t0:.1f}s ({how}); "
+        f"sha256 {cats.sha256[:16]}"
     )
 
 

@@ -77,6 +77,8 @@ def test_smoke_runs_every_part_and_reports_every_figure_beside_its_goal(suite, s
     # the simulator runs the exact kernel: the CPU renderer's pixels
     assert figures["render", "pixel_equal_fraction"] == 1.0
     assert figures["render_64", "images_equal_fraction"] == 1.0
+    assert figures["contour", "images_equal_fraction"] == 1.0
+    assert goals["contour", "small_batch_ms_per_image"] == {"op": "<=", "value": 0.019}
     deit = report["parts"]["train_deit"]["figures"]
     assert deit["shards_ratio"] == pytest.approx(
         deit["shards_images_per_s"] / deit["synthetic_compiled_images_per_s"]
