@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import click
@@ -24,7 +25,7 @@ def run_search(
     from tqdm import tqdm
 
     from fractaldb.ifs import make_sampler
-    from fractaldb.search import search_categories
+    from fractaldb.search import ESTIMATE_AFTER_DRAWS, long_search_warning, search_categories
 
     if sampler in CONTOUR_SAMPLERS:
         from fractaldb.contour_sets import make_contour_sampler
@@ -41,10 +42,17 @@ def run_search(
             f"known: {', '.join(known)}"
         ) from None
     bar = tqdm(total=num_categories, desc="search", unit="cat", dynamic_ncols=True)
+    started, judged = time.perf_counter(), []  # projected once, after the first few draws
 
     def progress(accepted: int, candidates: int) -> None:
         bar.update(accepted - bar.n)
         bar.set_postfix(candidates=candidates, acceptance=f"{accepted / max(candidates, 1):.1%}")
+        if not judged and candidates >= ESTIMATE_AFTER_DRAWS:
+            judged.append(candidates)
+            seconds = time.perf_counter() - started
+            warning = long_search_warning(num_categories, accepted, candidates, seconds)
+            if warning is not None:
+                bar.write(warning, file=sys.stderr)
 
     try:
         return search_categories(

@@ -30,6 +30,8 @@ PROCESS_MIN_CATEGORIES = 64  # searches this large amortise the worker processes
 # draws with not one accepted before a search gives up: below 1 in 10,000 (FractalDB's
 # defaults accept 1 in 50), a 1,000-category search would run for days
 NO_ACCEPT_DRAWS = 10_000
+ESTIMATE_AFTER_DRAWS = 2_000  # draws timed before a search's duration is projected
+LONG_SEARCH_SECONDS = 3600.0  # a search projected to run longer says so
 
 
 def evaluate_candidate(sampler, seed: int, j: int) -> tuple[np.ndarray, np.ndarray, FillResult]:
@@ -43,6 +45,24 @@ def evaluate_run(
 ) -> list[tuple[np.ndarray, np.ndarray, FillResult]]:
     """Evaluate candidates start..stop-1 (one task of a worker process)."""
     return [evaluate_candidate(sampler, seed, j) for j in range(start, stop)]
+
+
+def long_search_warning(
+    num_categories: int, accepted: int, candidates: int, seconds: float
+) -> str | None:
+    """One line announcing a search projected, from its first `candidates` draws in
+    `seconds`, to run for more than LONG_SEARCH_SECONDS; None otherwise."""
+    if candidates < ESTIMATE_AFTER_DRAWS or accepted == 0:
+        return None
+    draws = num_categories * candidates / accepted
+    total = seconds * draws / candidates
+    if total <= LONG_SEARCH_SECONDS:
+        return None
+    return (
+        f"warning: at {accepted / candidates:.1%} of draws accepted, {num_categories:,} "
+        f"categories take about {draws:,.0f} draws, about {total / 3600:,.1f} h here; Ctrl-C "
+        "stops it (nothing is written), or lower min_fill or --num-categories"
+    )
 
 
 def _nothing_accepted(stats: dict[str, int], min_fill: float, best_fill: float) -> str:

@@ -120,3 +120,20 @@ def test_a_signal_while_search_workers_start_stops_it_cleanly(tmp_path, signum, 
 def default_sigint() -> None:
     """In the child: Ctrl-C at its default even when this suite runs with it ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_a_search_projected_to_run_for_hours_says_so(monkeypatch, tmp_path):
+    monkeypatch.setattr(search, "ESTIMATE_AFTER_DRAWS", 64)  # projected after the first batch
+    monkeypatch.setattr(search, "LONG_SEARCH_SECONDS", 0.0)  # "hours": any duration here
+    args = ["search", "-k", "100", "--sampler", "sigma", "--workers", "1", "--out",
+            str(tmp_path / "cats.json")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    warnings = [ln for ln in result.output.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1, result.output  # said once
+    assert warnings[0].startswith("warning: at 100.0% of draws accepted, 100 categories take ")
+    assert " h here; Ctrl-C stops it" in warnings[0]
+    # at the real threshold this search is far too short to be announced
+    monkeypatch.setattr(search, "LONG_SEARCH_SECONDS", 3600.0)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and "warning:" not in result.output, result.output
