@@ -1,8 +1,9 @@
 """The contour renderer's Python API (VisualAtom, RCDB): (category set, category, instance,
 settings) -> image, as `fractaldb.render` is for IFS sets.
 
-`Renderer(categories, settings)` returns a `ContourRenderer` for a contour set, so the shard
-writer, verifier, preview and on-the-fly dataset use it unchanged. Per category, the vertex
+`Renderer(categories, settings)` returns a `ContourRenderer` for a contour set (this module
+does not import `fractaldb.render`: no import circle), so the shard writer, verifier, preview
+and on-the-fly dataset use it unchanged. Per category, the vertex
 angles' cosines, sines and sinusoid (`prepare_contour`, once); per instance, the centre,
 start radius, aspects and the seeds of the noise and ink streams (`plan_contour`, a few integer
 hashes of (seed, category, instance)), so an image is the same bytes in any process, on any
@@ -22,7 +23,6 @@ from fractaldb.contour_kernels import draw_contours
 from fractaldb.contour_sets import ContourCategory
 from fractaldb.core.errors import FractalDBError
 from fractaldb.core.seeding import hash_seed, substream, uniform_array
-from fractaldb.render import Renderer
 from fractaldb.settings import RenderSettings
 
 REFERENCE_SIZE = 512  # the published renders' size: the unit of radius, noise and offset
@@ -133,8 +133,9 @@ def render_contour_plan(plan: ContourPlan, settings: RenderSettings) -> np.ndarr
     return out[:, :, 0] if settings.channels == 1 else out
 
 
-class ContourRenderer(Renderer):
-    """Renders images of one contour category set, preparing each category once."""
+class ContourRenderer:
+    """Renders images of one contour category set, preparing each category once (the
+    interface of `fractaldb.render.Renderer`, which returns one for a contour set)."""
 
     def __init__(self, categories: CategorySet, settings: RenderSettings) -> None:
         if categories.family != "contour":

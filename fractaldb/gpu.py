@@ -55,6 +55,7 @@ from fractaldb.render import Renderer, colorize, warmup_steps
 from fractaldb.settings import GPU_MODES, RenderSettings
 
 FAST_THREADS = 256  # chains (threads) per image in fast mode
+RENDERERS = (Renderer, ContourRenderer)  # what `Renderer(categories, settings)` returns
 
 
 def cuda_available() -> bool:
@@ -228,7 +229,7 @@ def render_batch(
     or (B, H, W, 3) RGB, each image equal to `render_instance` in exact mode."""
     require_cuda("GPU rendering", alternative="the CPU renderer")
     check_gpu_settings(settings, gpu_mode, on_device=True)
-    renderer = categories if isinstance(categories, Renderer) else Renderer(categories, settings)
+    renderer = categories if isinstance(categories, RENDERERS) else Renderer(categories, settings)
     if isinstance(renderer, ContourRenderer):
         return render_contour_batch(renderer, cells, settings, stream=stream)
     prep = prepare_batch(renderer, cells, settings)
@@ -245,7 +246,7 @@ def render_batch_to_host(
     hue is coloured on the CPU from the GPU's hit counts)."""
     require_cuda("GPU rendering", alternative="the CPU renderer")
     check_gpu_settings(settings, gpu_mode, on_device=False)
-    renderer = categories if isinstance(categories, Renderer) else Renderer(categories, settings)
+    renderer = categories if isinstance(categories, RENDERERS) else Renderer(categories, settings)
     if isinstance(renderer, ContourRenderer):
         return list(render_contour_batch(renderer, cells, settings).copy_to_host())
     prep = prepare_batch(renderer, cells, settings)

@@ -88,7 +88,9 @@ class Renderer:
         if cls is Renderer and categories.family == "contour":
             from fractaldb.contour import ContourRenderer
 
-            return super().__new__(ContourRenderer)
+            # not a Renderer subclass (contour.py stays below render.py): built here, and
+            # Python skips Renderer.__init__ for it
+            return ContourRenderer(categories, settings)  # type: ignore[return-value]
         return super().__new__(cls)
 
     def __init__(self, categories: CategorySet, settings: RenderSettings) -> None:
