@@ -10,7 +10,7 @@ import click
 
 from fractaldb.core.errors import FractalDBError, check_writable, writing_to
 from fractaldb.core.options import parse_key_values
-from fractaldb.core.workers import check_workers
+from fractaldb.core.workers import check_workers, usable_cores
 from fractaldb.settings import COLORS, CONTOUR_SAMPLERS, MAX_CATEGORIES, MODES, SAMPLERS, SCHEMES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -114,14 +114,13 @@ def search(num_categories, sampler, seed, workers, sampler_args, perturb, out) -
           --set sigma_max=3.5 --perturb 0.1 --out 1p-frac.json
     The file is byte-identical for any --workers.
     """
-    import os
 
     settings = parse_key_values(sampler_args, "--set")
     if sampler in CONTOUR_SAMPLERS:  # YAML reads 1:20 as a base-60 integer: keep LO:HI text
         pairs = (a.partition("=") for a in sampler_args)
         settings.update({k.strip().replace("-", "_"): v for k, _, v in pairs if ":" in v})
     check_writable(out, "categories file")
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()  # not os.cpu_count(): a Slurm job may hold 4 of 128
     check_workers(workers)
     t0 = time.perf_counter()
     if perturb is not None and sampler in CONTOUR_SAMPLERS:

@@ -13,14 +13,13 @@ import click
 
 from fractaldb.core.errors import FractalDBError, writing_to
 from fractaldb.core.options import parse_key_values
-from fractaldb.core.workers import check_workers
+from fractaldb.core.workers import check_workers, usable_cores
 from fractaldb.settings import COLORS, MODES, RENDER_DEVICES, SCHEMES
 from shards.lock import folder_lock, lock_name
 from shards.presets import DEFAULT_PRESET, FORMATS, Layout, all_presets, load_preset
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
-# Cores this process may use (Slurm and containers restrict the affinity mask).
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CORES = usable_cores()  # Slurm and containers restrict the affinity mask
 # CLI option -> render setting
 SETTING_OPTIONS = ("image_size", "points", "mode", "color", "scheme", "seed", "jitter", "flips")
 
