@@ -103,33 +103,29 @@ if cuda is not None:
 
     @cuda.jit(device=True)
     def _line(out, b, x0f, y0f, x1f, y1f, ink):
-        # contour_kernels.line (Pillow's 1-px line)
+        # contour_kernels.segment (Pillow's 1-px line, its Bresenham steps as arithmetic)
         x0 = int(x0f)
         y0 = int(y0f)
         x1 = int(x1f)
         y1 = int(y1f)
         dx = abs(x1 - x0)
         dy = abs(y1 - y0)
-        xs = 1 if x1 >= x0 else -1
-        ys = 1 if y1 >= y0 else -1
-        if dx > dy:
-            e = 2 * dy - dx
-            for _ in range(dx + 1):
-                _plot(out, b, x0, y0, ink)
-                if e >= 0:
-                    y0 += ys
-                    e -= 2 * dx
-                e += 2 * dy
-                x0 += xs
-        else:
-            e = 2 * dx - dy
-            for _ in range(dy + 1):
-                _plot(out, b, x0, y0, ink)
-                if e >= 0:
-                    x0 += xs
-                    e -= 2 * dy
-                e += 2 * dx
-                y0 += ys
+        sx = 1 if x1 >= x0 else -1
+        sy = 1 if y1 >= y0 else -1
+        x_major = dx > dy
+        n = dx if x_major else dy
+        m = dy if x_major else dx
+        e = 2 * m - n
+        for _ in range(n + 1):
+            _plot(out, b, x0, y0, ink)
+            step = 1 if e >= 0 else 0
+            if x_major:
+                x0 += sx
+                y0 += sy * step
+            else:
+                x0 += sx * step
+                y0 += sy
+            e += 2 * m - 2 * n * step
 
     @cuda.jit(fastmath=False)
     def contour_kernel(

@@ -8,7 +8,6 @@ tests/shards/test_golden.py) and regenerate it with
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from shards.presets import Layout, load_preset
 from shards.verify import regenerate_samples, verify_dataset
 from shards.writer import write_shards
 from tests.helpers import assert_one_line_error
+from tests.shards.test_golden import _sha256_images
 
 # ---- GOLDEN TABLE (sha256 hex) ------------------------------------------------------------
 GOLDEN: dict[str, str] = {
@@ -48,14 +48,6 @@ LAYOUT = Layout(instances_per_category=5, samples_per_shard=4, format="png")
 
 def small_set(sampler: str, k: int = 3):
     return search_categories(k, sampler, seed=3, **SMALL)
-
-
-def _sha256_images(images: list[np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for image in images:
-        digest.update(f"{image.dtype}{image.shape}".encode())
-        digest.update(np.ascontiguousarray(image).tobytes())
-    return digest.hexdigest()
 
 
 def golden_hashes(tmp: Path) -> dict[str, str]:
