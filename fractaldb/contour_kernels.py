@@ -200,6 +200,8 @@ def draw_contours(
     for v in range(q):
         xs[v] = cos_t[v] * start_x
         ys[v] = sin_t[v] * start_y
+    ix = np.empty(q + 1, dtype=np.int64)
+    iy = np.empty(q + 1, dtype=np.int64)
     ink = np.empty(nc, dtype=np.uint8)
     for k in range(orbits):
         contour_ink(color_seed, k, ink)
@@ -208,12 +210,12 @@ def draw_contours(
             px, py = noise_pair(noise_seed, base + v)
             xs[v] += cos_t[v] * (eta * (1.0 - gain * px) + wave[v])
             ys[v] += sin_t[v] * (eta * (1.0 - gain * py) + wave[v])
-        # pixel coordinates truncate towards zero, as Pillow's (int) casts
-        first_x, first_y = np.int64(cx + scale * xs[0]), np.int64(cy + scale * ys[0])
-        x0, y0 = first_x, first_y
-        for v in range(1, q):
-            x1, y1 = np.int64(cx + scale * xs[v]), np.int64(cy + scale * ys[v])
-            segment(canvas, nc, w, h, x0, y0, x1, y1, ink)
-            x0, y0 = x1, y1
-        segment(canvas, nc, w, h, x0, y0, first_x, first_y, ink)
+        # pixel coordinates truncate towards zero, as Pillow's (int) casts (a loop of its
+        # own: it vectorises)
+        for v in range(q):
+            ix[v] = np.int64(cx + scale * xs[v])
+            iy[v] = np.int64(cy + scale * ys[v])
+        ix[q], iy[q] = ix[0], iy[0]
+        for v in range(q):
+            segment(canvas, nc, w, h, ix[v], iy[v], ix[v + 1], iy[v + 1], ink)
     out[:] = canvas[: h * w * nc].reshape(h, w, nc)
