@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchmarks.transfer.results as results
 from benchmarks.steps import StepFailed, needed, run_steps
-from benchmarks.transfer import results
 from benchmarks.transfer.arms import GROUPS, arm_names, arms_of
 from benchmarks.transfer.budgets import BUDGETS, Budget, with_variant
 from benchmarks.transfer.downstream import (
