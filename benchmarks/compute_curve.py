@@ -121,6 +121,10 @@ def select_arms(
 
 def _pre_epochs(arm: str, run: dict[str, Any]) -> int:
     """Pre-training epochs this arm ran (MAE arms run the budget's MAE schedule)."""
+    if "+" in arm:  # one pre-training after the other (e.g. sigma-mae+target-mae)
+        return sum(_pre_epochs(part, run) for part in arm.split("+"))
+    if arm == "target-mae-long":  # the equal-cost control: twice the MAE schedule
+        return 2 * int(run["mae_epochs"])
     return int(run["mae_epochs"] if arm.endswith("-mae") else run["pre_epochs"])
 
 

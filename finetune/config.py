@@ -63,6 +63,12 @@ def finetune_config(task: Any, opts: dict[str, Any]) -> tuple[dict[str, Any], st
     cfg.update({k: opts[k] for k in _TASK_OPTIONS if opts.get(k) is not None})
     if opts.get("linear_probe"):
         cfg["linear_probe"] = True
+    if cfg.get("init_weights"):
+        # pre-training's warm start loads every matching tensor, the classifier head included
+        raise FractalDBError(
+            f"--set init_weights={cfg['init_weights']} would keep that checkpoint's classifier "
+            "head; fix: --init RUN_OR_WEIGHTS (the trunk is loaded, the head starts fresh)"
+        )
 
     init = resolve_init(cfg["init"])
     pre_name, pre_args = pretrain_model(init["config"])

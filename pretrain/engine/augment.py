@@ -93,7 +93,7 @@ def parse_rand_augment(config: str) -> RandAugmentSpec:
     if parts[0] != "rand":
         raise FractalDBError(
             f"auto_augment {config!r}: only RandAugment ('rand-...') runs on the device; "
-            "fix: --augment cpu for timm's other policies, or --set auto_augment=rand-m9-mstd0.5"
+            "fix: --augment cpu for timm's other policies, or --set auto_augment=rand-m9-mstd0.5-inc1"
         )
     values: dict[str, Any] = {}
     for part in parts[1:]:

@@ -99,3 +99,17 @@ def test_bad_runs_are_one_line_errors(two_scales, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("Error: ") and needle in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("arm", "epochs"),
+    [
+        ("sigma-mae", 10),
+        ("fractaldb-sup", 5),
+        ("sigma-mae+target-mae", 20),  # one pre-training after the other
+        ("fractaldb-sup+target-mae", 15),
+        ("target-mae-long", 20),  # the equal-cost control of the two-stage arms
+    ],
+)
+def test_pre_epochs_count_every_stage(arm, epochs):
+    assert C._pre_epochs(arm, {"pre_epochs": 5, "mae_epochs": 10}) == epochs

@@ -268,6 +268,7 @@ def test_incompatible_init_stops_with_one_line(tmp_path):
         (["--dataset", "cifar10", "--set", "mixupp=0"], "unknown configuration key 'mixupp'"),
         (["--dataset", "pets", "--val-per-class", "5"], "only apply to --dataset folder"),
         (["--dataset", "cifar10", "--init", "nothing/here"], "--init nothing/here does not exist"),
+        (["--dataset", "cifar10", "--set", "init_weights=w.safetensors"], "classifier head"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, extra, message):
