@@ -116,9 +116,6 @@ def search(num_categories, sampler, seed, workers, sampler_args, perturb, out) -
     """
 
     settings = parse_key_values(sampler_args, "--set")
-    if sampler in CONTOUR_SAMPLERS:  # YAML reads 1:20 as a base-60 integer: keep LO:HI text
-        pairs = (a.partition("=") for a in sampler_args)
-        settings.update({k.strip().replace("-", "_"): v for k, _, v in pairs if ":" in v})
     check_writable(out, "categories file")
     workers = workers or usable_cores()  # not os.cpu_count(): a Slurm job may hold 4 of 128
     check_workers(workers)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
 
 from fractaldb.core.errors import FractalDBError
 
+# YAML 1.1 reads 1:20 as the base-60 integer 80; a colon between numbers is a range here
+_COLON_NUMBERS = re.compile(r"\s*[-+]?[0-9][0-9_.]*(\s*:\s*[-+]?[0-9][0-9_.]*)+\s*")
+
 
 def parse_value(text: str) -> Any:
-    """Parse a value as YAML (ints, floats incl. 1e-3, bools, null, lists), else keep the string."""
+    """Parse a value as YAML (ints, floats incl. 1e-3, bools, null, lists), else keep the string
+    (LO:HI ranges stay text)."""
+    if _COLON_NUMBERS.fullmatch(text):
+        return text.strip()
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
