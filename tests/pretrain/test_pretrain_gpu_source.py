@@ -162,7 +162,10 @@ def test_cli_renders_on_the_gpu_and_records_the_settings(cats_path, tmp_path):
         (["--render-device", "cuda", "--color", "hue"], ["hue colour", "fix:"]),
         (["--set", "gpu_mode=turbo"], ["unknown GPU render mode 'turbo'"]),
         (["--set", "render_device=tpu"], ["unknown render device 'tpu'"]),
-        (["--render-device", "cuda", "--points", "0"], ["points must be an integer in [1, 1,000,000,000]"]),
+        (
+            ["--render-device", "cuda", "--points", "0"],
+            ["points must be an integer in [1, 1,000,000,000]"],
+        ),
     ],
 )
 def test_bad_render_options_are_one_line_errors(cats_path, tmp_path, args, needles):
