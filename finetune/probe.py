@@ -148,7 +148,7 @@ def probe_results(
         "knn": {"k": KNN_K, "temperature": KNN_TEMPERATURE},
         "linear": {"solver": "lbfgs", "weight_decay": PROBE_WEIGHT_DECAY, "steps": PROBE_STEPS},
         "train_samples": int(tl.numel()),
-        "val_samples": int(vl.numel()),
+        "test_samples": int(vl.numel()),
         "feature_dim": int(tf.shape[1]) if tf.ndim == 2 else 0,
         "num_classes": num_classes,
     }

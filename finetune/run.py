@@ -174,7 +174,7 @@ def run_probe(opts: dict[str, Any]) -> dict[str, Any]:
         write_text_atomically(out / "probe.json", json.dumps(results, indent=2) + "\n")
     click.echo(
         f"k-NN top-1 {results['knn_top1']:.2f}  linear-probe top-1 {results['linear_top1']:.2f}"
-        f"  ({results['train_samples']} train / {results['val_samples']} val"
+        f"  ({results['train_samples']} train / {results['test_samples']} test"
         + (f", {unreadable.total} unreadable left out" if unreadable.total else "")
         + f"): {out / 'probe.json'}"
     )

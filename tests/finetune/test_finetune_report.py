@@ -91,7 +91,7 @@ def make_probe(path, dataset, init, knn, linear, **fields):
     """probe.json as `fractaldb probe` writes it (finetune.run.run_probe), the fields it reads."""
     path.mkdir(parents=True)
     summary = {"source": init, "kind": "scratch" if init == "scratch" else "run"}
-    probe = {"knn_top1": knn, "linear_top1": linear, "train_samples": 40, "val_samples": 10,
+    probe = {"knn_top1": knn, "linear_top1": linear, "train_samples": 40, "test_samples": 10,
              "init": init, "init_summary": summary, "model": "vit_tiny", "model_args": {"depth": 2},
              "img_size": 32, "dataset": dataset, **fields}  # fmt: skip
     (path / "probe.json").write_text(json.dumps(probe))

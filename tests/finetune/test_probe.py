@@ -85,7 +85,7 @@ def test_probe_command_writes_both_figures_and_leaves_the_weights_unchanged(tmp_
     assert res.exit_code == 0, res.output
     assert "k-NN top-1" in res.output
     got = json.loads((out / "probe.json").read_text())
-    assert got["train_samples"] == 12 and got["val_samples"] == 6 and got["num_classes"] == 3
+    assert got["train_samples"] == 12 and got["test_samples"] == 6 and got["num_classes"] == 3
     assert 0.0 <= got["knn_top1"] <= 100.0 and 0.0 <= got["linear_top1"] <= 100.0
     assert got["init_summary"]["loaded"] > 0
     assert weights.read_bytes() == before
@@ -112,7 +112,7 @@ def test_probe_leaves_an_unreadable_photo_out_and_counts_it(tmp_path):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     got = json.loads((out / "probe.json").read_text())
-    assert got["unreadable"] == 1 and got["val_samples"] == 5 and got["train_samples"] == 10
+    assert got["unreadable"] == 1 and got["test_samples"] == 5 and got["train_samples"] == 10
     assert "1 unreadable left out" in res.output
     # random weights: the architecture built is said, and kept with the figures
     assert "built vit_tiny_patch16_224: depth 1, width 32, image size 16 px, 0." in res.output
