@@ -28,6 +28,7 @@ CIFAR_CLASSES = (
 FLOWERS = ("daisy", "iris", "pansy")
 CORE = ("scratch", "fractaldb-sup", "sigma-sup", "sigma-mae", "natural-sup", "natural-mae",
         "target-mae")  # fmt: skip
+CONTOUR = ("visualatom-sup", "rcdb-sup", "visualatom-mae")
 
 
 def load_script():
@@ -95,7 +96,7 @@ def smoke_run(script, data_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("transfer") / "smoke"
     argv = ["--budget", "smoke", "--out", str(out), "--data-dir", str(data_dir)]
-    # one downstream set keeps the 18 arms within CI time; several sets are planned below
+    # one downstream set keeps the 24 arms within CI time; several sets are planned below
     argv += ["--dataset", "flowers12", "--ft-seeds", "0", "--json", "--val-per-class", "2"]
     argv += ["--results-dir", str(out.parent / "results")]
     with pytest.MonkeyPatch.context() as patch:
@@ -115,7 +116,7 @@ def in_process_steps(monkeypatch):
 def test_a_table_per_dataset_with_every_arm_and_column(script, smoke_run):
     out, _ = smoke_run
     arms = script.arm_names(script.BUDGETS["smoke"])
-    assert set(CORE) < set(arms) and len(arms) == 21
+    assert set(CORE) < set(arms) and set(CONTOUR) < set(arms) and len(arms) == 24
     for dataset in ("flowers12",):
         table = (out / f"results-{dataset}.md").read_text().splitlines()
         header = [c.strip() for c in table[0].split("|")]
@@ -127,6 +128,8 @@ def test_a_table_per_dataset_with_every_arm_and_column(script, smoke_run):
             linear, knn = float(row[header.index("linear probe")]), float(row[header.index("k-NN")])
             assert 0.0 <= linear <= 100.0 and 0.0 <= knn <= 100.0, arm
         assert "(in-domain)" not in rows["natural-sup"][2]
+        # the contour arms also against fractaldb-sup (one run each here: too few for a CI)
+        assert "vs fractaldb-sup [95 % CI] (p)" in header
         curve = out / f"curve-{dataset}.png"
         assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "results.png").stat().st_size > 0
@@ -146,7 +149,17 @@ def test_a_table_per_dataset_with_every_arm_and_column(script, smoke_run):
     assert sigma["img_size"] == 48  # the flowers recipe's resolution, not pre-training's 32
     assert len(sigma["curve"]) == 1  # validation top-1 per fine-tuning epoch (1 epoch here)
     probe = json.loads((out / "probe" / "flowers12" / "sigma-mae" / "probe.json").read_text())
-    assert probe["init_summary"]["loaded"] > 0 and probe["val_samples"] == 2 * 3
+    assert probe["init_summary"]["loaded"] > 0 and probe["test_samples"] == 2 * 3
+    for family in ("visualatom", "rcdb"):
+        cats = json.loads((out / "data" / f"{family}-4.json").read_text())
+        assert cats["sampler"] == family
+        assert (out / "data" / f"{family}-4x16-32px" / "manifest.json").is_file()
+    for arm in CONTOUR:
+        run = json.loads(
+            (out / "finetune" / "flowers12" / arm / "seed0" / "results.json").read_text()
+        )
+        assert Path(run["init"]["source"]).name == arm and run["init"]["loaded"] > 0
+    assert "- visualatom-sup: too few runs to compare with fractaldb-sup" in summary
 
 
 def test_compute_curve_reads_a_real_run(smoke_run, tmp_path, capsys):
@@ -598,6 +611,79 @@ def test_flops_match_torch_flop_counter(script):
     cost = script.pretrain_cost(b, "mae", 2, 64, 16)
     assert (cost.steps, cost.images) == (8, 128)
     assert cost.flops == pytest.approx(3 * 128 * script.forward_flops(b, "mae"))
+
+
+def test_contour_sets_render_their_family_as_the_fractaldb_set(script, data_dir, tmp_path):
+    (steps, arms), _ = variant_plan(script, data_dir, tmp_path, "--arms", "contour")
+    assert arms == list(CONTOUR)
+    by_name = {s.name: s.args for s in steps}
+    b = script.BUDGETS["smoke"]
+    for family in ("visualatom", "rcdb"):
+        search, render = by_name[f"search-{family}"], by_name[f"render-{family}"]
+        assert option(search, "--sampler") == family and option(search, "-k") == str(b.categories)
+        assert "--set" not in search  # fractaldb's min_fill is no contour setting
+        assert option(render, "--preset") == f"{family}-1k"
+        assert option(render, "--categories") == option(search, "--out")
+        assert option(render, "--instances-per-category") == str(b.instances)
+        assert option(render, "--image-size") == str(b.render_size)
+        assert "--points" not in render and "--mode" not in render  # IFS settings only
+    # the same pre-training as fractaldb-sup (supervised) and sigma-mae (MAE), other data
+    (base, _), _ = variant_plan(script, data_dir, tmp_path, "--arms", "fractaldb-sup", "sigma-mae")
+    base_args = {s.name: s.args for s in base}
+
+    def without_data(args):
+        i = args.index("--data")
+        return args[:i] + args[i + 2 :]
+
+    pairs = [("visualatom-sup", "fractaldb-sup"), ("rcdb-sup", "fractaldb-sup"),
+             ("visualatom-mae", "sigma-mae")]  # fmt: skip
+    for arm, like in pairs:
+        ours, theirs = by_name[f"pretrain-{arm}"], base_args[f"pretrain-{like}"]
+        assert option(ours, "--data").endswith(f"{arm.split('-')[0]}-4x16-32px")
+        assert without_data(ours)[:-2] == without_data(theirs)[:-2]  # all but --out
+    fdb = script.fractal_sets(b)["fractaldb"]
+    for family in ("visualatom", "rcdb"):
+        f = script.fractal_sets(b)[family]
+        assert (f.classes, f.instances, f.render_scale) == (fdb.classes, fdb.instances, 1)
+
+
+def test_contour_arms_are_compared_with_fractaldb_sup(script, tmp_path):
+    def runs(values):
+        return {f"shared/pt{i // 3}/ft{i % 3}": {"last": v, "best": v, "train": 50.0,
+                                                 "curve": [v], "img_size": 64, "epochs": 1}
+                for i, v in enumerate(values)}  # fmt: skip
+
+    doc = {"arms": {
+        "scratch": {"runs": runs([60.0, 61.0, 59.0])},
+        "fractaldb-sup": {"runs": runs([64.0, 65.0, 63.0, 64.5, 63.5, 64.0])},
+        "visualatom-sup": {"runs": runs([67.0, 68.0, 66.0, 67.5, 66.5, 67.0])},
+        "rcdb-sup": {"runs": runs([64.0])},  # one run: too few to compare
+    }}  # fmt: skip
+    versus = {a: "fractaldb-sup" for a in CONTOUR}
+    rows = {r["arm"]: r for r in script.summarize(doc, list(doc["arms"]), versus)}
+    va = rows["visualatom-sup"]
+    expect = script.welch(va["last"], rows["fractaldb-sup"]["last"])
+    assert va["versus"] == {"arm": "fractaldb-sup", "diff": expect.as_dict()}
+    assert va["versus"]["diff"]["diff"] == pytest.approx(3.0)
+    assert rows["rcdb-sup"]["versus"] == {"arm": "fractaldb-sup", "diff": None}
+    assert rows["fractaldb-sup"]["versus"] is None and rows["scratch"]["versus"] is None
+    table = script.markdown(list(rows.values()))
+    header = [c.strip() for c in table.splitlines()[0].split("|")]
+    line = next(ln for ln in table.splitlines() if ln.startswith("| visualatom-sup "))
+    cell = [c.strip() for c in line.split("|")][header.index("vs fractaldb-sup [95 % CI] (p)")]
+    assert cell == f"+3.00 [{expect.low:+.2f}, {expect.high:+.2f}] (p {expect.p:.3f})"
+    assert all(len(ln.split("|")) == len(header) for ln in table.splitlines())
+    sentences = script.claims(list(rows.values()))
+    assert "- " + script.claim("visualatom-sup", expect, "fractaldb-sup") in sentences
+    assert any(
+        s.startswith("- rcdb-sup: too few runs to compare with fractaldb-sup") for s in sentences
+    )
+    # without the base arm there is nothing to compare with, and the table keeps its columns
+    del doc["arms"]["fractaldb-sup"]
+    rows = script.summarize(doc, list(doc["arms"]), versus)
+    assert all(r["versus"] is None for r in rows) and "vs fractaldb-sup" not in script.markdown(
+        rows
+    )
 
 
 def test_pt_seeds_pool_every_run_and_own_recipes_are_planned(script, data_dir, tmp_path):

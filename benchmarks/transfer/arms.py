@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmarks.transfer.budgets import FULL_AUG, Budget
+from fractaldb.settings import CONTOUR_SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,11 @@ class FractalSet:
     render_scale: int = 1  # render at this multiple of the budget's size (more points alike)
     categories_of: str | None = None  # reuse another set's categories file
 
+    @property
+    def contour(self) -> bool:
+        """Whether it is a contour family (VisualAtom, RCDB): no IFS render settings apply."""
+        return self.sampler in CONTOUR_SAMPLERS
+
 
 @dataclass(frozen=True)
 class Arm:
@@ -37,10 +43,11 @@ class Arm:
     on_the_fly: bool = False  # render every image new instead of reading the rendered set
     group: str = "core"
     epochs_x: int = 1  # pre-training epochs x N (an equal-cost control of a two-stage arm)
+    versus: str = ""  # an arm it is also compared with in the report (besides scratch)
 
 
 # what --arms accepts besides arm names
-GROUPS = ("core", "variant", "practice")
+GROUPS = ("core", "variant", "practice", "contour")
 
 
 _GRAY_POINTS = ("--mode", "point", "--color", "gray")
@@ -71,6 +78,10 @@ def fractal_sets(b: Budget) -> dict[str, FractalSet]:
             FractalSet(f"1p-{delta:g}", "sigma", few, 3, "quickstart",
                        (*_GRAY_POINTS, "--scheme", "none"), one_p, perturb=delta)
         )  # fmt: skip
+    # the contour families at fractaldb's categories, instances and size, each drawn by its
+    # preset (gray 1-px contours); the IFS search and render settings do not apply to them
+    for family in CONTOUR_SAMPLERS:
+        out.append(FractalSet(family, family, b.categories, b.instances, f"{family}-1k", ()))
     return {f.name: f for f in out}
 
 
@@ -126,7 +137,15 @@ def arms_of(b: Budget) -> list[Arm]:
         Arm("target-mae-long", "mae", "target", f"{photos}, twice the epochs (the steps of "
             "sigma-mae+target-mae)", group=p, epochs_x=2),
     ]  # fmt: skip
-    return core + variants + practice
+    # the contour families, as fractaldb-sup is pre-trained (and as sigma-mae for MAE):
+    # compared with fractaldb-sup too, the literature's order
+    c, fdb = "contour", "fractaldb-sup"
+    contour = [
+        Arm("visualatom-sup", "sup", "visualatom", seen("visualatom"), group=c, versus=fdb),
+        Arm("rcdb-sup", "sup", "rcdb", seen("rcdb"), group=c, versus=fdb),
+        Arm("visualatom-mae", "mae", "visualatom", seen("visualatom"), group=c, versus=fdb),
+    ]
+    return core + variants + practice + contour
 
 
 def arm_names(b: Budget) -> list[str]:

@@ -94,7 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--arms", nargs="+", default=None,
-        help="run only these arms, or the groups core / variant / practice (default: all)",
+        help="run only these arms, or the groups core / variant / practice / contour (default: "
+        "all)",
     )  # fmt: skip
     parser.add_argument(
         "--sup-epochs", type=int, default=None,
@@ -271,11 +272,12 @@ def record(
 ) -> None:
     """Merge every finished run into each set's results file and its pooled table."""
     saw = {a.name: a.saw for a in arms_of(b)}
+    versus = {a.name: a.versus for a in arms_of(b) if a.versus}
     typed = sys.argv[1:] if argv is None else argv
     for name, doc in docs.items():
         units = [u for u in p.units if u.dataset == name]
         results.merge(doc, units, p.costs, saw, results.invocation(typed, minutes, log))
         doc |= {k: v for k, v in figures_head(args, b).items() if k not in ("variant",)}
         doc["dataset"] = name
-        doc["results"] = {name: summarize(doc, arm_names(b))}
+        doc["results"] = {name: summarize(doc, arm_names(b), versus)}
         results.write(paths[name], doc)

@@ -46,7 +46,9 @@ def data_steps(b: Budget, out: Path, seed: int, need: set[str]) -> tuple[list[St
         shards = data / f"{name}-{f.classes}x{f.instances}-{size}px"
         render = ["render", "--preset", f.preset, "--categories", str(cats)]
         render += ["--instances-per-category", str(f.instances), "--image-size", str(size)]
-        render += ["--points", str(points), *f.render_opts, "--seed", str(seed), "--quiet"]
+        if not f.contour:  # a contour image is drawn whole: there is no point count
+            render += ["--points", str(points)]
+        render += [*f.render_opts, "--seed", str(seed), "--quiet"]
         steps.append(
             Step(f"render-{name}", render + ["--out", str(shards)], shards / "manifest.json",
                  (search_step,))
@@ -315,8 +317,8 @@ def probe_run(out: Path, dataset: str, arm: str) -> Path:
 
 
 def chosen_arms(args: argparse.Namespace, b: Budget) -> list[Arm]:
-    """The arms --arms names (arm names or the groups core / variant / practice), in table
-    order; an arm's init arm is pre-trained for it but not measured."""
+    """The arms --arms names (arm names or the groups core / variant / practice / contour), in
+    table order; an arm's init arm is pre-trained for it but not measured."""
     arms = arms_of(b)
     if not args.arms:
         return arms

@@ -35,11 +35,13 @@ def _pooled(runs: list[dict]) -> dict:
     }
 
 
-def summarize(doc: dict, order: list[str]) -> list[dict]:
+def summarize(doc: dict, order: list[str], versus: dict[str, str] | None = None) -> list[dict]:
     """Per arm of the results document, in `order` (arms not in it last): every run pooled
     over pre-training x fine-tuning seeds (last, best, train top-1, validation curves), the
     frozen-feature probes (mean over pre-training seeds), the pre-training cost, and the
-    arm's own recipe: the candidate column with the best mean last-epoch validation."""
+    arm's own recipe: the candidate column with the best mean last-epoch validation; the
+    difference from scratch, and for an arm of `versus` ({arm: base}) from its base arm too
+    when the base has runs."""
     rows = []
     names = sorted(doc["arms"], key=lambda a: (order.index(a) if a in order else len(order), a))
     for arm in names:
@@ -84,6 +86,13 @@ def summarize(doc: dict, order: list[str]) -> list[dict]:
         own = row["own"] and welch(row["own"]["last"], scratch)
         if row["own"]:
             row["own"]["vs_scratch"] = own.as_dict() if own else None
+    last = {r["arm"]: r["last"] for r in rows if r["last"]}
+    for row in rows:
+        base = (versus or {}).get(row["arm"])
+        row["versus"] = None
+        if base in last:
+            d = welch(row["last"], last[base])
+            row["versus"] = {"arm": base, "diff": d.as_dict() if d else None}
     return rows
 
 
@@ -111,12 +120,16 @@ def markdown(rows: list[dict], in_domain: bool = False) -> str:
     runs pooled (pre-training x fine-tuning seeds); fine-tuned last-epoch top-1 mean ± sd, the
     difference from scratch with its 95 % CI and Welch p; the arm's own recipe (chosen on
     validation); linear-probe and k-NN top-1 on frozen features; train top-1. The best epoch,
-    a maximum over the same validation, is optimistic: it is in the JSON only."""
+    a maximum over the same validation, is optimistic: it is in the JSON only. When an arm is
+    also compared with a base arm (the contour arms with fractaldb-sup), a column after p gives
+    that difference with its CI and p."""
+    bases = sorted({r["versus"]["arm"] for r in rows if r.get("versus")})
+    second = f" vs {' / '.join(bases)} [95 % CI] (p) |" if bases else ""
     lines = [
         "| init | pre-training saw | pre-training steps | images seen | train FLOPs | "
-        "n (pt x ft) | fine-tuned, last epoch | vs scratch [95 % CI] | p | own recipe "
+        f"n (pt x ft) | fine-tuned, last epoch | vs scratch [95 % CI] | p |{second} own recipe "
         "(chosen on val) | linear probe | k-NN | train top-1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if bases else ""),
     ]
     for r in rows:
         saw = r.get("saw", "")
@@ -135,22 +148,28 @@ def markdown(rows: list[dict], in_domain: bool = False) -> str:
             own = f"{m:.2f} ± {sd:.2f} ({o['column']}) {_diff(o.get('vs_scratch'))}".rstrip()
         train = f"{statistics.fmean(r['train']):.1f}" if r["train"] else "-"
         steps, images, flops = _cost(r.get("cost"))
+        v = (r.get("versus") or {}).get("diff")
+        versus = f" {_diff(v)} (p {v['p']:.3f}) |" if v else " |"
         lines.append(
             f"| {r['arm']} | {saw} | {steps} | {images} | {flops} | {r.get('n', '-')} | {ft} | "
-            f"{_diff(d)} | {p} | {own} | {_pct(r.get('linear'))} | {_pct(r.get('knn'))} | "
-            f"{train} |"
+            f"{_diff(d)} | {p} |{versus if bases else ''} {own} | {_pct(r.get('linear'))} | "
+            f"{_pct(r.get('knn'))} | {train} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def claims(rows: list[dict]) -> list[str]:
-    """One sentence per arm against scratch, "no difference" when the interval holds zero."""
+    """One sentence per arm against scratch, and one against its base arm where it has one;
+    "no difference" when the interval holds zero."""
     out = []
     for r in rows:
         if r["arm"] == "scratch":
             continue
         d = r.get("vs_scratch")
         out.append("- " + claim(r["arm"], Difference(**d) if d else None))
+        if r.get("versus"):
+            v = r["versus"]["diff"]
+            out.append("- " + claim(r["arm"], Difference(**v) if v else None, r["versus"]["arm"]))
     return out
 
 

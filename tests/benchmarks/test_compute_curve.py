@@ -109,7 +109,20 @@ def test_bad_runs_are_one_line_errors(two_scales, tmp_path, capsys):
         ("sigma-mae+target-mae", 20),  # one pre-training after the other
         ("fractaldb-sup+target-mae", 15),
         ("target-mae-long", 20),  # the equal-cost control of the two-stage arms
+        ("visualatom-mae", 10),  # the contour arms: MAE as sigma-mae, supervised as fractaldb-sup
+        ("visualatom-sup", 5),
+        ("rcdb-sup", 5),
     ],
 )
 def test_pre_epochs_count_every_stage(arm, epochs):
     assert C._pre_epochs(arm, {"pre_epochs": 5, "mae_epochs": 10}) == epochs
+
+
+def test_pre_epochs_follow_every_single_stage_arms_kind():
+    from benchmarks.transfer import BUDGETS, arms_of
+
+    for arm in arms_of(BUDGETS["cpu"]):
+        if arm.kind == "scratch" or arm.init or arm.epochs_x != 1:
+            continue
+        epochs = 10 if arm.kind == "mae" else 5
+        assert C._pre_epochs(arm.name, {"pre_epochs": 5, "mae_epochs": 10}) == epochs, arm.name
