@@ -7,7 +7,7 @@ plateaued: OUT/curve-DATASET.png shows it), and on frozen features by a linear p
 k-NN vote (`fractaldb probe`; no schedule to tune, no fine-tuning seeds). Every arm is
 pre-trained once per `--pt-seeds` seed (default `--seed`) and all its runs are pooled
 (n = pre-training x fine-tuning seeds; scratch: fine-tuning seeds only). The arms (`--arms`
-names them, or the groups `core`, `variant` and `practice`):
+names them, or the groups `core`, `variant`, `practice` and `contour`):
   scratch            random init
   fractaldb-sup      supervised on FractalDB-style categories (gray points at 64 px)
   sigma-sup          supervised on sigma-sampler (Anderson & Farrell) categories, hue colour
@@ -25,6 +25,10 @@ names them, or the groups `core`, `variant` and `practice`):
   practice: sigma-mae+target-mae and fractaldb-sup+target-mae (the fractal arm, then MAE on
   the downstream training photos from its weights) and target-mae-long (target-mae at twice
   the epochs: the steps of sigma-mae+target-mae, the equal-cost control).
+  contour: visualatom-sup and rcdb-sup (supervised on VisualAtom / RCDB contour categories,
+  gray, rendered by the family's preset with fractaldb-sup's categories, images, size and
+  steps) and visualatom-mae (MAE on the VisualAtom set, sigma-mae's steps); each also
+  compared with fractaldb-sup (a second difference with its 95 % CI and p).
 `--scale N` multiplies every pre-training's epochs (same images): the compute curve.
 `--equal-steps` gives the supervised arms the MAE arms' epochs (the same steps and images).
 `--own-recipes` adds each method's own choices beside the shared recipe, chosen on
